@@ -1,0 +1,95 @@
+"""Checkpoints: one file holds both networks, the config, class names and training metadata.
+
+The file is a plain dict of tensors, numbers, strings and lists, so it loads with
+``torch.load(path, weights_only=True)``. Writes are atomic (temporary file + rename).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from .model import LMPNetConfig, LMPNetPair
+
+FORMAT = "lmpcli.lmpnet"
+VERSION = 1
+DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "lmpnet-lite0-cub50.pt"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, unreadable, or not an lmp checkpoint."""
+
+
+def atomic_torch_save(obj, path: str | os.PathLike) -> None:
+    """``torch.save`` to a temporary file beside ``path``, then rename over it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def save_checkpoint(path, model: LMPNetPair, class_names: list[str], meta: dict | None = None,
+                    training_state: dict | None = None, half: bool = False) -> None:
+    """Write a checkpoint.
+
+    Args:
+        model: the network pair.
+        class_names: K names, index = label.
+        meta: training metadata (command, data, epochs, time, machine, metrics).
+        training_state: optimizer/scheduler/epoch for ``--resume`` (omit for shipped weights).
+        half: store floating tensors as float16 (halves the file; loads back as float32).
+    """
+    state = {k: (v.half() if half and v.is_floating_point() else v).detach().cpu()
+             for k, v in model.state_dict().items()}
+    obj = {"format": FORMAT, "version": VERSION, "config": model.config.to_dict(),
+           "class_names": list(class_names), "state_dict": state, "meta": meta or {}}
+    if training_state is not None:
+        obj["training_state"] = training_state
+    atomic_torch_save(obj, path)
+
+
+def read_checkpoint(path) -> dict:
+    """Load the raw checkpoint dict (``weights_only=True``).
+
+    Raises:
+        CheckpointError: missing file, unreadable file, or a foreign format.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"cannot read checkpoint {path}: {type(e).__name__}: {str(e).splitlines()[0]}") from e
+    if not isinstance(obj, dict) or obj.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not an lmp checkpoint (expected format {FORMAT!r})")
+    return obj
+
+
+def load_model(path=None, device: torch.device | str = "cpu") -> tuple[LMPNetPair, dict]:
+    """Rebuild the :class:`LMPNetPair` of a checkpoint (default: the shipped weights), in eval mode.
+
+    Returns:
+        (model on ``device``, checkpoint dict without the state dict).
+
+    Raises:
+        CheckpointError: see :func:`read_checkpoint`, or weights that do not fit the config.
+    """
+    obj = read_checkpoint(DEFAULT_WEIGHTS if path is None else path)
+    config = LMPNetConfig.from_dict(obj["config"])
+    model = LMPNetPair(config, pretrained=False)
+    state = {k: v.float() if v.is_floating_point() else v for k, v in obj.pop("state_dict").items()}
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise CheckpointError(f"weights do not match their config: {str(e).splitlines()[0]}") from e
+    return model.to(device).eval(), obj

@@ -1,0 +1,149 @@
+"""``lmp evaluate``: greedy PCK per keypoint rank (Table 2), part recall, accuracy, speed.
+
+Every chosen method and the two trivial baselines are scored on the same images in one run.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from .checkpoint import load_model
+from .data import PART_GROUPS, CUBDataset, InputError, eval_transform
+from .device import prepare_model, resolve_device
+from .inference import iterate, make_loader
+from .methods import create_method
+from .metrics import greedy_pck, part_recall
+from .outputs import atomic_write_text, check_writable
+from .progress import NullProgress, Progress
+
+BASELINES = ("centre", "channel-mean")
+
+
+def _collate(items: list[dict]) -> dict:
+    return {
+        "image": torch.stack([it["image"] for it in items]),
+        "size": torch.stack([it["size"] for it in items]),
+        "keypoints": torch.stack([it["orig_keypoints"] for it in items]),
+        "visible": torch.stack([it["visible"] for it in items]),
+        "label": torch.tensor([it["label"] for it in items]),
+        "path": [it["path"] for it in items],
+    }
+
+
+def evaluate(
+    data: str | Path,
+    *,
+    split: str = "test",
+    weights: str | Path | None = None,
+    methods: Sequence[str] = ("lmpnet",),
+    baselines: bool = True,
+    k: int = 5,
+    thr: float | None = None,
+    alpha: float = 0.1,
+    classes: list[int] | None = None,
+    limit: int | None = None,
+    batch_size: int = 8,
+    device: str = "auto",
+    workers: int = 2,
+    progress: Progress | None = None,
+) -> dict:
+    """Score keypoint methods on a CUB-200-2011-layout split.
+
+    Args:
+        data: CUB-layout folder (``images.txt``, ``parts/part_locs.txt``, ...).
+        split: ``train``, ``test`` or ``all``.
+        weights: checkpoint (None = shipped weights).
+        methods: keypoint methods to score (see :data:`lmpcli.methods.METHODS`).
+        baselines: also score :data:`BASELINES` on the same images.
+        k: keypoints per image. thr: LMPNet erase radius in cells (None = checkpoint's).
+        alpha: PCK radius as a fraction of the shorter image side.
+        classes: only these CUB class ids (e.g. classes held out from training).
+        limit: evaluate the first ``limit`` images only (quick checks).
+
+    Returns:
+        ``{"table": DataFrame (one row per method: KP1..KPk, avg, recall, per-group
+        recall, acc, images/s), "config": {...}}``; PCK and recall in percent.
+
+    Raises:
+        InputError: not a CUB folder, unknown split, no images.
+        CheckpointError: missing or foreign checkpoint.
+    """
+    progress = progress or NullProgress()
+    dev = resolve_device(device)
+    model, ckpt = load_model(weights, "cpu")
+    model = prepare_model(model, dev)
+    cfg = model.config
+    root = Path(data)
+    if not (root / "images.txt").is_file():
+        raise InputError(f"{data} is not a CUB-200-2011-layout folder (no images.txt)")
+    dataset = CUBDataset(root, split, eval_transform(cfg.image_size, cfg.mean, cfg.std), classes=classes)
+    if len(dataset) == 0:
+        raise InputError(f"no images in split {split!r} of {data}")
+    label_map = None
+    if dataset.class_names != ckpt["class_names"]:  # evaluate on other classes: map by name when possible
+        index = {n: i for i, n in enumerate(ckpt["class_names"])}
+        label_map = torch.tensor([index.get(n, -1) for n in dataset.class_names])
+    if limit:
+        dataset = torch.utils.data.Subset(dataset, range(min(limit, len(dataset))))
+    names = list(dict.fromkeys([*methods, *(BASELINES if baselines else ())]))
+    kp_methods = [create_method(n, model, k=k, thr=thr) for n in names]
+    loader = make_loader(dataset, batch_size, workers, _collate, dev)
+    acc = {n: {"pck": [], "recall": [], "visible": [], "correct": [], "seconds": 0.0} for n in names}
+    n_images = 0
+    progress.start(f"evaluate {', '.join(names)}", len(dataset))
+    try:
+        for batch, results in iterate(loader, kp_methods, dev):
+            labels = batch["label"] if label_map is None else label_map[batch["label"]]
+            for n, res in results.items():
+                a = acc[n]
+                a["pck"].append(greedy_pck(res["xy"], batch["keypoints"], batch["visible"], batch["size"], alpha))
+                a["recall"].append(part_recall(res["xy"], batch["keypoints"], batch["visible"], batch["size"], alpha))
+                a["visible"].append(batch["visible"])
+                if res["logits"] is not None:
+                    a["correct"].append(res["logits"].argmax(-1) == labels)
+                a["seconds"] += res["seconds"]
+            n_images += len(batch["path"])
+            progress.advance(len(batch["path"]))
+    finally:
+        progress.finish()
+    rows = []
+    for n in names:
+        a = acc[n]
+        pck = torch.cat(a["pck"]).float()
+        hit, vis = torch.cat(a["recall"]), torch.cat(a["visible"])
+        row = {"method": n}
+        for r in range(pck.shape[1]):
+            row[f"KP{r + 1}"] = 100 * pck[:, r].mean().item()
+        row["avg"] = 100 * pck.mean().item()
+        row["recall"] = 100 * hit.sum().item() / max(vis.sum().item(), 1)
+        for group, parts in PART_GROUPS.items():
+            cols = [p - 1 for p in parts if p - 1 < vis.shape[1]]
+            row[f"recall_{group}"] = 100 * hit[:, cols].sum().item() / max(vis[:, cols].sum().item(), 1)
+        row["acc"] = 100 * torch.cat(a["correct"]).float().mean().item() if a["correct"] else float("nan")
+        row["images_per_s"] = n_images / max(a["seconds"], 1e-9)
+        rows.append(row)
+    config = {"data": str(data), "split": split, "images": n_images, "k": k,
+              "thr": cfg.thr if thr is None else thr, "alpha": alpha, "weights": str(weights or "shipped"),
+              "device": str(dev), "backbone": cfg.backbone, "image_size": cfg.image_size,
+              "classes": classes, "feature_map": cfg.image_size // 32}
+    return {"table": pd.DataFrame(rows), "config": config}
+
+
+def write_report(report: dict, out: str | Path, overwrite: bool = False) -> None:
+    """Write the evaluation table as CSV, or as JSON (table records + config) for ``.json``.
+
+    Raises:
+        OutputError: existing file without ``overwrite``, unwritable folder.
+    """
+    path = check_writable(out, overwrite)
+    if path.suffix.lower() == ".json":
+        text = json.dumps({"config": report["config"], "results": report["table"].to_dict("records")}, indent=1)
+        atomic_write_text(path, text + "\n")
+    else:
+        atomic_write_text(path, report["table"].to_csv(index=False, float_format="%.2f"))

@@ -1,0 +1,114 @@
+"""Learnable clustering (Guo & Farrell, Sec. 3.4, Algorithm 1), batched over images.
+
+Proposals (binarised feature maps, one peak cell each) vote for keypoint predictions.
+For keypoint ``i`` the votes start uniform (``W[:, i] = 1``); for ``n`` iterations the
+prediction ``Y = softmax(W[:, i])^T X`` is formed, the distance ``d`` between each
+proposal's peak and the prediction's peak is measured, and ``W[:, i] <- w + 1/d``.
+Proposals with ``d < thr`` are then erased and the next keypoint is predicted, until
+``k`` keypoints are found or no proposal is left.
+
+Deviation, documented: a proposal on the predicted cell has ``d = 0``; we use the
+similarity ``1 / (1 + d)`` instead of ``1 / d`` so that it stays finite.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from .selection import Proposals
+
+
+class Clusters(NamedTuple):
+    """Keypoint predictions of learnable clustering.
+
+    Attributes:
+        xy: (B, k, 2) float32 keypoints in feature-map cells, (x, y) = (column, row) of
+            the predicted cell; 0 where ``found`` is False.
+        score: (B, k) share of the (softmax) vote mass on the predicted cell, in [0, 1].
+        found: (B, k) bool; False once every proposal of an image has been erased.
+    """
+
+    xy: Tensor
+    score: Tensor
+    found: Tensor
+
+
+def learnable_clustering(
+    proposals: Proposals,
+    map_size: tuple[int, int],
+    k: int = 5,
+    thr: float = 3.0,
+    iterations: int = 3,
+) -> Clusters:
+    """Algorithm 1 of the paper on a batch of proposals, without a per-image Python loop.
+
+    Args:
+        proposals: :class:`~lmpcli.layers.selection.Proposals` with ``xy`` (B, M, 2)
+            peak cells and ``valid`` (B, M).
+        map_size: (H, W) of the feature map, in cells.
+        k: number of keypoints to predict (paper: 5).
+        thr: erasing radius in feature-map cells (paper: 3 on 14x14 maps); proposals
+            closer than ``thr`` to a prediction are erased.
+        iterations: ``n``, re-weighting iterations per keypoint.
+
+    Returns:
+        :class:`Clusters`, ordered by prediction rank (first = densest vote).
+
+    Raises:
+        ValueError: if ``k < 1``, ``thr <= 0`` or ``iterations < 0``.
+    """
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    if thr <= 0:
+        raise ValueError(f"thr must be > 0 cells, got {thr}")
+    if iterations < 0:
+        raise ValueError(f"iterations must be >= 0, got {iterations}")
+    h, w = map_size
+    xy = proposals.xy.float()
+    b, m, _ = xy.shape
+    alive = proposals.valid.clone()
+    cell = (xy[..., 1] * w + xy[..., 0]).long().clamp_(0, h * w - 1)  # (B, M)
+    out_xy = xy.new_zeros(b, k, 2)
+    out_score = xy.new_zeros(b, k)
+    out_found = torch.zeros(b, k, dtype=torch.bool, device=xy.device)
+    neg_inf = torch.finfo(xy.dtype).min
+
+    def vote(weights: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        soft = torch.where(alive, weights, neg_inf).softmax(dim=-1) * alive  # (B, M)
+        votes = xy.new_zeros(b, h * w).scatter_add_(1, cell, soft)  # Y = w^T X
+        score, peak = votes.max(dim=-1)
+        peak_xy = torch.stack([peak % w, torch.div(peak, w, rounding_mode="floor")], -1).float()
+        dist = (xy - peak_xy[:, None, :]).norm(dim=-1)  # (B, M), in cells
+        return soft, peak_xy, score, dist
+
+    for i in range(k):
+        any_alive = alive.any(dim=-1)
+        if not bool(any_alive.any()):
+            break
+        weights = torch.ones_like(out_score[:, :1]).expand(b, m).clone()  # W[:, i] <- 1
+        for _ in range(iterations):
+            soft, _, _, dist = vote(weights)
+            weights = soft + 1.0 / (1.0 + dist)  # W[:, i] <- w + 1/d
+        _, peak_xy, score, dist = vote(weights)
+        out_xy[:, i] = torch.where(any_alive[:, None], peak_xy, 0.0)
+        out_score[:, i] = torch.where(any_alive, score, 0.0)
+        out_found[:, i] = any_alive
+        alive &= ~(dist < thr)  # X[d < thr] <- 0
+    return Clusters(out_xy, out_score, out_found)
+
+
+class LearnableClustering(nn.Module):
+    """Module wrapper of :func:`learnable_clustering` (Algorithm 1); see it for shapes."""
+
+    def __init__(self, k: int = 5, thr: float = 3.0, iterations: int = 3) -> None:
+        super().__init__()
+        self.k, self.thr, self.iterations = k, thr, iterations
+
+    def forward(self, proposals: Proposals, map_size: tuple[int, int]) -> Clusters:
+        return learnable_clustering(proposals, map_size, self.k, self.thr, self.iterations)
+
+    def extra_repr(self) -> str:
+        return f"k={self.k}, thr={self.thr}, iterations={self.iterations}"

@@ -1,0 +1,61 @@
+"""Filter selection (Guo & Farrell, Sec. 3.2): keep the filters with the strongest activation.
+
+A filter's *activation strength* on an image is the maximum of its feature map; the paper
+keeps, for each image, the filters with the highest activation as keypoint proposals.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+
+class Proposals(NamedTuple):
+    """Keypoint proposals: one peak per selected filter.
+
+    Attributes:
+        xy: (B, M, 2) float32 peak positions in feature-map cells, (x, y) = (column, row)
+            of the cell holding the filter's maximum (integer-valued).
+        strength: (B, M) peak activation of each selected filter.
+        channel: (B, M) int64 filter index in the feature map.
+        valid: (B, M) bool, False for filters whose peak is <= 0 (never fired) or padding.
+    """
+
+    xy: Tensor
+    strength: Tensor
+    channel: Tensor
+    valid: Tensor
+
+
+def select_filters(features: Tensor, num_filters: int) -> Proposals:
+    """Select the ``num_filters`` filters with the highest peak activation per image (Sec. 3.2).
+
+    Each selected feature map is binarised to its peak cell ("we set the maximum value of
+    each feature map to 1 and everything else to 0", Sec. 3.4), so a proposal is a cell.
+
+    Args:
+        features: (B, C, H, W) final-conv feature maps.
+        num_filters: M, proposals kept per image; clipped to C. ``<= 0`` keeps all C.
+
+    Returns:
+        :class:`Proposals` with M entries per image, strongest first.
+
+    Raises:
+        ValueError: if ``features`` is not 4-D.
+    """
+    if features.ndim != 4:
+        raise ValueError(f"select_filters expects (B, C, H, W), got shape {tuple(features.shape)}")
+    b, c, h, w = features.shape
+    m = c if num_filters <= 0 else min(num_filters, c)
+    peak, flat_idx = features.flatten(-2).max(dim=-1)  # (B, C)
+    strength, channel = peak.topk(m, dim=-1)  # (B, M), sorted descending
+    idx = flat_idx.gather(-1, channel)
+    xy = torch.stack([idx % w, torch.div(idx, w, rounding_mode="floor")], dim=-1).float()
+    return Proposals(xy=xy, strength=strength, channel=channel, valid=strength > 0)
+
+
+def concat_proposals(*proposals: Proposals) -> Proposals:
+    """Fuse proposals of several networks (main + replica, Sec. 3.3) along the M axis."""
+    return Proposals(*(torch.cat(parts, dim=1) for parts in zip(*proposals)))

@@ -1,0 +1,37 @@
+"""The keypoint-method interface: a method is a small object called on a batch of network inputs."""
+
+from __future__ import annotations
+
+import time
+from typing import Protocol
+
+from torch import Tensor
+
+from ..model import KeypointOutput
+
+
+class KeypointMethod(Protocol):
+    """Predicts ``k`` keypoints for (B, 3, S, S) normalised images.
+
+    Implementations return :class:`lmpcli.model.KeypointOutput` with (x, y) in pixels of the
+    network input; callers rescale to original-image pixels. ``cache`` lets methods on the
+    same batch share work (key ``"main"``: the main network's (logits, features)).
+    """
+
+    name: str
+    k: int
+    uses_main: bool  # True if it runs the main network (and may share its forward via ``cache``)
+
+    def __call__(self, images: Tensor, cache: dict | None = None) -> KeypointOutput: ...
+
+
+def main_forward(model, images: Tensor, cache: dict | None) -> tuple[Tensor, Tensor]:
+    """The main network's (logits (B, K), features (B, C, h, w)), computed once per batch."""
+    if cache is not None and "main" in cache:
+        return cache["main"]
+    start = time.perf_counter()
+    out = model.main(images)
+    if cache is not None:
+        cache["main"] = out
+        cache["main_seconds"] = time.perf_counter() - start
+    return out

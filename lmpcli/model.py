@@ -1,0 +1,177 @@
+"""LMPNet (Guo & Farrell, Fig. 2): a classifier with leaky max pooling plus a keypoint branch.
+
+``LMPNet``: backbone -> final-conv feature map (B, C, h, w) -> global pooling -> linear
+classifier. ``LMPNetPair`` holds the main network and its replica (same architecture, own
+weights, Sec. 3.3) and predicts keypoints: filter selection (Sec. 3.2) on both networks,
+the replica fed the image with the main network's first keypoint masked out, proposals
+fused, then learnable clustering (Sec. 3.4).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from .backbones import create_backbone, freeze_stages
+from .layers import GlobalPool2d, concat_proposals, learnable_clustering, mask_out, select_filters
+
+
+@dataclass
+class LMPNetConfig:
+    """Everything needed to rebuild an :class:`LMPNetPair` (stored in checkpoints).
+
+    Attributes:
+        backbone: name from :data:`lmpcli.backbones.BACKBONES`.
+        num_classes: classifier outputs.
+        pooling: ``avg``, ``max`` or ``lmp`` (Sec. 3.1).
+        eps: leak of leaky max pooling (paper 0.1).
+        image_size: square network input side, pixels (448 -> 14x14 feature maps).
+        num_filters: filters kept per image and network by filter selection (Sec. 3.2).
+        k: keypoints predicted.
+        thr: clustering erase radius, feature-map cells (Sec. 3.4, paper 3 on 14x14).
+        iterations: clustering re-weighting iterations per keypoint.
+        mask_size: attention mask side as a fraction of the input side (Sec. 3.3).
+        replica: whether the replica network exists and is fused at test time.
+        freeze: number of backbone stages kept frozen during training.
+        dropout: dropout before the classifier.
+        mean, std: input normalisation of the backbone.
+    """
+
+    backbone: str = "efficientnet-lite0"
+    num_classes: int = 50
+    pooling: str = "lmp"
+    eps: float = 0.1
+    image_size: int = 448
+    num_filters: int = 128
+    k: int = 5
+    thr: float = 3.0
+    iterations: int = 3
+    mask_size: float = 0.25
+    replica: bool = True
+    freeze: int = 12
+    dropout: float = 0.2
+    mean: tuple[float, float, float] = field(default=(0.498, 0.498, 0.498))
+    std: tuple[float, float, float] = field(default=(0.502, 0.502, 0.502))
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["mean"], d["std"] = list(self.mean), list(self.std)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "LMPNetConfig":
+        known = {f.name for f in fields(cls)}
+        d = {k: v for k, v in d.items() if k in known}
+        for key in ("mean", "std"):
+            if key in d:
+                d[key] = tuple(d[key])
+        return cls(**d)
+
+
+class LMPNet(nn.Module):
+    """One LMPNet: (B, 3, S, S) normalised images -> logits (B, K) and feature maps (B, C, S/32, S/32)."""
+
+    def __init__(self, config: LMPNetConfig, pretrained: bool = True) -> None:
+        super().__init__()
+        self.backbone = create_backbone(config.backbone, pretrained)
+        freeze_stages(self.backbone, config.freeze)
+        self.frozen = config.freeze
+        self.pool = GlobalPool2d(config.pooling, config.eps)
+        self.dropout = nn.Dropout(config.dropout)
+        self.classifier = nn.Linear(self.backbone.out_channels, config.num_classes)
+
+    def train(self, mode: bool = True) -> "LMPNet":
+        super().train(mode)
+        for stage in self.backbone.stages()[: self.frozen]:
+            stage.eval()  # frozen batch-norm statistics
+        return self
+
+    def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        """Returns (logits (B, K), feature maps (B, C, h, w))."""
+        features = self.backbone(images)
+        logits = self.classifier(self.dropout(self.pool(features)))
+        return logits, features
+
+
+class KeypointOutput(NamedTuple):
+    """Output of a keypoint method on a batch of network inputs.
+
+    Attributes:
+        xy: (B, k, 2) float32 keypoints, (x, y) in pixels of the network input
+            (cell centres: ``(cell + 0.5) * stride``); NaN where not found.
+        score: (B, k) confidence in [0, 1]; 0 where not found.
+        logits: (B, K) class logits of the main network, or None for class-agnostic methods.
+    """
+
+    xy: Tensor
+    score: Tensor
+    logits: Tensor | None
+
+
+def cells_to_pixels(xy: Tensor, map_size: tuple[int, int], image_size: tuple[int, int]) -> Tensor:
+    """Map (…, 2) feature-map cells (x, y) to pixel centres of a (H, W) input."""
+    h, w = map_size
+    scale = xy.new_tensor([image_size[1] / w, image_size[0] / h])
+    return (xy + 0.5) * scale
+
+
+class LMPNetPair(nn.Module):
+    """Main LMPNet and its replica (Sec. 3.3), with the keypoint branch (Secs. 3.2-3.4).
+
+    Args:
+        config: :class:`LMPNetConfig`.
+        pretrained: load ImageNet weights into both backbones (False for tests / loading).
+    """
+
+    def __init__(self, config: LMPNetConfig, pretrained: bool = True) -> None:
+        super().__init__()
+        self.config = config
+        self.main = LMPNet(config, pretrained)
+        self.replica = LMPNet(config, pretrained) if config.replica else None
+
+    def first_keypoint(self, features: Tensor, image_size: tuple[int, int]) -> Tensor:
+        """(B, 2) first keypoint of the main network, input pixels: the region to mask out."""
+        c = self.config
+        clusters = learnable_clustering(
+            select_filters(features, c.num_filters), features.shape[-2:], 1, c.thr, c.iterations
+        )
+        return cells_to_pixels(clusters.xy[:, 0], features.shape[-2:], image_size)
+
+    def forward(self, images: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Training forward: (logits of main (B, K), logits of replica on masked images or None)."""
+        logits, features = self.main(images)
+        if self.replica is None:
+            return logits, None
+        with torch.no_grad():
+            first = self.first_keypoint(features.detach(), images.shape[-2:])
+        replica_logits, _ = self.replica(mask_out(images, first, self.config.mask_size))
+        return logits, replica_logits
+
+    @torch.no_grad()
+    def predict(self, images: Tensor, k: int | None = None, thr: float | None = None,
+                num_filters: int | None = None, iterations: int | None = None,
+                use_replica: bool = True, main_out: tuple[Tensor, Tensor] | None = None) -> KeypointOutput:
+        """Keypoints for (B, 3, S, S) normalised images; see :class:`KeypointOutput`.
+
+        ``k``, ``thr`` (cells), ``num_filters`` and ``iterations`` override the config;
+        ``main_out`` is the main network's (logits, features) when already computed.
+        """
+        c = self.config
+        k = c.k if k is None else k
+        thr = c.thr if thr is None else thr
+        m = c.num_filters if num_filters is None else num_filters
+        n = c.iterations if iterations is None else iterations
+        logits, features = self.main(images) if main_out is None else main_out
+        map_size = features.shape[-2:]
+        proposals = select_filters(features.float(), m)
+        if use_replica and self.replica is not None:
+            first = self.first_keypoint(features.float(), images.shape[-2:])
+            _, rep_features = self.replica(mask_out(images, first, c.mask_size))
+            proposals = concat_proposals(proposals, select_filters(rep_features.float(), m))
+        clusters = learnable_clustering(proposals, map_size, k, thr, n)
+        xy = cells_to_pixels(clusters.xy, map_size, images.shape[-2:])
+        xy = torch.where(clusters.found[..., None], xy, float("nan"))
+        return KeypointOutput(xy, clusters.score, logits.float())

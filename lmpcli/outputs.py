@@ -1,0 +1,109 @@
+"""Output files: atomic writes, overwrite protection, CSV/JSON keypoint tables, OpenCV drawings."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+
+class OutputError(RuntimeError):
+    """An output cannot be written (exists without overwrite, folder not writable)."""
+
+
+def check_writable(path: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Fail early if ``path`` exists (and not ``overwrite``) or its folder cannot be written.
+
+    Raises:
+        OutputError: with a one-line reason.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise OutputError(f"{path} exists; pass --overwrite to replace it")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.exists():
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise OutputError(f"cannot create folder {parent}: {e.strerror}") from e
+    if not os.access(parent, os.W_OK):
+        raise OutputError(f"cannot write to {parent}: permission denied")
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to a temporary file beside ``path`` and rename it into place."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
+    try:
+        with os.fdopen(fd, "w", newline="") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+#: BGR colours of keypoint ranks 1.. (cycled).
+RANK_COLOURS = [(0, 0, 255), (0, 200, 255), (0, 220, 0), (255, 160, 0), (255, 0, 200),
+                (0, 255, 255), (200, 0, 0), (128, 0, 255), (0, 128, 128), (128, 128, 0)]
+
+
+def draw_keypoints(image_bgr, xy, scores=None, label: str | None = None):
+    """Draw numbered, coloured keypoint markers on a copy of a BGR uint8 image (OpenCV).
+
+    Args:
+        image_bgr: (H, W, 3) uint8 numpy array.
+        xy: (k, 2) keypoints (x, y) in pixels of this image; NaN rows are skipped.
+        scores: optional (k,) confidences, unused for drawing size.
+        label: optional caption (e.g. predicted class) written top-left.
+
+    Returns:
+        The annotated (H, W, 3) uint8 image.
+    """
+    import cv2
+    import numpy as np
+
+    out = image_bgr.copy()
+    h, w = out.shape[:2]
+    r = max(4, round(min(h, w) / 60))
+    thick = max(1, r // 3)
+    for i, (x, y) in enumerate(np.asarray(xy, dtype=float)):
+        if not (np.isfinite(x) and np.isfinite(y)):
+            continue
+        c = RANK_COLOURS[i % len(RANK_COLOURS)]
+        p = (int(round(x)), int(round(y)))
+        cv2.circle(out, p, r + thick, (255, 255, 255), -1, cv2.LINE_AA)
+        cv2.circle(out, p, r, c, -1, cv2.LINE_AA)
+        cv2.putText(out, str(i + 1), (p[0] + r + 2, p[1] - r), cv2.FONT_HERSHEY_SIMPLEX, r / 10, (255, 255, 255),
+                    thick + 2, cv2.LINE_AA)
+        cv2.putText(out, str(i + 1), (p[0] + r + 2, p[1] - r), cv2.FONT_HERSHEY_SIMPLEX, r / 10, c, thick, cv2.LINE_AA)
+    if label:
+        scale = max(0.4, min(h, w) / 600)
+        cv2.putText(out, label, (8, int(24 * scale) + 4), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 4, cv2.LINE_AA)
+        cv2.putText(out, label, (8, int(24 * scale) + 4), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
+    return out
+
+
+def atomic_write_image(path: str | os.PathLike, image_bgr) -> None:
+    """Encode with OpenCV by the file's extension and rename into place.
+
+    Raises:
+        OutputError: unknown extension or encode failure.
+    """
+    import cv2
+
+    path = Path(path)
+    ok, buf = cv2.imencode(path.suffix or ".jpg", image_bgr)
+    if not ok:
+        raise OutputError(f"cannot encode image {path}")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(buf.tobytes())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

@@ -1,0 +1,235 @@
+"""``lmp predict``: keypoints for image files, folders, globs or paths on stdin."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .checkpoint import load_model
+from .data import ImagePathDataset, collate_skip_errors, eval_transform, expand_inputs, load_rgb
+from .device import prepare_model, resolve_device
+from .inference import iterate, make_loader
+from .methods import create_method
+from .outputs import OutputError, atomic_write_image, atomic_write_text, check_writable, draw_keypoints
+from .progress import NullProgress, Progress
+
+CSV_COLUMNS = ["image", "rank", "x", "y", "score"]
+
+
+@dataclass
+class ImageKeypoints:
+    """Keypoints of one image.
+
+    Attributes:
+        image: path as given.
+        width, height: original image size, pixels.
+        xy: (k, 2) float32 keypoints (x, y) in original-image pixels, rank order; NaN = not found.
+        score: (k,) confidences in [0, 1].
+        class_index, class_name, class_prob: the main network's prediction (None for
+            class-agnostic methods).
+    """
+
+    image: str
+    width: int
+    height: int
+    xy: np.ndarray
+    score: np.ndarray
+    class_index: int | None = None
+    class_name: str | None = None
+    class_prob: float | None = None
+    extras: dict = field(default_factory=dict)
+
+    def csv_rows(self) -> list[list]:
+        return [[self.image, r + 1, round(float(x), 2), round(float(y), 2), round(float(s), 4)]
+                for r, ((x, y), s) in enumerate(zip(self.xy, self.score)) if math.isfinite(x)]
+
+    def to_json(self) -> dict:
+        """COCO-style record: ``keypoints`` is a flat list of [x, y, score] triplets."""
+        trip: list[float] = []
+        for (x, y), s in zip(self.xy, self.score):
+            if math.isfinite(x):
+                trip += [round(float(x), 2), round(float(y), 2), round(float(s), 4)]
+        return {"image": self.image, "width": self.width, "height": self.height,
+                "num_keypoints": len(trip) // 3, "keypoints": trip,
+                "category_id": self.class_index, "category": self.class_name,
+                "score": None if self.class_prob is None else round(self.class_prob, 4)}
+
+
+def predict_images(
+    inputs: Iterable[str],
+    *,
+    weights: str | Path | None = None,
+    method: str = "lmpnet",
+    k: int = 5,
+    thr: float | None = None,
+    batch_size: int = 8,
+    device: str = "auto",
+    workers: int = 2,
+    stdin: Iterable[str] | None = None,
+    on_error: Callable[[str, str], None] | None = None,
+    progress: Progress | None = None,
+) -> Iterator[ImageKeypoints]:
+    """Yield :class:`ImageKeypoints` for every readable image, in input order.
+
+    Args:
+        inputs: image files, folders (searched recursively), glob patterns, or ``-`` for
+            newline-separated paths on ``stdin``.
+        weights: checkpoint path; None = the shipped weights.
+        method: keypoint method name (see :data:`lmpcli.methods.METHODS`).
+        k: keypoints per image. thr: clustering erase radius in cells (None = checkpoint's).
+        on_error: called as ``on_error(path, reason)`` for each unreadable file (skipped).
+
+    Raises:
+        InputError: missing paths, empty folders, no inputs.
+        CheckpointError: missing or foreign checkpoint.
+    """
+    progress = progress or NullProgress()
+    paths = expand_inputs(list(inputs), stdin)
+    dev = resolve_device(device)
+    model, ckpt = load_model(weights, "cpu")
+    model = prepare_model(model, dev)
+    names = ckpt["class_names"]
+    kp_method = create_method(method, model, k=k, thr=thr)
+    cfg = model.config
+    dataset = ImagePathDataset(paths, eval_transform(cfg.image_size, cfg.mean, cfg.std))
+    loader = make_loader(dataset, batch_size, workers, collate_skip_errors, dev)
+    progress.start(f"predict ({method})", len(paths))
+    try:
+        for batch, results in iterate(loader, [kp_method], dev):
+            for path, reason in batch["errors"]:
+                if on_error is not None:
+                    on_error(path, reason)
+            if not results:
+                progress.advance(len(batch["errors"]))
+                continue
+            res = results[kp_method.name]
+            probs = None if res["logits"] is None else res["logits"].softmax(-1)
+            for i, path in enumerate(batch["path"]):
+                w, h = (int(v) for v in batch["size"][i].tolist())
+                item = ImageKeypoints(path, w, h, res["xy"][i].numpy(), res["score"][i].numpy())
+                if probs is not None:
+                    p, c = probs[i].max(-1)
+                    item.class_index, item.class_name, item.class_prob = int(c), names[int(c)], float(p)
+                yield item
+            progress.advance(len(batch["path"]) + len(batch["errors"]))
+    finally:
+        progress.finish()
+
+
+def _csv_text(rows: list[list], header: bool = True) -> str:
+    import csv
+    import io
+
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    if header:
+        writer.writerow(CSV_COLUMNS)
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def _vis_name(vis_dir: Path, image: str, used: set[str]) -> Path:
+    stem = Path(image).stem
+    name, n = f"{stem}.jpg", 1
+    while name in used:
+        n += 1
+        name = f"{stem}_{n}.jpg"
+    used.add(name)
+    return vis_dir / name
+
+
+def run_predict(
+    inputs: list[str],
+    *,
+    out: str | None = None,
+    json_format: bool = False,
+    vis_dir: str | Path | None = None,
+    overwrite: bool = False,
+    stdout=None,
+    **options,
+) -> dict:
+    """Predict and write outputs; the body of ``lmp predict``.
+
+    Args:
+        out: output file (``.csv`` or ``.json``), ``-`` for stdout, None for CSV on stdout.
+        json_format: write JSON (also chosen by a ``.json`` suffix).
+        vis_dir: folder for annotated images (created; existing files need ``overwrite``).
+        overwrite: replace existing output files.
+        options: keywords of :func:`predict_images`.
+
+    The output file is written atomically once all images are done; on stdout CSV rows
+    are streamed batch by batch.
+
+    Returns:
+        ``{"images": n, "errors": [(path, reason)], "seconds": t, "out": out}``.
+
+    Raises:
+        OutputError: existing output without ``overwrite``, unwritable folder.
+        InputError, CheckpointError: see :func:`predict_images`.
+    """
+    stdout = stdout or sys.stdout
+    to_stdout = out in (None, "-")
+    json_format = json_format or (not to_stdout and str(out).lower().endswith(".json"))
+    if not to_stdout:
+        check_writable(out, overwrite)
+    vis = None
+    if vis_dir is not None:
+        vis = Path(vis_dir)
+        try:
+            vis.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise OutputError(f"cannot create {vis}: {e.strerror}") from e
+    errors: list[tuple[str, str]] = []
+    user_on_error = options.pop("on_error", None)
+
+    def on_error(path: str, reason: str) -> None:
+        errors.append((path, reason))
+        if user_on_error is not None:
+            user_on_error(path, reason)
+
+    start = time.perf_counter()
+    rows: list[list] = []
+    records: list[dict] = []
+    used: set[str] = set()
+    n = 0
+    header = True
+    for item in predict_images(inputs, on_error=on_error, **options):
+        n += 1
+        if json_format:
+            records.append(item.to_json())
+        elif to_stdout:
+            stdout.write(_csv_text(item.csv_rows(), header))
+            stdout.flush()
+            header = False
+        else:
+            rows.extend(item.csv_rows())
+        if vis is not None:
+            import cv2
+
+            target = _vis_name(vis, item.image, used)
+            if target.exists() and not overwrite:
+                raise OutputError(f"{target} exists; pass --overwrite to replace it")
+            bgr = cv2.cvtColor(np.asarray(load_rgb(item.image)), cv2.COLOR_RGB2BGR)
+            label = None if item.class_name is None else f"{item.class_name} {item.class_prob:.2f}"
+            atomic_write_image(target, draw_keypoints(bgr, item.xy, item.score, label))
+    if n == 0:
+        raise OutputError("no image could be read; nothing written")
+    if json_format:
+        text = json.dumps(records, indent=1) + "\n"
+        if to_stdout:
+            stdout.write(text)
+        else:
+            atomic_write_text(out, text)
+    elif not to_stdout:
+        atomic_write_text(out, _csv_text(rows))
+    elif header:  # streamed nothing (no keypoint found): still print a header
+        stdout.write(_csv_text([]))
+    return {"images": n, "errors": errors, "seconds": time.perf_counter() - start, "out": out}

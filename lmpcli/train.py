@@ -1,0 +1,216 @@
+"""Training of LMPNet and its replica (after torchvision's classification reference).
+
+``train_one_epoch`` runs one pass; ``fit`` builds data, model and optimizer, writes a
+checkpoint every epoch (``last.pt`` with optimizer state for ``resume``, ``model.pt``
+for inference) and per-epoch metrics to ``metrics.csv``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+import platform
+import random
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Subset
+
+from .checkpoint import read_checkpoint, save_checkpoint
+from .data import ClassFolderDataset, CUBDataset, InputError, train_transform
+from .device import autocast, prepare_model, resolve_device
+from .model import LMPNetConfig, LMPNetPair
+from .progress import NullProgress, Progress
+
+
+def open_training_data(data: str | Path, transform, split: str = "train", classes: list[int] | None = None):
+    """A CUB-layout folder (has ``images.txt``) or a class-per-folder tree.
+
+    Raises:
+        InputError: the folder does not exist or holds no usable data.
+    """
+    root = Path(data)
+    if not root.is_dir():
+        raise InputError(f"no such data folder: {data}")
+    if (root / "images.txt").is_file():
+        return CUBDataset(root, split, transform, classes=classes)
+    return ClassFolderDataset(root, transform)
+
+
+def _collate(items: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.stack([it["image"] for it in items]), torch.tensor([it["label"] for it in items])
+
+
+def train_one_epoch(model: LMPNetPair, loader: DataLoader, optimizer, scheduler, device: torch.device,
+                    label_smoothing: float = 0.1, progress: Progress | None = None) -> dict:
+    """One epoch over ``loader``; returns mean loss and training accuracy of both networks."""
+    progress = progress or NullProgress()
+    model.train()
+    n = loss_sum = correct = correct_rep = 0
+    start = time.perf_counter()
+    for images, labels in loader:
+        images = images.to(device, non_blocking=True)
+        if device.type == "cuda":
+            images = images.contiguous(memory_format=torch.channels_last)
+        labels = labels.to(device, non_blocking=True)
+        with autocast(device):
+            logits, rep_logits = model(images)
+            loss = F.cross_entropy(logits.float(), labels, label_smoothing=label_smoothing)
+            if rep_logits is not None:
+                loss = loss + F.cross_entropy(rep_logits.float(), labels, label_smoothing=label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        b = labels.numel()
+        n += b
+        loss_sum += float(loss.detach()) * b
+        correct += int((logits.argmax(-1) == labels).sum())
+        if rep_logits is not None:
+            correct_rep += int((rep_logits.argmax(-1) == labels).sum())
+        progress.advance(b, loss=loss_sum / n, acc=correct / n)
+    seconds = time.perf_counter() - start
+    return {"train_loss": loss_sum / max(n, 1), "train_acc": correct / max(n, 1),
+            "train_acc_replica": correct_rep / max(n, 1) if model.replica is not None else float("nan"),
+            "seconds": seconds, "images_per_s": n / max(seconds, 1e-9)}
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def fit(
+    data: str | Path,
+    out_dir: str | Path,
+    *,
+    backbone: str = "efficientnet-lite0",
+    image_size: int = 448,
+    epochs: int = 4,
+    batch_size: int = 16,
+    lr: float = 1e-3,
+    weight_decay: float = 1e-4,
+    label_smoothing: float = 0.1,
+    pooling: str = "lmp",
+    eps: float = 0.1,
+    num_filters: int = 128,
+    k: int = 5,
+    thr: float = 3.0,
+    iterations: int = 3,
+    mask_size: float = 0.25,
+    replica: bool = True,
+    freeze: int = 12,
+    crop_scale: float = 0.6,
+    jitter: float = 0.2,
+    classes: list[int] | None = None,
+    limit: int | None = None,
+    pretrained: bool = True,
+    seed: int = 0,
+    device: str = "auto",
+    workers: int = 2,
+    resume: bool = False,
+    overwrite: bool = False,
+    half_weights: bool = True,
+    progress: Progress | None = None,
+) -> Path:
+    """Train LMPNet (+ replica) on ``data`` and return the path of the inference checkpoint.
+
+    ``data`` is a CUB-200-2011-layout folder (its train split is used) or a folder with one
+    sub-folder of images per class. ``out_dir`` receives ``last.pt`` (resumable),
+    ``model.pt`` (weights + config + class names + metadata; float16 when ``half_weights``)
+    and ``metrics.csv`` (one row per epoch). Other keywords are the :class:`LMPNetConfig`
+    fields and the optimisation settings (AdamW, cosine schedule, label smoothing).
+
+    Raises:
+        InputError: bad data folder, or ``out_dir`` holds a previous run and neither
+            ``resume`` nor ``overwrite`` is set.
+        BackboneError: backbone weights unavailable.
+    """
+    progress = progress or NullProgress()
+    dev = resolve_device(device)
+    out = Path(out_dir)
+    last = out / "last.pt"
+    if last.exists() and not (resume or overwrite):
+        raise InputError(f"{out} already holds a training run; pass --resume to continue it or --overwrite")
+    if resume and not last.exists():
+        raise InputError(f"nothing to resume: {last} does not exist")
+    _seed_everything(seed)
+    state = read_checkpoint(last) if resume else None
+    if state is not None:
+        config = LMPNetConfig.from_dict(state["config"])
+    else:
+        config = LMPNetConfig(backbone=backbone, pooling=pooling, eps=eps, image_size=image_size,
+                              num_filters=num_filters, k=k, thr=thr, iterations=iterations,
+                              mask_size=mask_size, replica=replica, freeze=freeze)
+    probe = LMPNetPair(LMPNetConfig(**{**config.to_dict(), "num_classes": 2, "replica": False}), pretrained=False)
+    mean, std = probe.main.backbone.mean, probe.main.backbone.std
+    del probe
+    dataset = open_training_data(data, train_transform(config.image_size, mean, std, crop_scale, jitter),
+                                 classes=classes)
+    class_names = list(dataset.class_names)
+    config.num_classes, config.mean, config.std = len(class_names), tuple(mean), tuple(std)
+    if limit:
+        g = torch.Generator().manual_seed(seed)
+        dataset = Subset(dataset, torch.randperm(len(dataset), generator=g)[:limit].tolist())
+    model = prepare_model(LMPNetPair(config, pretrained=pretrained and state is None), dev)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=workers,
+                        collate_fn=_collate, drop_last=len(dataset) > batch_size,
+                        pin_memory=dev.type == "cuda", persistent_workers=workers > 0,
+                        generator=torch.Generator().manual_seed(seed))
+    total_steps = max(1, epochs * len(loader))
+    warmup = max(1, total_steps // 10)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(  # linear warm-up, cosine decay; resumable with more epochs
+        optimizer, lambda s: min((s + 1) / warmup, 0.5 * (1 + math.cos(math.pi * min(s, total_steps) / total_steps))))
+    history: list[dict] = []
+    start_epoch = 0
+    if state is not None:
+        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state["state_dict"].items()})
+        ts = state["training_state"]
+        optimizer.load_state_dict(ts["optimizer"])
+        scheduler.load_state_dict(ts["scheduler"])
+        torch.set_rng_state(ts["rng"])
+        history = list(ts["history"])
+        start_epoch = int(ts["epoch"])
+        progress.log(f"resuming {last} after epoch {start_epoch}")
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {
+        "command": " ".join(["lmp", *sys.argv[1:]]) if Path(sys.argv[0]).name == "lmp" else "lmpcli.train.fit",
+        "data": str(data), "epochs": epochs, "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay,
+        "label_smoothing": label_smoothing, "crop_scale": crop_scale, "jitter": jitter, "seed": seed,
+        "train_images": len(dataset), "device": str(dev), "torch": str(torch.__version__),
+        "machine": f"{platform.machine()} {os.cpu_count()} cpus, {platform.system()}",
+        "cuda_device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "",
+    }
+    for epoch in range(start_epoch, epochs):
+        progress.start(f"epoch {epoch + 1}/{epochs}", len(dataset))
+        row = {"epoch": epoch + 1, **train_one_epoch(model, loader, optimizer, scheduler, dev,
+                                                     label_smoothing, progress), "lr": scheduler.get_last_lr()[0]}
+        progress.finish()
+        history.append(row)
+        progress.log(f"epoch {epoch + 1}: loss {row['train_loss']:.3f}, train acc {row['train_acc']:.3f}, "
+                     f"{row['images_per_s']:.2f} img/s")
+        meta.update(history=history, train_seconds=sum(h["seconds"] for h in history))
+        training_state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                          "rng": torch.get_rng_state(), "epoch": epoch + 1, "history": history}
+        save_checkpoint(last, model, class_names, meta, training_state)
+        save_checkpoint(out / "model.pt", model, class_names, meta, half=half_weights)
+        _write_metrics(out / "metrics.csv", history)
+    return out / "model.pt"
+
+
+def _write_metrics(path: Path, history: list[dict]) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(history[0]))
+    writer.writeheader()
+    writer.writerows(history)
+    tmp = path.with_suffix(".csv.tmp")
+    tmp.write_text(buf.getvalue())
+    os.replace(tmp, path)
