@@ -62,16 +62,13 @@ def fail(message: str, code: int = 1) -> None:
     raise typer.Exit(code)
 
 
-USER_ERRORS: tuple[type[BaseException], ...] = ()
-
-
 def _user_errors() -> tuple[type[BaseException], ...]:
     from .backbones import BackboneError
     from .checkpoint import CheckpointError
     from .data import InputError
     from .outputs import OutputError
 
-    return (InputError, CheckpointError, BackboneError, OutputError, ValueError, PermissionError)
+    return (InputError, CheckpointError, BackboneError, OutputError, ValueError, OSError)
 
 
 def run_guarded(fn, *args, **kwargs):

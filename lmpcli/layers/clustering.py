@@ -27,7 +27,8 @@ class Clusters(NamedTuple):
     Attributes:
         xy: (B, k, 2) float32 keypoints in feature-map cells, (x, y) = (column, row) of
             the predicted cell; 0 where ``found`` is False.
-        score: (B, k) share of the (softmax) vote mass on the predicted cell, in [0, 1].
+        score: (B, k) support: the share of the image's valid proposals that lie within
+            ``thr`` of the prediction and are erased by it, in [0, 1].
         found: (B, k) bool; False once every proposal of an image has been erased.
     """
 
@@ -75,14 +76,15 @@ def learnable_clustering(
     out_score = xy.new_zeros(b, k)
     out_found = torch.zeros(b, k, dtype=torch.bool, device=xy.device)
     neg_inf = torch.finfo(xy.dtype).min
+    total = proposals.valid.sum(dim=-1).clamp_min(1).to(xy.dtype)  # (B,)
 
-    def vote(weights: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def vote(weights: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         soft = torch.where(alive, weights, neg_inf).softmax(dim=-1) * alive  # (B, M)
         votes = xy.new_zeros(b, h * w).scatter_add_(1, cell, soft)  # Y = w^T X
-        score, peak = votes.max(dim=-1)
+        peak = votes.argmax(dim=-1)
         peak_xy = torch.stack([peak % w, torch.div(peak, w, rounding_mode="floor")], -1).float()
         dist = (xy - peak_xy[:, None, :]).norm(dim=-1)  # (B, M), in cells
-        return soft, peak_xy, score, dist
+        return soft, peak_xy, dist
 
     for i in range(k):
         any_alive = alive.any(dim=-1)
@@ -90,13 +92,14 @@ def learnable_clustering(
             break
         weights = torch.ones_like(out_score[:, :1]).expand(b, m).clone()  # W[:, i] <- 1
         for _ in range(iterations):
-            soft, _, _, dist = vote(weights)
+            soft, _, dist = vote(weights)
             weights = soft + 1.0 / (1.0 + dist)  # W[:, i] <- w + 1/d
-        _, peak_xy, score, dist = vote(weights)
+        _, peak_xy, dist = vote(weights)
+        erased = alive & (dist < thr)
         out_xy[:, i] = torch.where(any_alive[:, None], peak_xy, 0.0)
-        out_score[:, i] = torch.where(any_alive, score, 0.0)
+        out_score[:, i] = erased.sum(dim=-1) / total
         out_found[:, i] = any_alive
-        alive &= ~(dist < thr)  # X[d < thr] <- 0
+        alive &= ~erased  # X[d < thr] <- 0
     return Clusters(out_xy, out_score, out_found)
 
 

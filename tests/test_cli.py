@@ -1,0 +1,134 @@
+"""The CLI through typer's CliRunner: outputs, bad input, overwrite protection, atomic writes."""
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from lmpcli.cli import app
+
+
+runner = CliRunner()
+
+
+def run(*args, input=None):
+    return runner.invoke(app, [str(a) for a in args], input=input)
+
+
+@pytest.fixture
+def messy_folder(tmp_path):
+    """A corrupt JPEG, a text file, a grayscale JPEG and an RGBA PNG."""
+    d = tmp_path / "imgs"
+    d.mkdir()
+    good = Image.new("RGB", (90, 60), (30, 120, 200))
+    good.save(d / "ok.jpg")
+    (d / "corrupt.jpg").write_bytes((d / "ok.jpg").read_bytes()[:200])
+    (d / "notes.txt").write_text("not an image")
+    good.convert("L").save(d / "gray.jpg")
+    Image.new("RGBA", (50, 70), (255, 0, 0, 128)).save(d / "alpha.png")
+    return d
+
+
+def test_predict_reports_bad_files_and_processes_the_rest(messy_folder, tiny_checkpoint, tmp_path):
+    out = tmp_path / "kps.csv"
+    r = run("predict", messy_folder / "corrupt.jpg", messy_folder / "notes.txt", messy_folder,
+            "--weights", tiny_checkpoint, "--out", out, "--workers", 0)
+    assert r.exit_code == 0, r.output
+    assert "corrupt.jpg" in r.output and "notes.txt" in r.output and "skipped" in r.output
+    df = pd.read_csv(out)
+    assert list(df.columns) == ["image", "rank", "x", "y", "score"]
+    assert {p.split("/")[-1] for p in df["image"]} == {"ok.jpg", "gray.jpg", "alpha.png"}
+    # coordinates are in original-image pixels
+    assert (df["x"] >= 0).all() and (df.loc[df["image"].str.endswith("alpha.png"), "y"] <= 70).all()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["predict", "missing_dir"], "no such file or folder"),
+    (["predict", "{empty}"], "no images"),
+    (["predict", "{img}", "--weights", "missing.pt"], "checkpoint not found"),
+    (["predict", "{img}", "--weights", "{foreign}"], "not an lmp checkpoint"),
+    (["predict", "{img}", "--out", "{afile}/x.csv"], "cannot create folder"),
+    (["predict", "{img}", "--device", "cuda:99" if torch.cuda.is_available() else "cuda"], "CUDA"),
+])
+def test_bad_input_is_one_line_error(args, message, messy_folder, tiny_checkpoint, tmp_path):
+    (tmp_path / "empty").mkdir()
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"weights": torch.zeros(2)}, foreign)
+    (tmp_path / "afile").write_text("")
+    fmt = {"empty": tmp_path / "empty", "img": messy_folder / "ok.jpg", "foreign": foreign, "afile": tmp_path / "afile"}
+    args = [a.format(**fmt) for a in args]
+    if "--weights" not in args:
+        args += ["--weights", str(tiny_checkpoint)]
+    r = run(*args, "--workers", 0)
+    assert r.exit_code == 1
+    assert message in r.output
+    assert "Traceback" not in r.output
+
+
+def test_existing_output_needs_overwrite_and_interrupted_run_leaves_no_file(messy_folder, tiny_checkpoint, tmp_path,
+                                                                             monkeypatch):
+    out = tmp_path / "kps.csv"
+    out.write_text("precious\n")
+    r = run("predict", messy_folder / "ok.jpg", "--weights", tiny_checkpoint, "--out", out, "--workers", 0)
+    assert r.exit_code == 1 and "--overwrite" in r.output and out.read_text() == "precious\n"
+    r = run("predict", messy_folder / "ok.jpg", "--weights", tiny_checkpoint, "--out", out, "--workers", 0,
+            "--overwrite")
+    assert r.exit_code == 0 and out.read_text().startswith("image,rank")
+
+    import lmpcli.predict as predict_mod
+
+    real = predict_mod.predict_images
+
+    def interrupted(*a, **kw):
+        for i, item in enumerate(real(*a, **kw)):
+            yield item
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(predict_mod, "predict_images", interrupted)
+    fresh = tmp_path / "fresh.csv"
+    r = run("predict", messy_folder, "--weights", tiny_checkpoint, "--out", fresh, "--workers", 0)
+    assert r.exit_code == 130 and not fresh.exists()
+    assert not list(tmp_path.glob(".fresh.csv*"))  # no temporary leftovers
+
+
+def test_stdin_paths_and_json(messy_folder, tiny_checkpoint, tmp_path):
+    paths = f"{messy_folder / 'ok.jpg'}\n{messy_folder / 'gray.jpg'}\n"
+    r = run("predict", "-", "--weights", tiny_checkpoint, "--out", "-", "--workers", 0, input=paths)
+    assert r.exit_code == 0, r.output
+    assert r.stdout.splitlines()[0] == "image,rank,x,y,score"
+    out = tmp_path / "kps.json"
+    r = run("predict", messy_folder / "ok.jpg", "--weights", tiny_checkpoint, "--json", "--out", out, "--workers", 0)
+    rec = json.loads(out.read_text())[0]
+    assert rec["category"] in ["a", "b", "c"] and 0 <= rec["score"] <= 1
+    assert len(rec["keypoints"]) == 3 * rec["num_keypoints"] and rec["num_keypoints"] >= 1
+
+
+def test_train_resume_and_evaluate_on_tiny_data(tiny_cub, tmp_path):
+    run_dir = tmp_path / "run"
+    common = ["train", tiny_cub, "--out", run_dir, "--image-size", 64, "--batch-size", 2, "--workers", 0,
+              "--no-pretrained", "--thr", 1, "-q"]
+    r = run(*common, "--epochs", 1)
+    assert r.exit_code == 0, r.output
+    assert (run_dir / "model.pt").is_file() and len(pd.read_csv(run_dir / "metrics.csv")) == 1
+    r = run(*common, "--epochs", 1)
+    assert r.exit_code == 1 and "--resume" in r.output
+    r = run(*common, "--epochs", 2, "--resume")
+    assert r.exit_code == 0, r.output
+    assert pd.read_csv(run_dir / "metrics.csv")["epoch"].tolist() == [1, 2]
+    ckpt = torch.load(run_dir / "model.pt", weights_only=True)
+    assert ckpt["class_names"] == ["Bird_3", "Bird_7"] and ckpt["meta"]["epochs"] == 2
+    report = tmp_path / "eval.json"
+    r = run("evaluate", "--data", tiny_cub, "--weights", run_dir / "model.pt", "--k", 2, "--workers", 0,
+            "--out", report, "-q")
+    assert r.exit_code == 0, r.output
+    rows = {row["method"]: row for row in json.loads(report.read_text())["results"]}
+    assert set(rows) == {"lmpnet", "centre", "channel-mean"}
+    assert 0 <= rows["lmpnet"]["KP1"] <= 100 and 0 <= rows["lmpnet"]["acc"] <= 100
+
+
+def test_help_has_examples():
+    r = run("predict", "--help")
+    assert r.exit_code == 0 and "lmp predict examples/" in r.output

@@ -1,0 +1,86 @@
+import pytest
+import torch
+
+from lmpcli.layers import Proposals, attention_mask, concat_proposals, learnable_clustering, mask_out, select_filters
+
+
+def proposals(points, valid=None):
+    xy = torch.tensor(points, dtype=torch.float32)[None]
+    v = torch.ones(xy.shape[:2], dtype=torch.bool) if valid is None else torch.tensor(valid)[None]
+    return Proposals(xy, torch.ones(xy.shape[:2]), torch.arange(xy.shape[1])[None], v)
+
+
+# three clusters on a 14x14 map: 5 votes near (2, 2), 3 near (10, 10), 1 at (6, 12)
+CLUSTERS = [(2, 2), (2, 2), (2, 2), (3, 2), (2, 3), (10, 10), (10, 10), (11, 10), (6, 12)]
+
+
+def test_algorithm1_finds_clusters_in_order_of_votes():
+    out = learnable_clustering(proposals(CLUSTERS), (14, 14), k=3, thr=3)
+    assert out.xy[0].tolist() == [[2, 2], [10, 10], [6, 12]]
+    assert out.found[0].tolist() == [True, True, True]
+    assert out.score[0].tolist() == pytest.approx([5 / 9, 3 / 9, 1 / 9])  # share of proposals per keypoint
+
+
+def test_algorithm1_stops_when_every_proposal_is_erased():
+    out = learnable_clustering(proposals(CLUSTERS), (14, 14), k=5, thr=3)
+    assert out.found[0].tolist() == [True, True, True, False, False]
+    assert out.score[0, 3:].tolist() == [0, 0]
+
+
+def test_large_thr_erases_neighbouring_clusters():
+    out = learnable_clustering(proposals(CLUSTERS), (14, 14), k=3, thr=13)
+    assert out.found[0].tolist() == [True, False, False]
+
+
+def test_reweighting_pulls_prediction_to_the_cluster_mode():
+    # a wide cluster whose uniform-vote peak is the first cell (4, 4), but whose votes
+    # concentrate at (5, 4) after re-weighting by proximity
+    pts = [(4, 4), (5, 4), (5, 4), (6, 4), (5, 5)]
+    out = learnable_clustering(proposals(pts), (10, 10), k=1, thr=2, iterations=3)
+    assert out.xy[0, 0].tolist() == [5, 4]
+
+
+def test_invalid_proposals_are_ignored():
+    out = learnable_clustering(proposals([(1, 1), (8, 8), (8, 8)], [True, False, False]), (10, 10), k=2, thr=2)
+    assert out.xy[0, 0].tolist() == [1, 1]
+    assert out.found[0].tolist() == [True, False]
+
+
+def test_batched_equals_one_by_one():
+    a = proposals(CLUSTERS)
+    b = proposals([(7, 7)] * 4 + [(0, 13)] * 5)
+    both = Proposals(*(torch.cat(p) for p in zip(a, b)))
+    out = learnable_clustering(both, (14, 14), k=3, thr=3)
+    for i, single in enumerate((a, b)):
+        one = learnable_clustering(single, (14, 14), k=3, thr=3)
+        assert torch.equal(out.xy[i], one.xy[0]) and torch.equal(out.found[i], one.found[0])
+    assert out.xy[1, 0].tolist() == [0, 13]
+
+
+def test_clustering_rejects_bad_settings():
+    with pytest.raises(ValueError):
+        learnable_clustering(proposals(CLUSTERS), (14, 14), k=0)
+    with pytest.raises(ValueError):
+        learnable_clustering(proposals(CLUSTERS), (14, 14), thr=0)
+
+
+def test_select_filters_keeps_strongest_filters_and_their_peaks():
+    f = torch.zeros(1, 4, 3, 5)
+    f[0, 0, 1, 2] = 0.5
+    f[0, 1, 2, 4] = 3.0
+    f[0, 2, 0, 0] = 2.0  # channel 3 never fires
+    p = select_filters(f, 3)
+    assert p.channel[0].tolist() == [1, 2, 0]
+    assert p.xy[0].tolist() == [[4, 2], [0, 0], [2, 1]]
+    assert p.strength[0].tolist() == [3.0, 2.0, 0.5]
+    assert select_filters(f, 4).valid[0].tolist() == [True, True, True, False]
+    assert concat_proposals(p, p).xy.shape == (1, 6, 2)
+
+
+def test_attention_mask_zeroes_a_square_around_the_first_keypoint():
+    m = attention_mask(torch.tensor([[8.0, 4.0]]), (16, 16), mask_size=0.25)  # 4 px square
+    assert m.shape == (1, 1, 16, 16)
+    zero = (m[0, 0] == 0).nonzero().tolist()
+    assert {tuple(z) for z in zero} == {(y, x) for y in range(2, 6) for x in range(6, 10)}
+    img = torch.ones(1, 3, 16, 16)
+    assert mask_out(img, torch.tensor([[8.0, 4.0]]), 0.25).sum() == 3 * (256 - 16)
