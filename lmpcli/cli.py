@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import Annotated, List, Optional
 
 import typer
 from rich.console import Console
@@ -100,6 +100,8 @@ def train(
     iterations: int = typer.Option(3, help="Clustering iterations per keypoint (Algorithm 1)."),
     mask_size: float = typer.Option(0.25, help="Attention mask side, fraction of the input side (Sec. 3.3)."),
     replica: bool = typer.Option(True, help="Train the replica network on masked images (Sec. 3.3)."),
+    subcell: bool = typer.Option(False, help="Store sub-cell proposal peaks as the checkpoint's default."),
+    refine: bool = typer.Option(False, help="Store centroid keypoints as the checkpoint's default."),
     freeze: int = typer.Option(12, help="Backbone stages kept frozen (stem and blocks, input first)."),
     crop_scale: float = typer.Option(0.6, help="Smallest area kept by random resized crop (1 = none)."),
     jitter: float = typer.Option(0.2, help="Colour jitter strength (0 = none)."),
@@ -120,11 +122,29 @@ def train(
         fit, data, out, backbone=backbone, image_size=image_size, epochs=epochs, batch_size=batch_size, lr=lr,
         weight_decay=weight_decay, label_smoothing=label_smoothing, pooling=pooling, eps=eps,
         num_filters=num_filters, k=k, thr=thr, iterations=iterations, mask_size=mask_size, replica=replica,
-        freeze=freeze, crop_scale=crop_scale, jitter=jitter, classes=parse_ids(classes), limit=limit,
+        subcell=subcell, refine=refine, freeze=freeze, crop_scale=crop_scale, jitter=jitter, classes=parse_ids(classes), limit=limit,
         pretrained=pretrained, seed=seed, device=device, workers=workers, resume=resume, overwrite=overwrite,
         progress=RichProgress(not quiet),
     )
     err.print(f"weights written to {path}")
+
+
+# Options shared by predict and evaluate (keywords of predict_images / evaluate).
+ThrOpt = Annotated[Optional[float], typer.Option(help="LMPNet: clustering erase radius in feature-map cells (default: checkpoint's).")]
+NumFiltersOpt = Annotated[Optional[int], typer.Option(help="LMPNet: filters kept per image and network (Sec. 3.2; default: checkpoint's).")]
+IterationsOpt = Annotated[Optional[int], typer.Option(help="LMPNet: clustering iterations per keypoint (Algorithm 1).")]
+ReplicaOpt = Annotated[bool, typer.Option(help="LMPNet: fuse the replica network's proposals (Sec. 3.3).")]
+SubcellOpt = Annotated[Optional[bool], typer.Option("--subcell/--no-subcell", help="LMPNet: sub-cell proposal peaks (default: checkpoint's).")]
+RefineOpt = Annotated[Optional[bool], typer.Option("--refine/--no-refine", help="LMPNet: keypoint at its cluster's centroid (default: checkpoint's).")]
+OccluderSizeOpt = Annotated[int, typer.Option(help="occlusion-gbp: occluder side, pixels of the occlusion input.")]
+OccluderStrideOpt = Annotated[int, typer.Option(help="occlusion-gbp: occluder stride, pixels.")]
+ChunkSizeOpt = Annotated[int, typer.Option(help="occlusion-gbp: occluded copies per forward pass (memory knob).")]
+OcclusionInputSizeOpt = Annotated[Optional[int], typer.Option(help="occlusion-gbp: run occlusion at this input side (e.g. 112) to save time.")]
+CoarseWeightOpt = Annotated[float, typer.Option(help="occlusion-gbp: weight of the occlusion map in the fusion.")]
+FineWeightOpt = Annotated[float, typer.Option(help="occlusion-gbp: weight of the guided-backprop map in the fusion.")]
+NmsRadiusOpt = Annotated[int, typer.Option(help="occlusion-gbp: non-maximum suppression radius, pixels.")]
+KeepFractionOpt = Annotated[float, typer.Option(help="occlusion-gbp: keep this top share of peaks by confidence.")]
+CamNmsRadiusOpt = Annotated[int, typer.Option(help="cam: non-maximum suppression radius, feature-map cells.")]
 
 
 PREDICT_EPILOG = """Examples:
@@ -144,9 +164,24 @@ def predict(
     json_format: bool = typer.Option(False, "--json", help="Write JSON (COCO-style keypoint triplets + class)."),
     vis_dir: Optional[Path] = typer.Option(None, help="Write annotated images (numbered markers) here."),
     weights: Optional[Path] = typer.Option(None, help="Checkpoint (default: the shipped weights)."),
-    method: str = typer.Option("lmpnet", help="Keypoint method: lmpnet, channel-mean or centre."),
+    method: str = typer.Option("lmpnet", help="Keypoint method: lmpnet, occlusion-gbp, cam, channel-mean or centre."),
     k: int = typer.Option(5, min=1, help="Keypoints per image."),
-    thr: Optional[float] = typer.Option(None, help="Clustering erase radius in feature-map cells (default: checkpoint's)."),
+    thr: ThrOpt = None,
+    num_filters: NumFiltersOpt = None,
+    iterations: IterationsOpt = None,
+    replica: ReplicaOpt = True,
+    subcell: SubcellOpt = None,
+    refine: RefineOpt = None,
+    occluder_size: OccluderSizeOpt = 16,
+    occluder_stride: OccluderStrideOpt = 8,
+    chunk_size: ChunkSizeOpt = 32,
+    occlusion_input_size: OcclusionInputSizeOpt = None,
+    coarse_weight: CoarseWeightOpt = 0.5,
+    fine_weight: FineWeightOpt = 0.5,
+    nms_radius: NmsRadiusOpt = 16,
+    keep_fraction: KeepFractionOpt = 0.4,
+    cam_nms_radius: CamNmsRadiusOpt = 1,
+    heatmaps: Optional[Path] = typer.Option(None, "--heatmaps", help="occlusion-gbp: write heat-map panels (input | occlusion | guided backprop | keypoints) here."),
     batch_size: int = typer.Option(8, min=1),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
     workers: int = typer.Option(2, min=0, help="Image-decoding processes."),
@@ -159,9 +194,13 @@ def predict(
     def on_error(path: str, reason: str) -> None:
         err.print(f"[yellow]skipped[/yellow] {path}: {reason}", highlight=False)
 
+    options = method_options(method, occluder_size, occluder_stride, chunk_size, occlusion_input_size, coarse_weight,
+                             fine_weight, nms_radius, keep_fraction, cam_nms_radius)
     summary = run_guarded(
-        run_predict, inputs, out=out, json_format=json_format, vis_dir=vis_dir, overwrite=overwrite,
-        weights=weights, method=method, k=k, thr=thr, batch_size=batch_size, device=device, workers=workers,
+        run_predict, inputs, out=out, json_format=json_format, vis_dir=vis_dir, heatmaps_dir=heatmaps,
+        overwrite=overwrite, method_options=options.get(method, {}),
+        weights=weights, method=method, k=k, thr=thr, num_filters=num_filters, iterations=iterations,
+        replica=replica, subcell=subcell, refine=refine, batch_size=batch_size, device=device, workers=workers,
         on_error=on_error, progress=RichProgress(not quiet and out != "-"),
     )
     if not quiet:
@@ -175,10 +214,25 @@ def evaluate(
     data: Path = typer.Option(..., help="CUB-200-2011-layout folder."),
     split: str = typer.Option("test", help="train, test or all."),
     weights: Optional[Path] = typer.Option(None, help="Checkpoint (default: the shipped weights)."),
-    method: str = typer.Option("lmpnet", "--method", help="Comma-separated methods to score."),
+    method: str = typer.Option("lmpnet", "--method", help="Comma-separated methods to score: lmpnet, occlusion-gbp, cam (baselines are added)."),
     baselines: bool = typer.Option(True, help="Also score the centre and channel-mean baselines."),
     k: int = typer.Option(5, min=1),
-    thr: Optional[float] = typer.Option(None, help="Clustering erase radius in cells (default: checkpoint's)."),
+    thr: ThrOpt = None,
+    num_filters: NumFiltersOpt = None,
+    iterations: IterationsOpt = None,
+    replica: ReplicaOpt = True,
+    subcell: SubcellOpt = None,
+    refine: RefineOpt = None,
+    occluder_size: OccluderSizeOpt = 16,
+    occluder_stride: OccluderStrideOpt = 8,
+    chunk_size: ChunkSizeOpt = 32,
+    occlusion_input_size: OcclusionInputSizeOpt = None,
+    coarse_weight: CoarseWeightOpt = 0.5,
+    fine_weight: FineWeightOpt = 0.5,
+    nms_radius: NmsRadiusOpt = 16,
+    keep_fraction: KeepFractionOpt = 0.4,
+    cam_nms_radius: CamNmsRadiusOpt = 1,
+    entropy: bool = typer.Option(False, help="Also report the mean feature-map entropy of the main network (Fig. 6)."),
     alpha: float = typer.Option(0.1, help="PCK radius, fraction of the shorter image side."),
     classes: Optional[str] = typer.Option(None, help="Only these CUB class ids, e.g. 41-50."),
     limit: Optional[int] = typer.Option(None, help="Only the first N images."),
@@ -201,21 +255,102 @@ def evaluate(
         run_guarded(check_writable, out, overwrite)
     report = run_guarded(
         run_evaluate, data, split=split, weights=weights, methods=[m.strip() for m in method.split(",") if m.strip()],
-        baselines=baselines, k=k, thr=thr, alpha=alpha, classes=parse_ids(classes), limit=limit,
+        baselines=baselines, k=k, thr=thr, num_filters=num_filters, iterations=iterations, replica=replica,
+        subcell=subcell, refine=refine, entropy=entropy, alpha=alpha,
+        method_options=method_options(method, occluder_size, occluder_stride, chunk_size, occlusion_input_size,
+                                      coarse_weight, fine_weight, nms_radius, keep_fraction, cam_nms_radius), classes=parse_ids(classes), limit=limit,
         batch_size=batch_size, device=device, workers=workers, progress=RichProgress(not quiet),
     )
     cfg = report["config"]
-    table = Table(title=f"greedy PCK@{alpha} (%) on {cfg['images']} {split} images, k={k}, thr={cfg['thr']} "
-                        f"cells of {cfg['feature_map']}x{cfg['feature_map']}")
     df = report["table"]
-    for col in df.columns:
-        table.add_column(col, justify="left" if col == "method" else "right")
+    ranks = [c for c in df.columns if c.startswith("KP")]
+    groups = [c for c in df.columns if c.startswith("recall_")]
+    main = Table(title=f"greedy PCK@{alpha} (%), {cfg['images']} {split} images, k={k}, "
+                       f"thr={cfg['thr']:g} cells of {cfg['feature_map']}x{cfg['feature_map']}")
+    parts = Table(title=f"part recall@{alpha} (%) by part group")
+    main.add_column("method", no_wrap=True)
+    parts.add_column("method", no_wrap=True)
+    for col in [*ranks, "avg", "recall", "acc", "img/s"]:
+        main.add_column(col, justify="right", no_wrap=True, min_width=len(col))
+    for col in groups:
+        parts.add_column(col.removeprefix("recall_"), justify="right")
     for _, row in df.iterrows():
-        table.add_row(*[str(v) if isinstance(v, str) else f"{v:.1f}" for v in row.tolist()])
-    Console().print(table)
+        main.add_row(row["method"], *[f"{row[c]:.1f}" for c in [*ranks, "avg", "recall", "acc"]],
+                     f"{row['images_per_s']:.3g}")
+        parts.add_row(row["method"], *[f"{row[c]:.1f}" for c in groups])
+    table = main
+    console = Console()
+    console.print(table)
+    console.print(parts)
+    if "entropy" in cfg:
+        e = cfg["entropy"]
+        err.print("feature-map entropy (nats, uniform map = {:.2f}): ".format(e["uniform_map"])
+                  + ", ".join(f"{key} {v:.3f}" for key, v in e.items() if key != "uniform_map"), highlight=False)
     if out is not None:
         run_guarded(write_report, report, out, overwrite=True)
         err.print(f"written {out}")
+
+
+def method_options(methods: str, occluder_size: int, occluder_stride: int, chunk_size: int,
+                   occlusion_input_size: int | None, coarse_weight: float, fine_weight: float, nms_radius: int,
+                   keep_fraction: float, cam_nms_radius: int) -> dict[str, dict]:
+    """CLI flags -> ``{method: constructor keywords}`` for the methods named in ``methods``."""
+    names = {m.strip() for m in methods.split(",")}
+    out: dict[str, dict] = {}
+    if "occlusion-gbp" in names:
+        out["occlusion-gbp"] = dict(occluder_size=occluder_size, occluder_stride=occluder_stride, chunk_size=chunk_size,
+                                    input_size=occlusion_input_size, coarse_weight=coarse_weight,
+                                    fine_weight=fine_weight, nms_radius=nms_radius, keep_fraction=keep_fraction)
+    if "cam" in names:
+        out["cam"] = dict(nms_radius=cam_nms_radius)
+    return out
+
+
+FILTERS_EPILOG = """Examples:
+
+  lmp visualize-filters examples/ --out grid.png
+
+  lmp visualize-filters ../shared/data/cub50 --split test --n-filters 10 --n-rows 8 --out grid.png
+
+  lmp visualize-filters examples/ --filters 12,40,7 --n-rows 4 --network replica --out top.png
+"""
+
+
+@app.command("visualize-filters", epilog=FILTERS_EPILOG)
+def visualize_filters(
+    inputs: List[str] = typer.Argument(..., help="CUB-200-2011-layout folder (its --split is used) or image files, folders (recursive), globs."),
+    out: Path = typer.Option(Path("filters.png"), "--out", "-o", help="Output image (.png)."),
+    weights: Optional[Path] = typer.Option(None, help="Checkpoint (default: the shipped weights)."),
+    split: str = typer.Option("test", help="train, test or all (CUB folders)."),
+    n_filters: int = typer.Option(8, min=1, help="Columns: filters sampled evenly along the ranking by max activation, strongest to weakest."),
+    n_rows: int = typer.Option(6, min=1, help="Images per filter, sampled evenly along its ranking, top first."),
+    tile: int = typer.Option(128, min=32, help="Tile side in pixels."),
+    network: str = typer.Option("main", help="main or replica (the replica sees the image with the first keypoint masked out)."),
+    filters: Optional[str] = typer.Option(None, help="Explicit filter ids, e.g. 12,40,7 or 0-7: these columns, each with its top --n-rows images."),
+    classes: Optional[str] = typer.Option(None, help="Only these CUB class ids, e.g. 1-10."),
+    normalize: str = typer.Option("filter", help="Colour scale: filter (by the filter's max), tile (each map by its own peak), grid (one scale)."),
+    colormap: str = typer.Option("jet", help="OpenCV colormap."),
+    alpha: float = typer.Option(0.45, help="Heat-map opacity."),
+    limit: Optional[int] = typer.Option(None, help="Only the first N images."),
+    batch_size: int = typer.Option(8, min=1),
+    device: str = typer.Option("auto"),
+    workers: int = typer.Option(2, min=0),
+    overwrite: bool = typer.Option(False),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+) -> None:
+    """Draw the full-scale filter grid (Fig. 4): filters by activation strength x images by activation."""
+    from .filters import visualize_filters as run_visualize
+
+    ids = parse_ids(filters)  # 0-based filter ids, as given
+    summary = run_guarded(
+        run_visualize, inputs, weights=weights, out=out, split=split, n_filters=n_filters, n_rows=n_rows, tile=tile,
+        network=network, filters=ids, classes=parse_ids(classes), normalize=normalize, colormap=colormap, alpha=alpha,
+        limit=limit, batch_size=batch_size, device=device, workers=workers, overwrite=overwrite,
+        progress=RichProgress(not quiet),
+    )
+    if not quiet:
+        err.print(f"{summary['images']} images, {len(summary['errors'])} skipped, columns {summary['columns']} -> {out}",
+                  highlight=False)
 
 
 def parse_ids(spec: str | None) -> list[int] | None:

@@ -6,7 +6,7 @@ Every chosen method and the two trivial baselines are scored on the same images 
 from __future__ import annotations
 
 import json
-import time
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,7 +18,7 @@ from .data import PART_GROUPS, CUBDataset, InputError, eval_transform
 from .device import prepare_model, resolve_device
 from .inference import iterate, make_loader
 from .methods import create_method
-from .metrics import greedy_pck, part_recall
+from .metrics import feature_map_entropy, greedy_pck, part_recall
 from .outputs import atomic_write_text, check_writable
 from .progress import NullProgress, Progress
 
@@ -45,6 +45,13 @@ def evaluate(
     baselines: bool = True,
     k: int = 5,
     thr: float | None = None,
+    num_filters: int | None = None,
+    iterations: int | None = None,
+    replica: bool = True,
+    subcell: bool | None = None,
+    refine: bool | None = None,
+    method_options: dict[str, dict] | None = None,
+    entropy: bool = False,
     alpha: float = 0.1,
     classes: list[int] | None = None,
     limit: int | None = None,
@@ -62,6 +69,14 @@ def evaluate(
         methods: keypoint methods to score (see :data:`lmpcli.methods.METHODS`).
         baselines: also score :data:`BASELINES` on the same images.
         k: keypoints per image. thr: LMPNet erase radius in cells (None = checkpoint's).
+        num_filters, iterations: LMPNet filter selection size and clustering iterations
+            (None = checkpoint's). replica: fuse the replica's proposals (Sec. 3.3).
+        subcell, refine: sub-cell proposal peaks / centroid keypoints (None = checkpoint's).
+        method_options: ``{method name: constructor keywords}`` for the other methods, e.g.
+            ``{"occlusion-gbp": {"input_size": 112}, "cam": {"nms_radius": 1}}``.
+        entropy: also report the mean entropy of the main network's normalised feature maps
+            (Fig. 6) on the same images: over all filters, over the maps that fire, and over
+            the top-``num_filters`` selected filters (in ``config``; nats).
         alpha: PCK radius as a fraction of the shorter image side.
         classes: only these CUB class ids (e.g. classes held out from training).
         limit: evaluate the first ``limit`` images only (quick checks).
@@ -92,13 +107,21 @@ def evaluate(
     if limit:
         dataset = torch.utils.data.Subset(dataset, range(min(limit, len(dataset))))
     names = list(dict.fromkeys([*methods, *(BASELINES if baselines else ())]))
-    kp_methods = [create_method(n, model, k=k, thr=thr) for n in names]
+    lmp_options = {"num_filters": num_filters, "iterations": iterations, "use_replica": replica,
+                   "subcell": subcell, "refine": refine}
+    extra = method_options or {}
+    kp_methods = [create_method(n, model, k=k, thr=thr, **(lmp_options if n == "lmpnet" else {}), **extra.get(n, {}))
+                  for n in names]
+    top_m = num_filters or cfg.num_filters
+    ent = {"all": 0.0, "active": 0.0, "top": 0.0, "n_all": 0, "n_active": 0, "n_top": 0}
     loader = make_loader(dataset, batch_size, workers, _collate, dev)
     acc = {n: {"pck": [], "recall": [], "visible": [], "correct": [], "seconds": 0.0} for n in names}
     n_images = 0
     progress.start(f"evaluate {', '.join(names)}", len(dataset))
     try:
-        for batch, results in iterate(loader, kp_methods, dev):
+        for batch, results, cache in iterate(loader, kp_methods, dev, with_cache=True):
+            if entropy:
+                _accumulate_entropy(ent, model, batch["image"], cache, top_m, dev)
             labels = batch["label"] if label_map is None else label_map[batch["label"]]
             for n, res in results.items():
                 a = acc[n]
@@ -128,11 +151,39 @@ def evaluate(
         row["acc"] = 100 * torch.cat(a["correct"]).float().mean().item() if a["correct"] else float("nan")
         row["images_per_s"] = n_images / max(a["seconds"], 1e-9)
         rows.append(row)
-    config = {"data": str(data), "split": split, "images": n_images, "k": k,
-              "thr": cfg.thr if thr is None else thr, "alpha": alpha, "weights": str(weights or "shipped"),
-              "device": str(dev), "backbone": cfg.backbone, "image_size": cfg.image_size,
-              "classes": classes, "feature_map": cfg.image_size // 32}
+    def pick(value, default):
+        return default if value is None else value
+
+    config = {"data": str(data), "split": split, "images": n_images, "k": k, "alpha": alpha,
+              "thr": pick(thr, cfg.thr), "num_filters": pick(num_filters, cfg.num_filters),
+              "iterations": pick(iterations, cfg.iterations), "replica": bool(replica and cfg.replica),
+              "subcell": pick(subcell, cfg.subcell), "refine": pick(refine, cfg.refine),
+              "weights": str(weights or "shipped"), "device": str(dev), "backbone": cfg.backbone,
+              "image_size": cfg.image_size, "classes": classes, "feature_map": cfg.image_size // 32}
+    if entropy:
+        config["entropy"] = {
+            "all_filters": ent["all"] / max(ent["n_all"], 1),
+            "active_filters": ent["active"] / max(ent["n_active"], 1),
+            f"top{top_m}_filters": ent["top"] / max(ent["n_top"], 1),
+            "uniform_map": math.log(cfg.image_size // 32 * (cfg.image_size // 32)),
+            "dead_fraction": 1 - ent["n_active"] / max(ent["n_all"], 1),
+        }
     return {"table": pd.DataFrame(rows), "config": config}
+
+
+def _accumulate_entropy(acc: dict, model, images: torch.Tensor, cache: dict, top_m: int, dev) -> None:
+    """Add one batch's feature-map entropies (Fig. 6) of the main network to ``acc``."""
+    features = cache["main"][1] if "main" in cache else model.main(images.to(dev))[1]
+    h = feature_map_entropy(features.float())  # (B, C)
+    peak = features.float().flatten(-2).amax(-1)
+    active = peak > 0
+    top = peak.topk(min(top_m, peak.shape[1]), dim=-1).indices
+    acc["all"] += float(h.double().sum())
+    acc["n_all"] += h.numel()
+    acc["active"] += float(h[active].double().sum())
+    acc["n_active"] += int(active.sum())
+    acc["top"] += float(h.gather(-1, top).double().sum())
+    acc["n_top"] += top.numel()
 
 
 def write_report(report: dict, out: str | Path, overwrite: bool = False) -> None:

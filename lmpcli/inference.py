@@ -24,9 +24,9 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-@torch.inference_mode()
+@torch.inference_mode()  # methods that need gradients (guided backprop) step out of it themselves
 def run_methods(methods: Sequence[KeypointMethod], images: torch.Tensor, sizes: torch.Tensor,
-                device: torch.device) -> dict[str, dict]:
+                device: torch.device, cache: dict | None = None) -> dict[str, dict]:
     """Run every method on one batch and map keypoints to original-image pixels.
 
     Args:
@@ -35,7 +35,8 @@ def run_methods(methods: Sequence[KeypointMethod], images: torch.Tensor, sizes: 
 
     Returns:
         ``{name: {"xy": (B, k, 2) float32 CPU, original pixels (NaN = not found),
-        "score": (B, k), "logits": (B, K) or None, "seconds": float}}``. ``seconds`` includes
+        "score": (B, k), "logits": (B, K) or None, "seconds": float, and "heatmaps": (coarse,
+        fine) (B, S, S) for methods that make them}}``. ``seconds`` includes
         the main network's forward for every method that uses it, even when shared.
     """
     images = images.to(device, non_blocking=True)
@@ -43,9 +44,10 @@ def run_methods(methods: Sequence[KeypointMethod], images: torch.Tensor, sizes: 
         images = images.contiguous(memory_format=torch.channels_last)
     s = images.shape[-1], images.shape[-2]
     scale = sizes.to(torch.float32) / torch.tensor(s, dtype=torch.float32)  # (B, 2)
-    cache: dict = {}
+    cache = {} if cache is None else cache
     results: dict[str, dict] = {}
     for method in methods:
+        cache.pop("heatmaps", None)
         shared = "main" in cache
         _sync(device)
         start = time.perf_counter()
@@ -61,13 +63,15 @@ def run_methods(methods: Sequence[KeypointMethod], images: torch.Tensor, sizes: 
             "logits": None if out.logits is None else out.logits.float().cpu(),
             "seconds": seconds,
         }
+        if "heatmaps" in cache:  # (coarse, fine) maps of methods that make them, (B, S, S) each
+            results[method.name]["heatmaps"] = tuple(m.float().cpu() for m in cache["heatmaps"])
     return results
 
 
-def iterate(loader: DataLoader, methods: Sequence[KeypointMethod], device: torch.device) -> Iterator[tuple[dict, dict]]:
-    """Yield (batch, results of :func:`run_methods`) for every non-empty batch of ``loader``."""
+def iterate(loader: DataLoader, methods: Sequence[KeypointMethod], device: torch.device,
+            with_cache: bool = False) -> Iterator[tuple]:
+    """Yield (batch, results of :func:`run_methods`[, the batch's shared cache]) per batch of ``loader``."""
     for batch in loader:
-        if "image" not in batch:
-            yield batch, {}
-            continue
-        yield batch, run_methods(methods, batch["image"], batch["size"], device)
+        cache: dict = {}
+        results = run_methods(methods, batch["image"], batch["size"], device, cache) if "image" in batch else {}
+        yield (batch, results, cache) if with_cache else (batch, results)

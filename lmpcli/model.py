@@ -35,6 +35,8 @@ class LMPNetConfig:
         iterations: clustering re-weighting iterations per keypoint.
         mask_size: attention mask side as a fraction of the input side (Sec. 3.3).
         replica: whether the replica network exists and is fused at test time.
+        subcell: refine proposal peaks to sub-cell precision (3x3 centroid; extension).
+        refine: place keypoints at their cluster's vote-weighted centroid (extension).
         freeze: number of backbone stages kept frozen during training.
         dropout: dropout before the classifier.
         mean, std: input normalisation of the backbone.
@@ -51,6 +53,8 @@ class LMPNetConfig:
     iterations: int = 3
     mask_size: float = 0.25
     replica: bool = True
+    subcell: bool = False
+    refine: bool = False
     freeze: int = 12
     dropout: float = 0.2
     mean: tuple[float, float, float] = field(default=(0.498, 0.498, 0.498))
@@ -151,27 +155,62 @@ class LMPNetPair(nn.Module):
         return logits, replica_logits
 
     @torch.no_grad()
-    def predict(self, images: Tensor, k: int | None = None, thr: float | None = None,
-                num_filters: int | None = None, iterations: int | None = None,
-                use_replica: bool = True, main_out: tuple[Tensor, Tensor] | None = None) -> KeypointOutput:
-        """Keypoints for (B, 3, S, S) normalised images; see :class:`KeypointOutput`.
+    def features(self, images: Tensor, use_replica: bool = True,
+                 main_out: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor, Tensor | None]:
+        """Both networks' final-conv feature maps, as keypoint prediction sees them.
 
-        ``k``, ``thr`` (cells), ``num_filters`` and ``iterations`` override the config;
-        ``main_out`` is the main network's (logits, features) when already computed.
+        The replica sees the image with the main network's first keypoint masked out (Sec. 3.3).
+
+        Args:
+            images: (B, 3, S, S) normalised images.
+            use_replica: run the replica (when the pair has one).
+            main_out: the main network's (logits, features) when already computed.
+
+        Returns:
+            (logits (B, K), main features (B, C, h, w), replica features (B, C, h, w) or None).
         """
-        c = self.config
-        k = c.k if k is None else k
-        thr = c.thr if thr is None else thr
-        m = c.num_filters if num_filters is None else num_filters
-        n = c.iterations if iterations is None else iterations
         logits, features = self.main(images) if main_out is None else main_out
-        map_size = features.shape[-2:]
-        proposals = select_filters(features.float(), m)
+        rep = None
         if use_replica and self.replica is not None:
             first = self.first_keypoint(features.float(), images.shape[-2:])
-            _, rep_features = self.replica(mask_out(images, first, c.mask_size))
-            proposals = concat_proposals(proposals, select_filters(rep_features.float(), m))
-        clusters = learnable_clustering(proposals, map_size, k, thr, n)
-        xy = cells_to_pixels(clusters.xy, map_size, images.shape[-2:])
-        xy = torch.where(clusters.found[..., None], xy, float("nan"))
-        return KeypointOutput(xy, clusters.score, logits.float())
+            rep = self.replica(mask_out(images, first, self.config.mask_size))[1]
+        return logits, features, rep
+
+    def keypoints_from_features(self, features: Tensor, replica_features: Tensor | None,
+                                image_size: tuple[int, int], *, k: int | None = None, thr: float | None = None,
+                                num_filters: int | None = None, iterations: int | None = None,
+                                subcell: bool | None = None, refine: bool | None = None) -> tuple[Tensor, Tensor]:
+        """Filter selection (Sec. 3.2) on each network, proposals fused, learnable clustering (Sec. 3.4).
+
+        Args:
+            features, replica_features: (B, C, h, w) maps from :meth:`features`.
+            image_size: (S, S) network input size, pixels.
+            Keywords override the config (``thr`` in cells).
+
+        Returns:
+            (xy (B, k, 2) keypoints in input pixels, NaN where not found; score (B, k)).
+        """
+        c = self.config
+        pick = lambda value, default: default if value is None else value  # noqa: E731
+        m, subcell = pick(num_filters, c.num_filters), pick(subcell, c.subcell)
+        proposals = select_filters(features.float(), m, subcell)
+        if replica_features is not None:
+            proposals = concat_proposals(proposals, select_filters(replica_features.float(), m, subcell))
+        map_size = features.shape[-2:]
+        clusters = learnable_clustering(proposals, map_size, pick(k, c.k), pick(thr, c.thr),
+                                        pick(iterations, c.iterations), pick(refine, c.refine))
+        xy = cells_to_pixels(clusters.xy, map_size, image_size)
+        return torch.where(clusters.found[..., None], xy, float("nan")), clusters.score
+
+    @torch.no_grad()
+    def predict(self, images: Tensor, *, use_replica: bool = True,
+                main_out: tuple[Tensor, Tensor] | None = None, **overrides) -> KeypointOutput:
+        """Keypoints for (B, 3, S, S) normalised images (Secs. 3.2-3.4); see :class:`KeypointOutput`.
+
+        ``overrides``: ``k``, ``thr`` (cells), ``num_filters``, ``iterations``, ``subcell``,
+        ``refine`` (see :meth:`keypoints_from_features`); ``main_out``: the main network's
+        (logits, features) when already computed.
+        """
+        logits, features, rep = self.features(images, use_replica, main_out)
+        xy, score = self.keypoints_from_features(features, rep, images.shape[-2:], **overrides)
+        return KeypointOutput(xy, score, logits.float())

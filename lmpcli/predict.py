@@ -70,6 +70,12 @@ def predict_images(
     method: str = "lmpnet",
     k: int = 5,
     thr: float | None = None,
+    num_filters: int | None = None,
+    iterations: int | None = None,
+    replica: bool = True,
+    subcell: bool | None = None,
+    refine: bool | None = None,
+    method_options: dict | None = None,
     batch_size: int = 8,
     device: str = "auto",
     workers: int = 2,
@@ -85,6 +91,11 @@ def predict_images(
         weights: checkpoint path; None = the shipped weights.
         method: keypoint method name (see :data:`lmpcli.methods.METHODS`).
         k: keypoints per image. thr: clustering erase radius in cells (None = checkpoint's).
+        num_filters, iterations, replica: LMPNet filter selection size, clustering iterations,
+            and whether to fuse the replica's proposals (None = checkpoint's).
+        subcell, refine: sub-cell proposal peaks / centroid keypoints (None = checkpoint's).
+        method_options: extra constructor keywords of the method (e.g. ``occluder_size``,
+            ``input_size`` for ``occlusion-gbp``; ``nms_radius`` for ``cam``).
         on_error: called as ``on_error(path, reason)`` for each unreadable file (skipped).
 
     Raises:
@@ -97,7 +108,10 @@ def predict_images(
     model, ckpt = load_model(weights, "cpu")
     model = prepare_model(model, dev)
     names = ckpt["class_names"]
-    kp_method = create_method(method, model, k=k, thr=thr)
+    options = {"num_filters": num_filters, "iterations": iterations, "use_replica": replica,
+                   "subcell": subcell, "refine": refine} if method == "lmpnet" else {}
+    options.update(method_options or {})
+    kp_method = create_method(method, model, k=k, thr=thr, **options)
     cfg = model.config
     dataset = ImagePathDataset(paths, eval_transform(cfg.image_size, cfg.mean, cfg.std))
     loader = make_loader(dataset, batch_size, workers, collate_skip_errors, dev)
@@ -118,6 +132,8 @@ def predict_images(
                 if probs is not None:
                     p, c = probs[i].max(-1)
                     item.class_index, item.class_name, item.class_prob = int(c), names[int(c)], float(p)
+                if "heatmaps" in res:
+                    item.extras["heatmaps"] = tuple(m[i].numpy() for m in res["heatmaps"])
                 yield item
             progress.advance(len(batch["path"]) + len(batch["errors"]))
     finally:
@@ -146,12 +162,24 @@ def _vis_name(vis_dir: Path, image: str, used: set[str]) -> Path:
     return vis_dir / name
 
 
+def _make_dir(path: str | Path | None) -> Path | None:
+    if path is None:
+        return None
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"cannot create {path}: {e.strerror or e}") from e
+    return path
+
+
 def run_predict(
     inputs: list[str],
     *,
     out: str | None = None,
     json_format: bool = False,
     vis_dir: str | Path | None = None,
+    heatmaps_dir: str | Path | None = None,
     overwrite: bool = False,
     stdout=None,
     **options,
@@ -162,6 +190,8 @@ def run_predict(
         out: output file (``.csv`` or ``.json``), ``-`` for stdout, None for CSV on stdout.
         json_format: write JSON (also chosen by a ``.json`` suffix).
         vis_dir: folder for annotated images (created; existing files need ``overwrite``).
+        heatmaps_dir: folder for heat-map panels (input | coarse | fine | keypoints, the
+            poster's Fig. 2) of methods that make heat maps (``occlusion-gbp``).
         overwrite: replace existing output files.
         options: keywords of :func:`predict_images`.
 
@@ -180,13 +210,9 @@ def run_predict(
     json_format = json_format or (not to_stdout and str(out).lower().endswith(".json"))
     if not to_stdout:
         check_writable(out, overwrite)
-    vis = None
-    if vis_dir is not None:
-        vis = Path(vis_dir)
-        try:
-            vis.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise OutputError(f"cannot create {vis}: {e.strerror}") from e
+    vis, heat = _make_dir(vis_dir), _make_dir(heatmaps_dir)
+    if heat is not None and options.get("method", "lmpnet") != "occlusion-gbp":
+        raise OutputError("--heatmaps needs --method occlusion-gbp (the only method that makes heat maps)")
     errors: list[tuple[str, str]] = []
     user_on_error = options.pop("on_error", None)
 
@@ -199,6 +225,7 @@ def run_predict(
     rows: list[list] = []
     records: list[dict] = []
     used: set[str] = set()
+    used_heat: set[str] = set()
     n = 0
     header = True
     for item in predict_images(inputs, on_error=on_error, **options):
@@ -211,15 +238,24 @@ def run_predict(
             header = False
         else:
             rows.extend(item.csv_rows())
-        if vis is not None:
+        if vis is not None or heat is not None:
             import cv2
 
+            bgr = cv2.cvtColor(np.asarray(load_rgb(item.image)), cv2.COLOR_RGB2BGR)
+            label = None if item.class_name is None else f"{item.class_name} {item.class_prob:.2f}"
+        if vis is not None:
             target = _vis_name(vis, item.image, used)
             if target.exists() and not overwrite:
                 raise OutputError(f"{target} exists; pass --overwrite to replace it")
-            bgr = cv2.cvtColor(np.asarray(load_rgb(item.image)), cv2.COLOR_RGB2BGR)
-            label = None if item.class_name is None else f"{item.class_name} {item.class_prob:.2f}"
             atomic_write_image(target, draw_keypoints(bgr, item.xy, item.score, label))
+        if heat is not None and "heatmaps" in item.extras:
+            from .heatmaps import draw_heatmap_panel
+
+            target = _vis_name(heat, item.image, used_heat)
+            if target.exists() and not overwrite:
+                raise OutputError(f"{target} exists; pass --overwrite to replace it")
+            coarse, fine = item.extras["heatmaps"]
+            atomic_write_image(target, draw_heatmap_panel(bgr, coarse, fine, item.xy, label, item.score))
     if n == 0:
         raise OutputError("no image could be read; nothing written")
     if json_format:

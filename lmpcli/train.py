@@ -105,6 +105,8 @@ def fit(
     iterations: int = 3,
     mask_size: float = 0.25,
     replica: bool = True,
+    subcell: bool = False,
+    refine: bool = False,
     freeze: int = 12,
     crop_scale: float = 0.6,
     jitter: float = 0.2,
@@ -147,7 +149,8 @@ def fit(
     else:
         config = LMPNetConfig(backbone=backbone, pooling=pooling, eps=eps, image_size=image_size,
                               num_filters=num_filters, k=k, thr=thr, iterations=iterations,
-                              mask_size=mask_size, replica=replica, freeze=freeze)
+                              mask_size=mask_size, replica=replica, subcell=subcell, refine=refine,
+                              freeze=freeze)
     probe = LMPNetPair(LMPNetConfig(**{**config.to_dict(), "num_classes": 2, "replica": False}), pretrained=False)
     mean, std = probe.main.backbone.mean, probe.main.backbone.std
     del probe

@@ -132,3 +132,30 @@ def test_train_resume_and_evaluate_on_tiny_data(tiny_cub, tmp_path):
 def test_help_has_examples():
     r = run("predict", "--help")
     assert r.exit_code == 0 and "lmp predict examples/" in r.output
+
+
+def test_other_methods_heatmaps_and_filter_grid(messy_folder, tiny_checkpoint, tmp_path):
+    heat = tmp_path / "heat"
+    r = run("predict", messy_folder / "ok.jpg", "--weights", tiny_checkpoint, "--method", "occlusion-gbp",
+            "--occlusion-input-size", 32, "--heatmaps", heat, "--out", tmp_path / "o.csv", "--workers", 0)
+    assert r.exit_code == 0, r.output
+    assert len(pd.read_csv(tmp_path / "o.csv")) >= 1 and len(list(heat.glob("*.jpg"))) == 1
+    r = run("predict", messy_folder / "ok.jpg", "--weights", tiny_checkpoint, "--heatmaps", heat, "--workers", 0)
+    assert r.exit_code == 1 and "occlusion-gbp" in r.output
+    r = run("predict", messy_folder / "ok.jpg", "--weights", tiny_checkpoint, "--method", "cam", "--out", "-",
+            "--workers", 0)
+    assert r.exit_code == 0 and r.stdout.count("ok.jpg") >= 1
+    grid = tmp_path / "grid.png"
+    r = run("visualize-filters", messy_folder, "--weights", tiny_checkpoint, "--out", grid, "--n-filters", 3,
+            "--n-rows", 2, "--tile", 48, "--workers", 0, "-q")
+    assert r.exit_code == 0, r.output
+    assert Image.open(grid).size[0] > 3 * 48
+    r = run("visualize-filters", messy_folder, "--weights", tiny_checkpoint, "--out", grid, "--workers", 0, "-q")
+    assert r.exit_code == 1 and "--overwrite" in r.output
+
+
+def test_evaluate_entropy_and_methods(tiny_cub, tiny_checkpoint):
+    r = run("evaluate", "--data", tiny_cub, "--weights", tiny_checkpoint, "--method", "lmpnet,cam", "--entropy",
+            "--workers", 0, "-q")
+    assert r.exit_code == 0, r.output
+    assert "feature-map entropy" in r.output and "cam" in r.output and "channel-mean" in r.output

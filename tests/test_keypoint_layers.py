@@ -84,3 +84,15 @@ def test_attention_mask_zeroes_a_square_around_the_first_keypoint():
     assert {tuple(z) for z in zero} == {(y, x) for y in range(2, 6) for x in range(6, 10)}
     img = torch.ones(1, 3, 16, 16)
     assert mask_out(img, torch.tensor([[8.0, 4.0]]), 0.25).sum() == 3 * (256 - 16)
+
+
+def test_subcell_peaks_and_centroid_keypoints():
+    f = torch.zeros(1, 1, 5, 5)
+    f[0, 0, 2, 2], f[0, 0, 2, 3] = 3.0, 1.0  # mass to the right of the peak
+    p = select_filters(f, 1, subcell=True)
+    assert p.xy[0, 0].tolist() == pytest.approx([2.25, 2.0])
+    pts = proposals([(2, 2), (2, 2), (3, 2), (3, 2), (3, 2)])
+    cell = learnable_clustering(pts, (6, 6), k=1, thr=2)
+    centroid = learnable_clustering(pts, (6, 6), k=1, thr=2, refine=True)
+    assert cell.xy[0, 0].tolist() == [3, 2]
+    assert 2.5 < centroid.xy[0, 0, 0] < 3 and centroid.xy[0, 0, 1] == 2

@@ -43,6 +43,7 @@ def learnable_clustering(
     k: int = 5,
     thr: float = 3.0,
     iterations: int = 3,
+    refine: bool = False,
 ) -> Clusters:
     """Algorithm 1 of the paper on a batch of proposals, without a per-image Python loop.
 
@@ -54,6 +55,8 @@ def learnable_clustering(
         thr: erasing radius in feature-map cells (paper: 3 on 14x14 maps); proposals
             closer than ``thr`` to a prediction are erased.
         iterations: ``n``, re-weighting iterations per keypoint.
+        refine: place each keypoint at the vote-weighted centroid of the proposals it
+            erases (sub-cell) instead of the centre of the winning cell (the paper's argmax).
 
     Returns:
         :class:`Clusters`, ordered by prediction rank (first = densest vote).
@@ -71,7 +74,8 @@ def learnable_clustering(
     xy = proposals.xy.float()
     b, m, _ = xy.shape
     alive = proposals.valid.clone()
-    cell = (xy[..., 1] * w + xy[..., 0]).long().clamp_(0, h * w - 1)  # (B, M)
+    cxy = xy.round()
+    cell = (cxy[..., 1] * w + cxy[..., 0]).long().clamp_(0, h * w - 1)  # (B, M)
     out_xy = xy.new_zeros(b, k, 2)
     out_score = xy.new_zeros(b, k)
     out_found = torch.zeros(b, k, dtype=torch.bool, device=xy.device)
@@ -94,8 +98,12 @@ def learnable_clustering(
         for _ in range(iterations):
             soft, _, dist = vote(weights)
             weights = soft + 1.0 / (1.0 + dist)  # W[:, i] <- w + 1/d
-        _, peak_xy, dist = vote(weights)
+        soft, peak_xy, dist = vote(weights)
         erased = alive & (dist < thr)
+        if refine:
+            wts = soft * erased
+            peak_xy = torch.where(wts.sum(-1, keepdim=True) > 0,
+                                  (wts[..., None] * xy).sum(1) / wts.sum(-1, keepdim=True).clamp_min(1e-12), peak_xy)
         out_xy[:, i] = torch.where(any_alive[:, None], peak_xy, 0.0)
         out_score[:, i] = erased.sum(dim=-1) / total
         out_found[:, i] = any_alive
@@ -106,12 +114,12 @@ def learnable_clustering(
 class LearnableClustering(nn.Module):
     """Module wrapper of :func:`learnable_clustering` (Algorithm 1); see it for shapes."""
 
-    def __init__(self, k: int = 5, thr: float = 3.0, iterations: int = 3) -> None:
+    def __init__(self, k: int = 5, thr: float = 3.0, iterations: int = 3, refine: bool = False) -> None:
         super().__init__()
-        self.k, self.thr, self.iterations = k, thr, iterations
+        self.k, self.thr, self.iterations, self.refine = k, thr, iterations, refine
 
     def forward(self, proposals: Proposals, map_size: tuple[int, int]) -> Clusters:
-        return learnable_clustering(proposals, map_size, self.k, self.thr, self.iterations)
+        return learnable_clustering(proposals, map_size, self.k, self.thr, self.iterations, self.refine)
 
     def extra_repr(self) -> str:
         return f"k={self.k}, thr={self.thr}, iterations={self.iterations}"

@@ -29,7 +29,7 @@ class Proposals(NamedTuple):
     valid: Tensor
 
 
-def select_filters(features: Tensor, num_filters: int) -> Proposals:
+def select_filters(features: Tensor, num_filters: int, subcell: bool = False) -> Proposals:
     """Select the ``num_filters`` filters with the highest peak activation per image (Sec. 3.2).
 
     Each selected feature map is binarised to its peak cell ("we set the maximum value of
@@ -38,6 +38,8 @@ def select_filters(features: Tensor, num_filters: int) -> Proposals:
     Args:
         features: (B, C, H, W) final-conv feature maps.
         num_filters: M, proposals kept per image; clipped to C. ``<= 0`` keeps all C.
+        subcell: refine each peak to the activation-weighted centroid of its 3x3
+            neighbourhood (sub-cell precision; an extension, not in the paper).
 
     Returns:
         :class:`Proposals` with M entries per image, strongest first.
@@ -53,7 +55,23 @@ def select_filters(features: Tensor, num_filters: int) -> Proposals:
     strength, channel = peak.topk(m, dim=-1)  # (B, M), sorted descending
     idx = flat_idx.gather(-1, channel)
     xy = torch.stack([idx % w, torch.div(idx, w, rounding_mode="floor")], dim=-1).float()
+    if subcell:
+        xy = _centroid3x3(features.gather(1, channel[..., None, None].expand(-1, -1, h, w)), xy)
     return Proposals(xy=xy, strength=strength, channel=channel, valid=strength > 0)
+
+
+def _centroid3x3(maps: Tensor, xy: Tensor) -> Tensor:
+    """Activation-weighted centroid of the 3x3 cells around each peak: (B, M, H, W), (B, M, 2) -> (B, M, 2)."""
+    h, w = maps.shape[-2:]
+    ys = torch.arange(h, device=maps.device, dtype=xy.dtype)
+    xs = torch.arange(w, device=maps.device, dtype=xy.dtype)
+    near = ((ys[None, None, :, None] - xy[..., 1, None, None]).abs() <= 1) & (
+        (xs[None, None, None, :] - xy[..., 0, None, None]).abs() <= 1)
+    wts = (maps.float().clamp_min(0) * near).flatten(-2)  # (B, M, H*W)
+    total = wts.sum(-1)
+    cx = (wts * xs.repeat(h)).sum(-1) / total.clamp_min(1e-12)
+    cy = (wts * ys.repeat_interleave(w)).sum(-1) / total.clamp_min(1e-12)
+    return torch.where(total[..., None] > 0, torch.stack([cx, cy], -1), xy)
 
 
 def concat_proposals(*proposals: Proposals) -> Proposals:

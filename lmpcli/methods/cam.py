@@ -46,7 +46,7 @@ class CAMMethod:
     Args:
         model: :class:`~lmpcli.model.LMPNetPair` (uses ``model.main`` and
             ``model.main.classifier.weight``).
-        k: keypoints per image.
+        k: keypoints per image (None = ``model.config.k``).
         nms_radius: NMS radius in feature-map cells (window ``2 r + 1``; default 1 = 3x3).
 
     Output: (x, y) at cell centres in input pixels (:func:`lmpcli.model.cells_to_pixels`),
@@ -60,7 +60,9 @@ class CAMMethod:
     name = "cam"
     uses_main = True
 
-    def __init__(self, model, k: int = 5, nms_radius: int = 1) -> None:
+    def __init__(self, model, k: int | None = 5, nms_radius: int = 1) -> None:
+        if k is None:  # the checkpoint's k, as for lmpnet
+            k = getattr(getattr(model, "config", None), "k", 5)
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
         if nms_radius < 0:

@@ -40,6 +40,7 @@ from .base import main_forward
 
 FILLS = ("noise", "colour", "mean")
 GBP_OBJECTIVES = ("prob", "logprob", "logit")
+FORSTNER_MODELS = ("corner", "centre")
 
 
 def _logits_of(out) -> Tensor:
@@ -249,7 +250,8 @@ def guided_backprop(
     autocast_off = torch.autocast(images.device.type, enabled=False) if images.device.type in ("cpu", "cuda") \
         else contextlib.nullcontext()
     with torch.inference_mode(False), torch.enable_grad(), autocast_off, guided_relu_hooks(module):
-        x = images.detach().clone().float().requires_grad_(True)
+        x = images.detach().clone().float().requires_grad_(True)  # clones: normal tensors, not inference ones
+        target = target.detach().clone().to(x.device).view(-1, 1)
         logits = _logits_of(forward(x)).float()
         if objective == "prob":
             out = logits.softmax(-1)
@@ -257,7 +259,7 @@ def guided_backprop(
             out = logits.log_softmax(-1)
         else:
             out = logits
-        selected = out.gather(1, target.to(out.device).view(-1, 1)).sum()
+        selected = out.gather(1, target).sum()
         (grad,) = torch.autograd.grad(selected, x)
     return grad.detach()
 
@@ -310,7 +312,7 @@ def fuse_heatmaps(coarse: Tensor, fine: Tensor, weights: tuple[float, float] = (
 
 
 def gaussian_blur(maps: Tensor, sigma: float) -> Tensor:
-    """(B, H, W) maps smoothed by a separable Gaussian of ``sigma`` pixels (reflect padding);
+    """(B, H, W) maps smoothed by a separable Gaussian of ``sigma`` pixels (replicate padding);
     ``sigma <= 0`` returns the input."""
     if sigma <= 0:
         return maps
@@ -379,7 +381,7 @@ def nms_peaks(heatmap: Tensor, radius: int, max_peaks: int | None = None,
     return top, xy, valid
 
 
-def forstner_refine(heatmap: Tensor, peaks: Tensor, window: int = 5) -> Tensor:
+def forstner_refine(heatmap: Tensor, peaks: Tensor, window: int = 5, model: str = "corner") -> Tensor:
     """Förstner sub-pixel refinement of peaks [poster: Post-processing].
 
     With ``Ix, Iy`` the central-difference gradients of ``heatmap`` and the sums over a
@@ -389,22 +391,30 @@ def forstner_refine(heatmap: Tensor, peaks: Tensor, window: int = 5) -> Tensor:
              [Σ IxIy,  Σ Iy² ]]           Σ (IxIy x + Iy² y)]
 
     i.e. the point closest (least squares) to the lines through every window pixel
-    orthogonal to its gradient — exact for a corner whose edges pass through it, and for
-    point-symmetric peaks. Where ``A`` is (near) singular, the solution is not finite, or
-    it leaves the window, the peak is returned unchanged. Window pixels outside the map
-    are ignored.
+    orthogonal to its gradient (``model="corner"``, the poster's formula) — exact for a
+    corner whose edges pass through it (checkerboard corner: < 0.1 px), and for peaks
+    point-symmetric about the window centre; on a smooth blob whose centre is off the
+    window centre it is biased (about 1 px for a Gaussian of sigma 3 px with a 5 px
+    window). ``model="centre"`` uses the lines *along* the gradients (Förstner's
+    circular-point model: ``Ix`` and ``Iy`` swapped, ``IxIy`` negated), which pass
+    through the centre of a radially symmetric peak. Where ``A`` is (near) singular, the
+    solution is not finite, or it leaves the window, the peak is returned unchanged.
+    Window pixels outside the map are ignored.
 
     Args:
         heatmap: (B, H, W) float map.
         peaks: (B, N, 2) float (x = column, y = row) map indices; NaN rows are passed through.
         window: odd window side in pixels, >= 3.
+        model: ``"corner"`` (poster) or ``"centre"``.
 
     Returns:
         (B, N, 2) float32 refined (x, y), same convention as ``peaks``.
 
     Raises:
-        ValueError: even or too small ``window``, shape mismatch.
+        ValueError: even or too small ``window``, unknown ``model``, shape mismatch.
     """
+    if model not in FORSTNER_MODELS:
+        raise ValueError(f"unknown Förstner model {model!r}; choose one of {', '.join(FORSTNER_MODELS)}")
     if window < 3 or window % 2 == 0:
         raise ValueError(f"Förstner window must be odd and >= 3, got {window}")
     if heatmap.dim() != 3 or peaks.dim() != 3 or peaks.shape[0] != heatmap.shape[0] or peaks.shape[-1] != 2:
@@ -425,6 +435,8 @@ def forstner_refine(heatmap: Tensor, peaks: Tensor, window: int = 5) -> Tensor:
     flat = (py.clamp(0, h - 1) * w + px.clamp(0, w - 1)).long().view(b, -1)
     gx = ix.flatten(1).gather(1, flat).view(b, n, -1) * inside
     gy = iy.flatten(1).gather(1, flat).view(b, n, -1) * inside
+    if model == "centre":  # normals orthogonal to the gradient
+        gx, gy = -gy, gx
     gxx, gxy, gyy = (gx * gx).sum(-1), (gx * gy).sum(-1), (gy * gy).sum(-1)
     bx = (gx * gx * px + gx * gy * py).sum(-1)
     by = (gx * gy * px + gy * gy * py).sum(-1)
@@ -440,12 +452,12 @@ def forstner_refine(heatmap: Tensor, peaks: Tensor, window: int = 5) -> Tensor:
 
 
 def detect_keypoints(confidence: Tensor, k: int, nms_radius: int = 16, keep_fraction: float = 0.4,
-                     window: int = 5) -> tuple[Tensor, Tensor]:
+                     window: int = 5, forstner_model: str = "corner") -> tuple[Tensor, Tensor]:
     """Keypoints from a (B, H, W) confidence map on the network input's pixel grid
     [poster: Post-processing; Keypoint prediction].
 
     NMS (:func:`nms_peaks`), top ``keep_fraction`` of each image's peaks kept, the ``k``
-    best refined with :func:`forstner_refine`.
+    best refined with :func:`forstner_refine` (``window``, ``forstner_model``).
 
     Returns:
         ``(xy (B, k, 2) float32 (x, y) input pixels with pixel centres at +0.5, NaN where
@@ -453,7 +465,7 @@ def detect_keypoints(confidence: Tensor, k: int, nms_radius: int = 16, keep_frac
         0 where not found)``.
     """
     values, peaks, valid = nms_peaks(confidence, nms_radius, max_peaks=k, keep_fraction=keep_fraction)
-    xy = forstner_refine(confidence, peaks, window) + 0.5
+    xy = forstner_refine(confidence, peaks, window, forstner_model) + 0.5
     xy = torch.where(valid[..., None], xy, math.nan)
     score = torch.where(valid, values, 0.0).clamp(0, 1)
     return xy, score
@@ -476,7 +488,7 @@ class OcclusionGBPMethod:
     Args:
         model: :class:`~lmpcli.model.LMPNetPair` in eval mode (anything with ``.main(images)
             -> (logits, features)``; ``.config.mean/std`` used when present).
-        k: keypoints per image.
+        k: keypoints per image (None = ``model.config.k``).
         occluder_size, occluder_stride: occluder side and step, pixels of the occlusion input
             (poster: 16 and 8).
         chunk_size: occluded copies per forward (memory/speed knob; larger on a GPU).
@@ -489,6 +501,8 @@ class OcclusionGBPMethod:
         nms_radius: NMS radius, pixels of the network input.
         keep_fraction: fraction of peaks kept by confidence (poster: 0.4).
         forstner_window: Förstner window side, pixels (odd).
+        forstner_model: ``"corner"`` (the poster's formula) or ``"centre"`` (unbiased on
+            blob-like peaks); see :func:`forstner_refine`.
         seed: seed of the random occluder colours (same colours for every batch).
         mean, std: input normalisation; None = ``model.config``'s, else 0 / 1.
 
@@ -499,12 +513,14 @@ class OcclusionGBPMethod:
     name = "occlusion-gbp"
     uses_main = True
 
-    def __init__(self, model, k: int = 5, occluder_size: int = 16, occluder_stride: int = 8, chunk_size: int = 32,
+    def __init__(self, model, k: int | None = 5, occluder_size: int = 16, occluder_stride: int = 8, chunk_size: int = 32,
                  input_size: int | None = None, fill: str = "noise", coarse_weight: float = 0.5,
                  fine_weight: float = 0.5, sigmoid_slope: float = 10.0, sigmoid_centre: float = 0.5,
                  fine_sigma: float = 0.0, gbp_objective: str = "prob", nms_radius: int = 16,
-                 keep_fraction: float = 0.4, forstner_window: int = 5, seed: int = 0,
+                 keep_fraction: float = 0.4, forstner_window: int = 5, forstner_model: str = "corner", seed: int = 0,
                  mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> None:
+        if k is None:  # the checkpoint's k, as for lmpnet
+            k = getattr(getattr(model, "config", None), "k", 5)
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
         if occluder_size < 1 or occluder_stride < 1 or chunk_size < 1:
@@ -525,13 +541,15 @@ class OcclusionGBPMethod:
             raise ValueError(f"keep_fraction must be in (0, 1], got {keep_fraction}")
         if forstner_window < 3 or forstner_window % 2 == 0:
             raise ValueError(f"forstner_window must be odd and >= 3, got {forstner_window}")
+        if forstner_model not in FORSTNER_MODELS:
+            raise ValueError(f"unknown forstner_model {forstner_model!r}; choose one of {', '.join(FORSTNER_MODELS)}")
         self.model, self.k = model, int(k)
         self.occluder_size, self.occluder_stride, self.chunk_size = occluder_size, occluder_stride, chunk_size
         self.input_size, self.fill = input_size, fill
         self.weights = (float(coarse_weight), float(fine_weight))
         self.sigmoid_slope, self.sigmoid_centre, self.fine_sigma = sigmoid_slope, sigmoid_centre, fine_sigma
         self.gbp_objective, self.nms_radius, self.keep_fraction = gbp_objective, int(nms_radius), keep_fraction
-        self.forstner_window, self.seed = forstner_window, seed
+        self.forstner_window, self.forstner_model, self.seed = forstner_window, forstner_model, seed
         config = getattr(model, "config", None)
         self.mean = tuple(mean) if mean is not None else tuple(getattr(config, "mean", (0.0, 0.0, 0.0)))
         self.std = tuple(std) if std is not None else tuple(getattr(config, "std", (1.0, 1.0, 1.0)))
@@ -584,9 +602,15 @@ class OcclusionGBPMethod:
         coarse, fine, logits = self.heatmaps_and_logits(images, cache)
         with torch.no_grad():
             xy, score = detect_keypoints(self.confidence(coarse, fine), self.k, self.nms_radius,
-                                         self.keep_fraction, self.forstner_window)
+                                         self.keep_fraction, self.forstner_window, self.forstner_model)
         return KeypointOutput(xy, score, logits.float()), coarse, fine
 
     def __call__(self, images: Tensor, cache: dict | None = None) -> KeypointOutput:
-        """Keypoints for (B, 3, S, S) normalised images; see :class:`~lmpcli.model.KeypointOutput`."""
-        return self.predict(images, cache)[0]
+        """Keypoints for (B, 3, S, S) normalised images; see :class:`~lmpcli.model.KeypointOutput`.
+
+        The (coarse, fine) maps, (B, S, S) each, are left in ``cache["heatmaps"]`` for figures.
+        """
+        out, coarse, fine = self.predict(images, cache)
+        if cache is not None:
+            cache["heatmaps"] = (coarse, fine)
+        return out

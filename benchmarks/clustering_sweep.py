@@ -1,0 +1,100 @@
+"""Test-time sweep of LMPNet's keypoint branch on one checkpoint: prints a markdown table.
+
+Both networks run once per image; every variant (erase radius, filter-selection size,
+clustering iterations, replica fusion, sub-cell peaks, centroid keypoints) then re-runs only
+filter selection + learnable clustering on the cached feature maps, so a sweep over the
+whole cub50 test split costs about one ``lmp evaluate``.
+
+    python benchmarks/clustering_sweep.py --data ../shared/data/cub50 [--weights W] [--limit N] [--out sweep.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+
+from lmpcli.checkpoint import load_model
+from lmpcli.data import PART_GROUPS, CUBDataset, eval_transform
+from lmpcli.evaluate import _collate
+from lmpcli.inference import make_loader
+from lmpcli.metrics import greedy_pck, part_recall
+
+VARIANTS = {
+    "shipped config": {},
+    "thr 1": {"thr": 1.0}, "thr 2": {"thr": 2.0}, "thr 3": {"thr": 3.0}, "thr 4": {"thr": 4.0},
+    "no replica": {"replica": False},
+    "filters 32": {"num_filters": 32}, "filters 64": {"num_filters": 64}, "filters 256": {"num_filters": 256},
+    "filters 512": {"num_filters": 512},
+    "iterations 0": {"iterations": 0}, "iterations 1": {"iterations": 1}, "iterations 5": {"iterations": 5},
+    "sub-cell peaks": {"subcell": True}, "centroid keypoints": {"refine": True},
+    "sub-cell + centroid": {"subcell": True, "refine": True},
+}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--weights", default=None)
+    ap.add_argument("--split", default="test")
+    ap.add_argument("--limit", type=int, default=None)
+    ap.add_argument("--k", type=int, default=5)
+    ap.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated names from the list above")
+    ap.add_argument("--base", default="", help="overrides applied to every variant, e.g. subcell=1,refine=1")
+    ap.add_argument("--out", default=None, help="also write the markdown table here")
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--workers", type=int, default=2)
+    args = ap.parse_args()
+
+    model, ckpt = load_model(args.weights)
+    cfg = model.config
+    ds = CUBDataset(args.data, args.split, eval_transform(cfg.image_size, cfg.mean, cfg.std))
+    if args.limit:
+        ds = torch.utils.data.Subset(ds, range(min(args.limit, len(ds))))
+    base = {}
+    for item in filter(None, args.base.split(",")):
+        key, value = item.split("=")
+        base[key] = float(value) if key == "thr" else int(value)
+    names = [n.strip() for n in args.variants.split(",")]
+    stats = {n: {"pck": [], "hit": []} for n in names}
+    vis_all = []
+    start = time.perf_counter()
+    with torch.inference_mode():
+        for batch in make_loader(ds, args.batch_size, args.workers, _collate, torch.device("cpu")):
+            logits, feats, rep = model.features(batch["image"])
+            scale = batch["size"] / torch.tensor([cfg.image_size, cfg.image_size], dtype=torch.float32)
+            vis_all.append(batch["visible"])
+            for n in names:
+                opts = {**base, **VARIANTS[n]}
+                use_rep = bool(opts.pop("replica", True))
+                xy, _ = model.keypoints_from_features(feats, rep if use_rep else None,
+                                                      (cfg.image_size, cfg.image_size), k=args.k, **opts)
+                xy = xy * scale[:, None, :]
+                stats[n]["pck"].append(greedy_pck(xy, batch["keypoints"], batch["visible"], batch["size"]))
+                stats[n]["hit"].append(part_recall(xy, batch["keypoints"], batch["visible"], batch["size"]))
+    vis = torch.cat(vis_all)
+    head = ["variant"] + [f"KP{r + 1}" for r in range(args.k)] + ["avg", "recall"] + list(PART_GROUPS)
+    lines = [f"Test-time sweep: {len(ds)} {args.split} images of {args.data}, k={args.k}, weights "
+             f"{args.weights or 'shipped'} ({cfg.backbone}, {cfg.image_size} px, "
+             f"{cfg.image_size // 32}x{cfg.image_size // 32} maps; config thr={cfg.thr}, "
+             f"filters={cfg.num_filters}, iterations={cfg.iterations}); base overrides {base or 'none'}; "
+             f"{time.perf_counter() - start:.0f} s.", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for n in names:
+        pck = torch.cat(stats[n]["pck"]).float()
+        hit = torch.cat(stats[n]["hit"])
+        groups = [100 * hit[:, [p - 1 for p in parts]].sum().item() / max(vis[:, [p - 1 for p in parts]].sum().item(), 1)
+                  for parts in PART_GROUPS.values()]
+        row = [n] + [f"{100 * v:.1f}" for v in pck.mean(0).tolist()] + [
+            f"{100 * pck.mean().item():.1f}", f"{100 * hit.sum().item() / vis.sum().item():.1f}"] + [f"{g:.1f}" for g in groups]
+        lines.append("| " + " | ".join(row) + " |")
+    text = "\n".join(lines)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
