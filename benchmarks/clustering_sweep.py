@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from lmpcli.checkpoint import load_model
-from lmpcli.data import PART_GROUPS, CUBDataset, eval_transform
+from lmpcli.data import PART_GROUPS, CUBDataset, eval_transform, spread_subset
 from lmpcli.evaluate import _collate
 from lmpcli.inference import make_loader
 from lmpcli.metrics import greedy_pck, part_recall
@@ -52,7 +52,7 @@ def main() -> None:
     cfg = model.config
     ds = CUBDataset(args.data, args.split, eval_transform(cfg.image_size, cfg.mean, cfg.std))
     if args.limit:
-        ds = torch.utils.data.Subset(ds, range(min(args.limit, len(ds))))
+        ds = torch.utils.data.Subset(ds, spread_subset(len(ds), args.limit))
     base = {}
     for item in filter(None, args.base.split(",")):
         key, value = item.split("=")

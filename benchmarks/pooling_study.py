@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import inspect
 import json
 import os
 import platform
@@ -42,7 +41,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lmpcli.checkpoint import atomic_torch_save, read_checkpoint
+from lmpcli.checkpoint import read_checkpoint
 from lmpcli.evaluate import evaluate
 from lmpcli.outputs import atomic_write_image, atomic_write_text
 from lmpcli.sparsity import split_entropy
@@ -162,16 +161,6 @@ def ensure_trained(args, name: str, progress: PrintProgress) -> Path:
 
 
 def _evaluate(args, weights: Path, kw: dict, baselines: bool, progress) -> dict:
-    supported = inspect.signature(evaluate).parameters
-    kw = dict(kw)
-    if "num_filters" in kw and "num_filters" not in supported:  # older evaluate(): a checkpoint copy with m set
-        m = kw.pop("num_filters")
-        ckpt = read_checkpoint(weights)
-        ckpt["config"]["num_filters"] = m
-        weights = weights.with_name(f"model-m{m}.pt")
-        atomic_torch_save(ckpt, weights)
-    if "replica" in kw and "replica" not in supported:
-        raise SystemExit("this lmpcli's evaluate() has no replica option; skip the no-fusion variant")
     report = evaluate(args.data, split=args.split, weights=weights, methods=("lmpnet",), baselines=baselines,
                       k=args.k, limit=args.eval_limit, batch_size=args.eval_batch_size, device=args.device,
                       workers=args.workers, progress=progress, **kw)

@@ -7,12 +7,12 @@ The file is a plain dict of tensors, numbers, strings and lists, so it loads wit
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 
 from .model import LMPNetConfig, LMPNetPair
+from .outputs import atomic_path
 
 FORMAT = "lmpcli.lmpnet"
 VERSION = 1
@@ -27,15 +27,8 @@ def atomic_torch_save(obj, path: str | os.PathLike) -> None:
     """``torch.save`` to a temporary file beside ``path``, then rename over it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
 
 def save_checkpoint(path, model: LMPNetPair, class_names: list[str], meta: dict | None = None,
                     training_state: dict | None = None, half: bool = False) -> None:

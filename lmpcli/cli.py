@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated, List, Optional
 
@@ -96,12 +95,12 @@ def train(
     eps: float = typer.Option(0.1, help="Leak of leaky max pooling (Eq. 3)."),
     num_filters: int = typer.Option(128, help="Filters kept per image by filter selection (Sec. 3.2)."),
     k: int = typer.Option(5, help="Keypoints stored as the checkpoint's default."),
-    thr: float = typer.Option(3.0, help="Clustering erase radius in feature-map cells (Algorithm 1)."),
+    thr: float = typer.Option(2.0, help="Clustering erase radius in feature-map cells (Algorithm 1; paper 3)."),
     iterations: int = typer.Option(3, help="Clustering iterations per keypoint (Algorithm 1)."),
     mask_size: float = typer.Option(0.25, help="Attention mask side, fraction of the input side (Sec. 3.3)."),
     replica: bool = typer.Option(True, help="Train the replica network on masked images (Sec. 3.3)."),
     subcell: bool = typer.Option(False, help="Store sub-cell proposal peaks as the checkpoint's default."),
-    refine: bool = typer.Option(False, help="Store centroid keypoints as the checkpoint's default."),
+    refine: bool = typer.Option(True, help="Store centroid keypoints as the checkpoint's default."),
     freeze: int = typer.Option(12, help="Backbone stages kept frozen (stem and blocks, input first)."),
     crop_scale: float = typer.Option(0.6, help="Smallest area kept by random resized crop (1 = none)."),
     jitter: float = typer.Option(0.2, help="Colour jitter strength (0 = none)."),
@@ -235,7 +234,7 @@ def evaluate(
     entropy: bool = typer.Option(False, help="Also report the mean feature-map entropy of the main network (Fig. 6)."),
     alpha: float = typer.Option(0.1, help="PCK radius, fraction of the shorter image side."),
     classes: Optional[str] = typer.Option(None, help="Only these CUB class ids, e.g. 41-50."),
-    limit: Optional[int] = typer.Option(None, help="Only the first N images."),
+    limit: Optional[int] = typer.Option(None, help="Only N images, spread evenly over the split (every class)."),
     batch_size: int = typer.Option(8, min=1),
     device: str = typer.Option("auto"),
     workers: int = typer.Option(2, min=0),
@@ -244,6 +243,7 @@ def evaluate(
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
     """Greedy PCK@alpha per keypoint rank, part recall and accuracy, beside trivial baselines."""
+    from rich import box
     from rich.table import Table
 
     from .evaluate import evaluate as run_evaluate
@@ -265,9 +265,9 @@ def evaluate(
     df = report["table"]
     ranks = [c for c in df.columns if c.startswith("KP")]
     groups = [c for c in df.columns if c.startswith("recall_")]
-    main = Table(title=f"greedy PCK@{alpha} (%), {cfg['images']} {split} images, k={k}, "
+    main = Table(box=box.SIMPLE_HEAD, title=f"greedy PCK@{alpha} (%), {cfg['images']} {split} images, k={k}, "
                        f"thr={cfg['thr']:g} cells of {cfg['feature_map']}x{cfg['feature_map']}")
-    parts = Table(title=f"part recall@{alpha} (%) by part group")
+    parts = Table(box=box.SIMPLE_HEAD, title=f"part recall@{alpha} (%) by part group")
     main.add_column("method", no_wrap=True)
     parts.add_column("method", no_wrap=True)
     for col in [*ranks, "avg", "recall", "acc", "img/s"]:
@@ -331,7 +331,7 @@ def visualize_filters(
     normalize: str = typer.Option("filter", help="Colour scale: filter (by the filter's max), tile (each map by its own peak), grid (one scale)."),
     colormap: str = typer.Option("jet", help="OpenCV colormap."),
     alpha: float = typer.Option(0.45, help="Heat-map opacity."),
-    limit: Optional[int] = typer.Option(None, help="Only the first N images."),
+    limit: Optional[int] = typer.Option(None, help="Only N images, spread evenly over the split (every class)."),
     batch_size: int = typer.Option(8, min=1),
     device: str = typer.Option("auto"),
     workers: int = typer.Option(2, min=0),

@@ -14,7 +14,7 @@ import pandas as pd
 import torch
 
 from .checkpoint import load_model
-from .data import PART_GROUPS, CUBDataset, InputError, eval_transform
+from .data import PART_GROUPS, CUBDataset, InputError, eval_transform, spread_subset
 from .device import prepare_model, resolve_device
 from .inference import iterate, make_loader
 from .methods import create_method
@@ -79,7 +79,7 @@ def evaluate(
             the top-``num_filters`` selected filters (in ``config``; nats).
         alpha: PCK radius as a fraction of the shorter image side.
         classes: only these CUB class ids (e.g. classes held out from training).
-        limit: evaluate the first ``limit`` images only (quick checks).
+        limit: evaluate ``limit`` images spread evenly over the split (quick checks; every class).
 
     Returns:
         ``{"table": DataFrame (one row per method: KP1..KPk, avg, recall, per-group
@@ -105,7 +105,7 @@ def evaluate(
         index = {n: i for i, n in enumerate(ckpt["class_names"])}
         label_map = torch.tensor([index.get(n, -1) for n in dataset.class_names])
     if limit:
-        dataset = torch.utils.data.Subset(dataset, range(min(limit, len(dataset))))
+        dataset = torch.utils.data.Subset(dataset, spread_subset(len(dataset), limit))
     names = list(dict.fromkeys([*methods, *(BASELINES if baselines else ())]))
     lmp_options = {"num_filters": num_filters, "iterations": iterations, "use_replica": replica,
                    "subcell": subcell, "refine": refine}
@@ -159,7 +159,8 @@ def evaluate(
               "iterations": pick(iterations, cfg.iterations), "replica": bool(replica and cfg.replica),
               "subcell": pick(subcell, cfg.subcell), "refine": pick(refine, cfg.refine),
               "weights": str(weights or "shipped"), "device": str(dev), "backbone": cfg.backbone,
-              "image_size": cfg.image_size, "classes": classes, "feature_map": cfg.image_size // 32}
+              "image_size": cfg.image_size, "classes": classes, "feature_map": cfg.image_size // 32,
+              "method_options": {n: o for n, o in extra.items() if n in names}}
     if entropy:
         config["entropy"] = {
             "all_filters": ent["all"] / max(ent["n_all"], 1),

@@ -30,7 +30,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from .data import CUBDataset, ImagePathDataset, InputError, collate_skip_errors, eval_transform, expand_inputs
+from .data import (CUBDataset, ImagePathDataset, InputError, collate_skip_errors, eval_transform, expand_inputs,
+                   spread_subset)
 from .layers import mask_out
 from .model import LMPNetPair
 from .progress import NullProgress, Progress
@@ -491,7 +492,7 @@ def resolve_image_paths(inputs: str | os.PathLike | Sequence[str], split: str = 
     ``split``) or from files / folders / globs (:func:`lmpcli.data.expand_inputs`).
 
     Args:
-        limit: keep the first ``limit`` paths (CUB: in image-id order, as ``lmp evaluate --limit``).
+        limit: keep ``limit`` paths spread evenly over the list (as ``lmp evaluate --limit``).
         classes: CUB only: keep these official class ids (1-based).
 
     Raises:
@@ -505,11 +506,7 @@ def resolve_image_paths(inputs: str | os.PathLike | Sequence[str], split: str = 
             raise InputError(f"no images in split {split!r} of {items[0]}")
     else:
         paths = expand_inputs(items)
-    if limit is not None:
-        if limit < 1:
-            raise InputError(f"limit must be >= 1, got {limit}")
-        paths = paths[:limit]
-    return paths
+    return [paths[i] for i in spread_subset(len(paths), limit)]
 
 
 def check_image_output(out: str | os.PathLike, overwrite: bool = False) -> Path:
@@ -565,7 +562,7 @@ def visualize_filters(
         filters: explicit filter ids (columns in this order), each with its top ``n_rows`` images.
         classes: CUB only: restrict to these official class ids (1-based).
         normalize, colormap, alpha: colouring, see :func:`render_filter_grid`.
-        limit: only the first ``limit`` images.
+        limit: only ``limit`` images, spread evenly over the inputs.
         batch_size, device, workers: inference settings (``device``: auto, cpu, cuda).
         overwrite: replace an existing ``out``.
 

@@ -31,7 +31,8 @@ class LMPNetConfig:
         image_size: square network input side, pixels (448 -> 14x14 feature maps).
         num_filters: filters kept per image and network by filter selection (Sec. 3.2).
         k: keypoints predicted.
-        thr: clustering erase radius, feature-map cells (Sec. 3.4, paper 3 on 14x14).
+        thr: clustering erase radius, feature-map cells (Sec. 3.4; paper 3 on 14x14, ours 2:
+            see docs/quality-log.md).
         iterations: clustering re-weighting iterations per keypoint.
         mask_size: attention mask side as a fraction of the input side (Sec. 3.3).
         replica: whether the replica network exists and is fused at test time.
@@ -49,12 +50,12 @@ class LMPNetConfig:
     image_size: int = 448
     num_filters: int = 128
     k: int = 5
-    thr: float = 3.0
+    thr: float = 2.0
     iterations: int = 3
     mask_size: float = 0.25
     replica: bool = True
     subcell: bool = False
-    refine: bool = False
+    refine: bool = True
     freeze: int = 12
     dropout: float = 0.2
     mean: tuple[float, float, float] = field(default=(0.498, 0.498, 0.498))

@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from .checkpoint import load_model
 from .data import ImagePathDataset, collate_skip_errors, eval_transform, expand_inputs, load_rgb

@@ -25,6 +25,7 @@ from .checkpoint import read_checkpoint, save_checkpoint
 from .data import ClassFolderDataset, CUBDataset, InputError, train_transform
 from .device import autocast, prepare_model, resolve_device
 from .model import LMPNetConfig, LMPNetPair
+from .outputs import atomic_write_text
 from .progress import NullProgress, Progress
 
 
@@ -101,12 +102,12 @@ def fit(
     eps: float = 0.1,
     num_filters: int = 128,
     k: int = 5,
-    thr: float = 3.0,
+    thr: float = 2.0,
     iterations: int = 3,
     mask_size: float = 0.25,
     replica: bool = True,
     subcell: bool = False,
-    refine: bool = False,
+    refine: bool = True,
     freeze: int = 12,
     crop_scale: float = 0.6,
     jitter: float = 0.2,
@@ -214,6 +215,4 @@ def _write_metrics(path: Path, history: list[dict]) -> None:
     writer = csv.DictWriter(buf, fieldnames=list(history[0]))
     writer.writeheader()
     writer.writerows(history)
-    tmp = path.with_suffix(".csv.tmp")
-    tmp.write_text(buf.getvalue())
-    os.replace(tmp, path)
+    atomic_write_text(path, buf.getvalue())

@@ -87,3 +87,17 @@ def test_cam_smoke_lmpnet_pair():
     # a 2x2 feature map (64 px / 32) has 4 cells: the 5th keypoint is not found
     assert torch.isfinite(out.xy[:, :4]).all() and torch.isnan(out.xy[:, 4]).all()
     assert set(map(tuple, out.xy[0, :4].tolist())) == {(16.0, 16.0), (48.0, 16.0), (16.0, 48.0), (48.0, 48.0)}
+
+
+def test_pooling_aware_cam_sums_to_the_logit():
+    from lmpcli.layers import global_pool2d
+    from lmpcli.methods.cam import class_activation_map
+
+    torch.manual_seed(0)
+    feats = torch.rand(2, 6, 4, 4)
+    weight = torch.randn(3, 6)
+    target = torch.tensor([0, 2])
+    for mode in ("avg", "max", "lmp"):
+        cam = class_activation_map(feats, weight, target, mode, 0.1)
+        logits = global_pool2d(feats, mode, 0.1) @ weight.T
+        assert torch.allclose(cam.sum((-2, -1)), logits.gather(1, target[:, None])[:, 0], atol=1e-5)

@@ -3,7 +3,6 @@
 import math
 
 import pandas as pd
-import pytest
 from typer.testing import CliRunner
 
 from lmpcli.cli import app

@@ -75,3 +75,17 @@ def iter_bad(paths: Iterable[str]) -> Iterator[tuple[str, str]]:
             load_rgb(p)
         except (OSError, UnidentifiedImageError, ValueError) as e:
             yield p, str(e)
+
+
+def spread_subset(n: int, limit: int | None) -> list[int]:
+    """Indices of ``limit`` items spread evenly over ``range(n)`` (all of them when ``limit`` is None
+    or >= n). CUB splits are sorted by class, so an even spread keeps every class in a quick check.
+
+    Raises:
+        InputError: ``limit < 1``.
+    """
+    if limit is None or limit >= n:
+        return list(range(n))
+    if limit < 1:
+        raise InputError(f"limit must be >= 1, got {limit}")
+    return sorted({round(i * (n - 1) / max(limit - 1, 1)) for i in range(limit)})

@@ -14,13 +14,21 @@ import math
 import torch
 from torch import Tensor
 
+from ..layers import pooling_vector
 from ..model import KeypointOutput, cells_to_pixels
 from .base import main_forward
 from .occlusion_gbp import nms_peaks
 
 
-def class_activation_map(features: Tensor, weight: Tensor, target: Tensor) -> Tensor:
+def class_activation_map(features: Tensor, weight: Tensor, target: Tensor, pooling: str | None = None,
+                         eps: float = 0.1) -> Tensor:
     """CAM of one class per image.
+
+    With ``pooling`` given, each cell is weighted by the model's own pooling vector
+    (Guo & Farrell, Sec. 3.1: 1 at each map's argmax, -eps elsewhere for ``lmp``), so the
+    map sums to the class logit (less the bias) for any pooling of the family; for ``avg``
+    this is Zhou et al.'s CAM divided by h*w. Plain CAM (``pooling=None``) assumes average
+    pooling and is dominated by dense, low maps under max / leaky max pooling.
 
     Args:
         features: (B, C, h, w) feature maps (any float dtype).
@@ -37,7 +45,10 @@ def class_activation_map(features: Tensor, weight: Tensor, target: Tensor) -> Te
     if features.shape[1] != weight.shape[1]:
         raise ValueError(f"features have {features.shape[1]} channels, classifier expects {weight.shape[1]}")
     w = weight.float()[target.to(weight.device)]  # (B, C)
-    return torch.einsum("bc,bchw->bhw", w.to(features.device), features.float())
+    f = features.float()
+    if pooling is not None:
+        f = f * pooling_vector(f, pooling, eps).view_as(f)
+    return torch.einsum("bc,bchw->bhw", w.to(features.device), f)
 
 
 class CAMMethod:
@@ -73,7 +84,9 @@ class CAMMethod:
         """``(cam (B, h, w) float32, logits (B, K))`` for (B, 3, S, S) images, predicted class."""
         logits, features = main_forward(self.model, images, cache)
         target = logits.float().argmax(-1)
-        return class_activation_map(features, self.model.main.classifier.weight, target), logits
+        pool = getattr(self.model.main, "pool", None)  # None: plain CAM (average pooling assumed)
+        mode, eps = (pool.mode, pool.eps) if pool is not None else (None, 0.0)
+        return class_activation_map(features, self.model.main.classifier.weight, target, mode, eps), logits
 
     @torch.no_grad()
     def __call__(self, images: Tensor, cache: dict | None = None) -> KeypointOutput:
