@@ -134,6 +134,29 @@ class FilterStats:
         return torch.stack([self.cells % w, torch.div(self.cells, w, rounding_mode="floor")], -1).float()
 
 
+def iter_network_features(model: LMPNetPair, loader, network: str, device: torch.device, errors: list,
+                          progress: Progress, description: str):
+    """Yield (batch, features (B, C, h, w)) of one network over ``loader``, reporting progress.
+
+    Unreadable files listed in a batch's ``errors`` are appended to ``errors`` and skipped.
+    """
+    total = len(loader.dataset) if hasattr(loader, "dataset") else None
+    progress.start(description, total)
+    try:
+        for batch in loader:
+            bad = list(batch.get("errors", [])) if isinstance(batch, dict) else []
+            errors += bad
+            images = batch_images(batch)
+            if images is None:
+                progress.advance(len(bad))
+                continue
+            features, _ = network_features(model, images.to(device, non_blocking=True), network)
+            yield batch, features
+            progress.advance(len(images) + len(bad))
+    finally:
+        progress.finish()
+
+
 @torch.inference_mode()
 def collect_filter_peaks(model: LMPNetPair, loader, network: str = "main", device: torch.device | str | None = None,
                          progress: Progress | None = None) -> FilterStats:
@@ -159,25 +182,13 @@ def collect_filter_peaks(model: LMPNetPair, loader, network: str = "main", devic
     dev = torch.device(device) if device is not None else _model_device(model)
     peaks, cells, paths, errors = [], [], [], []
     map_size: tuple[int, int] = (0, 0)
-    total = len(loader.dataset) if hasattr(loader, "dataset") else None
-    progress.start(f"filter peaks ({network})", total)
-    try:
-        for batch in loader:
-            bad = list(batch.get("errors", [])) if isinstance(batch, dict) else []
-            errors += bad
-            images = batch_images(batch)
-            if images is None:
-                progress.advance(len(bad))
-                continue
-            features, _ = network_features(model, images.to(dev, non_blocking=True), network)
-            peak, idx = features.flatten(-2).max(dim=-1)  # (B, C)
-            peaks.append(peak.cpu())
-            cells.append(idx.cpu())
-            paths += [str(p) for p in batch["path"]]
-            map_size = (int(features.shape[-2]), int(features.shape[-1]))
-            progress.advance(len(images) + len(bad))
-    finally:
-        progress.finish()
+    for batch, features in iter_network_features(model, loader, network, dev, errors, progress,
+                                                  f"filter peaks ({network})"):
+        peak, idx = features.flatten(-2).max(dim=-1)  # (B, C)
+        peaks.append(peak.cpu())
+        cells.append(idx.cpu())
+        paths += [str(p) for p in batch["path"]]
+        map_size = (int(features.shape[-2]), int(features.shape[-1]))
     if not peaks:
         raise InputError("no image could be read")
     return FilterStats(torch.cat(peaks), torch.cat(cells), paths, map_size, network, errors)

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import torch
 
-from .filters import batch_images, network_features, resolve_image_paths
+from .filters import iter_network_features, resolve_image_paths
 from .metrics import feature_map_entropy
 from .model import LMPNetPair
 from .progress import NullProgress, Progress
@@ -55,32 +55,21 @@ def mean_feature_map_entropy(model: LMPNetPair, loader, network: str = "main",
     errors: list[tuple[str, str]] = []
     c = m = None
     map_size = (0, 0)
-    progress.start(f"feature-map entropy ({network})", len(loader.dataset) if hasattr(loader, "dataset") else None)
-    try:
-        for batch in loader:
-            bad = list(batch.get("errors", [])) if isinstance(batch, dict) else []
-            errors += bad
-            images = batch_images(batch)
-            if images is None:
-                progress.advance(len(bad))
-                continue
-            features, _ = network_features(model, images.to(dev, non_blocking=True), network)
-            b, c, h, w = features.shape
-            map_size = (h, w)
-            entropy = feature_map_entropy(features)  # (B, C)
-            peak = features.flatten(-2).amax(-1)  # (B, C)
-            total_all += float(entropy.double().sum())
-            n_maps += entropy.numel()
-            n_zero += int((peak <= 0).sum())
-            if top_m:
-                m = min(int(top_m), c)
-                top = peak.topk(m, dim=-1).indices
-                total_top += float(entropy.gather(-1, top).double().sum())
-                n_top += b * m
-            n_images += b
-            progress.advance(b + len(bad))
-    finally:
-        progress.finish()
+    for _, features in iter_network_features(model, loader, network, dev, errors, progress,
+                                             f"feature-map entropy ({network})"):
+        b, c, h, w = features.shape
+        map_size = (h, w)
+        entropy = feature_map_entropy(features)  # (B, C)
+        peak = features.flatten(-2).amax(-1)  # (B, C)
+        total_all += float(entropy.double().sum())
+        n_maps += entropy.numel()
+        n_zero += int((peak <= 0).sum())
+        if top_m:
+            m = min(int(top_m), c)
+            top = peak.topk(m, dim=-1).indices
+            total_top += float(entropy.gather(-1, top).double().sum())
+            n_top += b * m
+        n_images += b
     if n_images == 0:
         raise ValueError("no image to compute feature-map entropy on")
     return {

@@ -21,13 +21,6 @@ from lmpcli.model import LMPNetConfig, LMPNetPair
 
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids oversubscription on a busy machine (restored after)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 # ------------------------------------------------------------------ NMS
 
