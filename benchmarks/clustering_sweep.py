@@ -1,7 +1,7 @@
 """Test-time sweep of LMPNet's keypoint branch on one checkpoint: prints a markdown table.
 
 Both networks run once per image; every variant (erase radius, filter-selection size,
-clustering iterations, replica fusion, sub-cell peaks, centroid keypoints) then re-runs only
+clustering iterations, replica fusion, sub-cell peaks, centroid keypoints, object gate) then re-runs only
 filter selection + learnable clustering on the cached feature maps, so a sweep over the
 whole cub50 test split costs about one ``lmp evaluate``.
 
@@ -31,6 +31,8 @@ VARIANTS = {
     "iterations 0": {"iterations": 0}, "iterations 1": {"iterations": 1}, "iterations 5": {"iterations": 5},
     "sub-cell peaks": {"subcell": True}, "centroid keypoints": {"refine": True},
     "sub-cell + centroid": {"subcell": True, "refine": True},
+    "gate 0.2": {"gate": 0.2}, "gate 0.35": {"gate": 0.35}, "gate 0.5": {"gate": 0.5},
+    "thr 1 + gate 0.35": {"thr": 1.0, "gate": 0.35}, "thr 3 + gate 0.35": {"thr": 3.0, "gate": 0.35},
 }
 
 
@@ -56,7 +58,7 @@ def main() -> None:
     base = {}
     for item in filter(None, args.base.split(",")):
         key, value = item.split("=")
-        base[key] = float(value) if key == "thr" else int(value)
+        base[key] = float(value) if key in ("thr", "gate") else int(value)
     names = [n.strip() for n in args.variants.split(",")]
     stats = {n: {"pck": [], "hit": []} for n in names}
     vis_all = []

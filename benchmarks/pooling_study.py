@@ -1,18 +1,18 @@
 #!/usr/bin/env python
 """Pooling / filter-selection study (Guo & Farrell, Sec. 4.1 Table 1, Figs. 5-7; Sec. 4.2 Table 2).
 
-Trains one LMPNet per *training variant* with :func:`lmpcli.train.fit` (or reuses the run
-folder when its ``model.pt`` exists), scores greedy PCK with :func:`lmpcli.evaluate.evaluate`,
-measures the mean feature-map entropy (:func:`lmpcli.sparsity.split_entropy`, Fig. 6), scores
-the *test-time variants* of the ``lmp`` model (filter-selection size m, erase radius thr,
-replica fusion off), and writes ``<out-dir>/results.md`` with the tables, the exact commands
-and three figures beside it:
+Trains one LMPNet per *training variant* (pooling avg / max / lmp eps 0.1 / lmp eps 0.01) with
+:func:`lmpcli.train.fit` (or reuses the run folder when its ``model.pt`` exists), scores greedy
+PCK with :func:`lmpcli.evaluate.evaluate`, measures the mean feature-map entropy
+(:func:`lmpcli.sparsity.split_entropy`, Fig. 6); scores the *test-time variants* (filter-selection
+size m, erase radius thr, replica fusion off) of ``--test-weights`` (default: the study's own
+``lmp`` model) in one shared pass; and writes ``<out-dir>/results.md`` with the tables, the exact
+commands and three figures beside it:
 
 * ``results_entropy.png``: mean feature-map entropy per pooling (Fig. 6);
 * ``results_pooling_filters.png``: the same filter indices' maps under the avg / max / lmp
   models on one test image (Fig. 5);
-* ``results_keypoints.png``: k=5 keypoints of the lmp model on test images of several
-  species (Fig. 7).
+* ``results_keypoints.png``: k=5 keypoints on test images of several species (Fig. 7).
 
 Every variant's numbers are cached in ``<runs-dir>/results/<variant>.json``, so the study
 runs piecewise (``--variants avg,max`` now, ``--variants lmp,m32`` later) and the report
@@ -21,6 +21,10 @@ always shows every variant done so far.
 Examples::
 
     python benchmarks/pooling_study.py --data ../shared/data/cub50                 # everything
+    python benchmarks/pooling_study.py --data ../shared/data/cub50 --variants avg,max,lmp,lmp-eps0.01 \\
+        --epochs 2 --no-replica --eval-limit 400 --workers 1 --runs-dir runs/study-e2   # docs/results.md, part 1
+    python benchmarks/pooling_study.py --data ../shared/data/cub50 --variants m32,m128,m512,thr1,thr2,thr3,no-fusion \\
+        --test-weights weights/lmpnet-lite0-cub50.pt --workers 1 --runs-dir runs/study-e2  # part 2 (shipped model)
     python benchmarks/pooling_study.py --data ../shared/data/cub50 --variants avg,max --eval-limit 200
     python benchmarks/pooling_study.py --data ../shared/data/cub50 --variants avg \\
         --image-size 64 --epochs 1 --limit 16 --eval-limit 8 --runs-dir /tmp/ps/runs --out-dir /tmp/ps  # smoke
@@ -68,6 +72,11 @@ TEST_VARIANTS: dict[str, tuple[str, dict]] = {
 }
 ALL_VARIANTS = [*TRAIN_VARIANTS, *TEST_VARIANTS]
 POOLING_FIGURE = ("avg", "max", "lmp")
+#: The paper's Table 1 (test accuracy %, ResNet-50, CUB-200-2011) and Table 2 (greedy PCK, KP1-5, avg):
+#: quoted beside our measurements for reference.
+PAPER_ACCURACY = {"avg": 85.0, "max": 86.1, "lmp": 81.4, "lmp-eps0.01": 85.3}
+PAPER_PCK = {"thr1": (96.5, 91.4, 91.4, 90.7, 87.6, 91.5), "thr2": (97.5, 89.1, 87.8, 83.1, 74.8, 86.5),
+             "thr3": (96.2, 89.2, 86.6, 82.4, 75.4, 86.0)}
 
 
 class PrintProgress:
@@ -118,7 +127,7 @@ def train_command(args, run: Path, kw: dict) -> str:
     return " ".join(cmd)
 
 
-def eval_command(args, weights: Path, kw: dict, baselines: bool) -> str:
+def eval_command(args, weights: Path, kw: dict, baselines: bool, limit: int | None) -> str:
     cmd = ["lmp evaluate --data", _q(args.data), "--split", args.split, "--weights", _q(weights), "--k", str(args.k)]
     if "thr" in kw:
         cmd += ["--thr", f"{kw['thr']:g}"]
@@ -128,8 +137,8 @@ def eval_command(args, weights: Path, kw: dict, baselines: bool) -> str:
         cmd.append("--no-replica")
     if not baselines:
         cmd.append("--no-baselines")
-    if args.eval_limit:
-        cmd += ["--limit", str(args.eval_limit)]
+    if limit:
+        cmd += ["--limit", str(limit)]
     return " ".join(cmd)
 
 
@@ -142,9 +151,17 @@ def entropy_call(args, weights: Path) -> str:
 # ----------------------------------------------------------------------------- steps
 
 
+def train_settings(args, name: str) -> dict:
+    """Keywords of :func:`lmpcli.train.fit` for a training variant (``--no-replica`` drops the replica)."""
+    kw = dict(TRAIN_VARIANTS[name][1])
+    if not args.replica:
+        kw["replica"] = False
+    return kw
+
+
 def ensure_trained(args, name: str, progress: PrintProgress) -> Path:
     """``<runs-dir>/<name>/model.pt``, training it first when missing (or with ``--retrain``)."""
-    _, kw = TRAIN_VARIANTS[name]
+    kw = train_settings(args, name)
     run = Path(args.runs_dir) / name
     weights = run / "model.pt"
     if weights.is_file() and not args.retrain:
@@ -167,44 +184,68 @@ def _evaluate(args, weights: Path, kw: dict, baselines: bool, progress) -> dict:
     return {"table": report["table"].to_dict("records"), "config": report["config"]}
 
 
-def run_variant(args, name: str, progress: PrintProgress) -> dict:
-    """Train (or reuse), evaluate and (training variants) measure entropy; cache the result."""
-    start = time.perf_counter()
-    if name in TRAIN_VARIANTS:
-        desc, kw = TRAIN_VARIANTS[name]
-        weights = ensure_trained(args, name, progress)
-        run = weights.parent
-        meta = read_checkpoint(weights)["meta"]
-        progress.log(f"[{name}] evaluating")
-        ev = _evaluate(args, weights, {}, True, progress)
-        progress.log(f"[{name}] feature-map entropy")
-        ent = split_entropy(args.data, weights=weights, split=args.split, top_m=args.top_m, limit=args.eval_limit,
-                            batch_size=args.eval_batch_size, device=args.device, workers=args.workers,
-                            progress=progress)
-        ent.pop("errors", None)
-        result = {"kind": "train", "settings": kw, "train_command": train_command(args, run, kw),
-                  "eval_command": eval_command(args, weights, {}, True), "entropy": ent,
-                  "entropy_command": entropy_call(args, weights),
-                  "train": {"images": meta.get("train_images"), "epochs": meta.get("epochs"),
-                            "seconds": meta.get("train_seconds"), "device": meta.get("device"),
-                            "train_acc": (meta.get("history") or [{}])[-1].get("train_acc")}}
-    else:
-        desc, kw = TEST_VARIANTS[name]
-        weights = ensure_trained(args, "lmp", progress)
-        progress.log(f"[{name}] evaluating {desc}")
-        ev = _evaluate(args, weights, kw, False, progress)
-        result = {"kind": "test", "settings": kw, "train_command": train_command(args, weights.parent,
-                                                                                  TRAIN_VARIANTS["lmp"][1]),
-                  "eval_command": eval_command(args, weights, kw, False)}
-    result.update(variant=name, description=desc, weights=str(weights), evaluation=ev,
+def _stamp(args, result: dict, name: str, desc: str, weights: Path, seconds: float) -> dict:
+    """Add provenance to a variant's result and cache it as ``<runs-dir>/results/<name>.json``."""
+    result.update(variant=name, description=desc, weights=str(weights),
                   study_command=" ".join(["python", *map(_q, sys.argv)]),
                   date=dt.datetime.now().isoformat(timespec="seconds"),
                   machine=f"{platform.machine()}, {os.cpu_count()} cpus, torch {torch.__version__}",
-                  seconds=time.perf_counter() - start)
+                  seconds=seconds)
     path = Path(args.runs_dir) / "results" / f"{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(result, indent=1, default=str) + "\n")
     return result
+
+
+def run_train_variant(args, name: str, progress: PrintProgress) -> dict:
+    """Train (or reuse), evaluate and measure entropy of one pooling variant; cache the result."""
+    start = time.perf_counter()
+    desc, kw = TRAIN_VARIANTS[name][0], train_settings(args, name)
+    weights = ensure_trained(args, name, progress)
+    run = weights.parent
+    meta = read_checkpoint(weights)["meta"]
+    progress.log(f"[{name}] evaluating")
+    ev = _evaluate(args, weights, {}, True, progress)
+    progress.log(f"[{name}] feature-map entropy")
+    ent = split_entropy(args.data, weights=weights, split=args.split, top_m=args.top_m, limit=args.eval_limit,
+                        batch_size=args.eval_batch_size, device=args.device, workers=args.workers,
+                        progress=progress)
+    ent.pop("errors", None)
+    result = {"kind": "train", "settings": kw, "train_command": train_command(args, run, kw),
+              "eval_command": eval_command(args, weights, {}, True, args.eval_limit), "entropy": ent,
+              "entropy_command": entropy_call(args, weights),
+              "train": {"images": meta.get("train_images"), "epochs": meta.get("epochs"),
+                        "seconds": meta.get("train_seconds"), "device": meta.get("device"),
+                        "train_acc": (meta.get("history") or [{}])[-1].get("train_acc")}}
+    return _stamp(args, result, name, desc, weights, time.perf_counter() - start)
+
+
+def run_test_variants(args, names: list[str], progress: PrintProgress) -> dict[str, dict]:
+    """Score the test-time variants in one shared pass of :func:`lmpcli.evaluate.evaluate` over
+    ``--test-weights`` (default: the study's own ``lmp`` model); cache one result per variant."""
+    start = time.perf_counter()
+    if args.test_weights:
+        weights = Path(args.test_weights)
+        train_cmd = read_checkpoint(weights)["meta"].get("command", "unknown")
+    else:
+        weights = ensure_trained(args, "lmp", progress)
+        train_cmd = train_command(args, weights.parent, train_settings(args, "lmp"))
+    progress.log(f"[{', '.join(names)}] evaluating {weights} in one pass")
+    report = evaluate(args.data, split=args.split, weights=weights, methods=(), baselines=True, k=args.k,
+                      variants={n: TEST_VARIANTS[n][1] for n in names}, limit=args.test_eval_limit,
+                      batch_size=args.eval_batch_size, device=args.device, workers=args.workers, progress=progress)
+    rows = report["table"].to_dict("records")
+    seconds = time.perf_counter() - start
+    out = {}
+    for n in names:
+        desc, kw = TEST_VARIANTS[n]
+        table = [{**r, "method": "lmpnet"} if r["method"] == n else r for r in rows
+                 if r["method"] == n or r["method"] not in TEST_VARIANTS]
+        result = {"kind": "test", "settings": kw, "train_command": train_cmd,
+                  "eval_command": eval_command(args, weights, kw, False, args.test_eval_limit),
+                  "evaluation": {"table": table, "config": report["config"]}}
+        out[n] = _stamp(args, result, n, desc, weights, seconds)
+    return out
 
 
 def load_results(runs_dir: Path) -> dict[str, dict]:
@@ -213,6 +254,15 @@ def load_results(runs_dir: Path) -> dict[str, dict]:
 
 
 # ----------------------------------------------------------------------------- figures
+
+
+def active_entropy(e: dict) -> float | None:
+    """Mean entropy over the maps that fire. Older cached results lack it; there it follows exactly
+    from the all-maps mean and the dead share, since a dead map counts as uniform (log(h*w))."""
+    if e.get("entropy_active") is not None:
+        return e["entropy_active"]
+    z = e["zero_fraction"]
+    return None if z >= 1 else (e["entropy"] - z * e["max_entropy"]) / (1 - z)
 
 
 def figure_entropy(results: dict[str, dict], path: Path) -> bool:
@@ -228,13 +278,13 @@ def figure_entropy(results: dict[str, dict], path: Path) -> bool:
     names = [n for n, _ in rows]
     x = np.arange(len(rows))
     fig, ax = plt.subplots(figsize=(max(5.0, 1.4 + 1.3 * len(rows)), 3.8), dpi=120)
-    all_f = [e["entropy"] for _, e in rows]
-    top = [e["entropy_top"] or 0.0 for _, e in rows]
     m = rows[0][1].get("top_m")
-    b1 = ax.bar(x - 0.2, all_f, 0.4, label="all filters", color="#4c72b0")
-    b2 = ax.bar(x + 0.2, top, 0.4, label=f"top-{m} filters per image", color="#dd8452")
-    ax.bar_label(b1, fmt="%.2f", fontsize=8)
-    ax.bar_label(b2, fmt="%.2f", fontsize=8)
+    bars = [("all filters (dead maps count as uniform)", [e["entropy"] for _, e in rows], "#4c72b0"),
+            ("maps that fire", [active_entropy(e) or 0.0 for _, e in rows], "#55a868"),
+            (f"top-{m} filters per image", [e["entropy_top"] or 0.0 for _, e in rows], "#dd8452")]
+    for i, (label, values, colour) in enumerate(bars):
+        b = ax.bar(x + (i - 1) * 0.27, values, 0.27, label=label, color=colour)
+        ax.bar_label(b, fmt="%.2f", fontsize=7)
     hmax = rows[0][1]["max_entropy"]
     h, w = rows[0][1]["map_size"]
     ax.axhline(hmax, color="grey", ls="--", lw=1)
@@ -246,7 +296,7 @@ def figure_entropy(results: dict[str, dict], path: Path) -> bool:
     ax.set_ylim(0, hmax * 1.3)
     split = results[names[0]]["evaluation"]["config"]["split"]
     ax.set_title(f"Feature-map entropy, {rows[0][1]['images']} {split} images (lower = sparser)", fontsize=9)
-    ax.legend(fontsize=8, loc="upper right", ncol=2, frameon=False)
+    ax.legend(fontsize=7, loc="upper right", ncol=2, frameon=False)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -297,7 +347,7 @@ def figure_pooling_filters(args, results: dict[str, dict], path: Path) -> dict |
 
 
 def figure_keypoints(args, results: dict[str, dict], path: Path) -> dict | None:
-    """k=5 keypoints of the lmp model (else the first trained variant) on several species (Fig. 7)."""
+    """k=5 keypoints of ``--test-weights`` (else the study's lmp model) on several species (Fig. 7)."""
     import cv2
 
     from lmpcli.data import load_rgb
@@ -305,13 +355,17 @@ def figure_keypoints(args, results: dict[str, dict], path: Path) -> dict | None:
     from lmpcli.predict import predict_images
 
     trained = [n for n, r in results.items() if r["kind"] == "train"]
-    if not trained:
+    if args.test_weights:
+        name, weights = str(args.test_weights), args.test_weights
+    elif trained:
+        name = "lmp" if "lmp" in trained else trained[0]
+        weights = results[name]["weights"]
+    else:
         return None
-    name = "lmp" if "lmp" in trained else trained[0]
     paths = _first_test_images(args, args.figure_images)
     side, cols = 256, 4
     tiles = []
-    for item in predict_images(paths, weights=results[name]["weights"], k=5, device=args.device, workers=0):
+    for item in predict_images(paths, weights=weights, k=5, device=args.device, workers=0):
         rgb = np.asarray(load_rgb(item.image))
         h, w = rgb.shape[:2]
         s = side / max(h, w)
@@ -351,7 +405,9 @@ def write_report(args, results: dict[str, dict], figures: dict) -> Path:
              "Sec. 4.2 Table 2). Short CPU schedules: numbers are for comparing variants under the same "
              "budget, not the paper's fully trained ResNet-50. Greedy PCK@0.1 (%): a prediction is correct "
              "within 0.1 x the shorter image side of any visible part. Entropy: mean over images and "
-             "filters of each final-conv map normalised to a distribution over its cells (nats).", ""]
+             "filters of each final-conv map normalised to a distribution over its cells (nats).", "",
+             f"This file and its figures: `{' '.join(['python', *map(_q, sys.argv)])}` (per-variant commands "
+             "at the end).", ""]
     train = {n: r for n, r in results.items() if r["kind"] == "train"}
     test = {n: r for n, r in results.items() if r["kind"] == "test"}
     if train:
@@ -359,33 +415,59 @@ def write_report(args, results: dict[str, dict], figures: dict) -> Path:
         ev = any_r["evaluation"]["config"]
         m = any_r["entropy"].get("top_m")
         lines += ["## Pooling variants (Table 1, Fig. 6)", "",
-                  f"Evaluated on {ev['images']} `{ev['split']}` images of `{ev['data']}`, k={ev['k']}, "
-                  f"{ev['backbone']} at {ev['image_size']} px ({ev['feature_map']}x{ev['feature_map']} maps).", "",
-                  f"| variant | acc | PCK avg | {' | '.join(kp_cols)} | entropy (all) | entropy (top-{m}) "
-                  "| dead maps | channel-mean PCK | centre PCK | train images x epochs | train s |",
-                  "|---|" + "---:|" * (k + 9)]
+                  f"Evaluated on {ev['images']} `{ev['split']}` images of `{ev['data']}` spread evenly over the "
+                  f"split, k={ev['k']}, {ev['backbone']} at {ev['image_size']} px "
+                  f"({ev['feature_map']}x{ev['feature_map']} maps), the checkpoint's keypoint settings (thr "
+                  f"{ev['thr']:g} cells, m={ev['num_filters']}). Every variant: same seed, data order and schedule "
+                  "(`train images x epochs`); `replica`: whether the replica was trained (and fused at test "
+                  "time). `paper acc`: the paper's Table 1 (ResNet-50, all 200 classes, full training), quoted "
+                  "for reference, not measured here.", "",
+                  f"| variant | acc | paper acc | train acc | PCK avg | {' | '.join(kp_cols)} | part recall | "
+                  f"entropy (all) | entropy (firing) | entropy (top-{m}) | dead maps | channel-mean PCK | centre PCK | replica | "
+                  "train images x epochs | train s |",
+                  "|---|" + "---:|" * (k + 14)]
         for n, r in train.items():
             row, e, t = _method_row(r, "lmpnet"), r["entropy"], r["train"]
+            train_acc = None if t.get("train_acc") is None else 100 * t["train_acc"]
             lines.append(
-                f"| {n} | {_f(row.get('acc'))} | {_f(row.get('avg'))} | "
+                f"| {n} | {_f(row.get('acc'))} | {_f(PAPER_ACCURACY.get(n))} | {_f(train_acc)} | {_f(row.get('avg'))} | "
                 + " | ".join(_f(row.get(c)) for c in kp_cols)
-                + f" | {_f(e['entropy'], 3)} | {_f(e['entropy_top'], 3)} | {_f(100 * e['zero_fraction'])}% | "
-                f"{_f(_method_row(r, 'channel-mean').get('avg'))} | {_f(_method_row(r, 'centre').get('avg'))} | "
+                + f" | {_f(row.get('recall'))} | {_f(e['entropy'], 3)} | {_f(active_entropy(e), 3)} | "
+                f"{_f(e['entropy_top'], 3)} | "
+                f"{_f(100 * e['zero_fraction'])}% | {_f(_method_row(r, 'channel-mean').get('avg'))} | "
+                f"{_f(_method_row(r, 'centre').get('avg'))} | {'yes' if r['settings'].get('replica', True) else 'no'} | "
                 f"{t['images']} x {t['epochs']} | {_f(t['seconds'], 0)} |")
-        lines += ["", "Dead maps: share of (image, filter) maps that are all zero; the entropy counts them as "
-                  "uniform (maximal), so the top-m column (the filters filter selection keeps) is the cleaner "
-                  "sparsity measure.", ""]
+        lines += ["", "Dead maps: share of (image, filter) maps that are all zero. The all-filters entropy "
+                  "counts them as uniform (maximal), so it mixes sparsity with the number of dead filters; "
+                  "`firing` averages only the maps with a positive peak, `top-m` only the filters that filter "
+                  "selection keeps.", ""]
         if "entropy" in figures:
             lines += [f"![feature-map entropy]({figures['entropy']})", ""]
     if test:
-        lines += ["## Test-time variants of the `lmp` model (Sec. 3.2 filter selection, Table 2 erase radius)", "",
-                  f"| variant | setting | PCK avg | {' | '.join(kp_cols)} | part recall | images |",
-                  "|---|---|" + "---:|" * (k + 3)]
-        for n, r in test.items():
-            row = _method_row(r, "lmpnet")
-            setting = ", ".join(f"{a}={b}" for a, b in r["settings"].items())
+        first = next(iter(test.values()))
+        ev = first["evaluation"]["config"]
+        groups = [c[len("recall_"):] for c in _method_row(first, "lmpnet") if c.startswith("recall_")]
+        lines += ["## Test-time variants (Sec. 3.2 filter selection size m, Sec. 3.3 replica fusion, "
+                  "Table 2 erase radius thr)", "",
+                  f"Checkpoint `{first['weights']}` ({ev['backbone']} at {ev['image_size']} px, "
+                  f"{ev['feature_map']}x{ev['feature_map']} maps; trained by `{first['train_command']}`), "
+                  f"{ev['images']} `{ev['split']}` images, k={ev['k']}; all variants and both baselines scored "
+                  "in one pass over the same images (shared forwards). Part recall: share of visible parts "
+                  "within reach of some keypoint, overall and per part group.", "",
+                  f"| variant | setting | PCK avg | {' | '.join(kp_cols)} | part recall | "
+                  + " | ".join(groups) + " |",
+                  "|---|---|" + "---:|" * (k + 2 + len(groups))]
+        base_rows = [r for r in first["evaluation"]["table"] if r["method"] != "lmpnet"]
+        for n, r in [*test.items(), *((b["method"], None) for b in base_rows)]:
+            row = _method_row(r, "lmpnet") if r else next(b for b in base_rows if b["method"] == n)
+            setting = ", ".join(f"{a}={b}" for a, b in r["settings"].items()) if r else "baseline"
             lines.append(f"| {n} | {setting} | {_f(row.get('avg'))} | " + " | ".join(_f(row.get(c)) for c in kp_cols)
-                         + f" | {_f(row.get('recall'))} | {r['evaluation']['config']['images']} |")
+                         + f" | {_f(row.get('recall'))} | " + " | ".join(_f(row.get(f"recall_{g}")) for g in groups)
+                         + " |")
+        if k == 5 and any(n in PAPER_PCK for n in test):
+            lines += ["", "The paper's Table 2 (ResNet-50, all 200 classes, 448 px; quoted, not measured here):", "",
+                      "| paper | KP1 | KP2 | KP3 | KP4 | KP5 | avg |", "|---|" + "---:|" * 6]
+            lines += [f"| {n} | " + " | ".join(f"{v:.1f}" for v in PAPER_PCK[n]) + " |" for n in test if n in PAPER_PCK]
         lines.append("")
     if "pooling_filters" in figures:
         info = figures["pooling_filters_info"]
@@ -397,7 +479,7 @@ def write_report(args, results: dict[str, dict], figures: dict) -> Path:
     if "keypoints" in figures:
         info = figures["keypoints_info"]
         lines += ["## Keypoints, k=5 (Fig. 7)", "",
-                  f"`{info['model']}` model on the first test image of {len(info['images'])} species.", "",
+                  f"`{info['model']}` on the first test image of {len(info['images'])} species.", "",
                   f"![keypoints]({figures['keypoints']})", ""]
     lines += ["## Commands", "",
               "Each variant as CLI commands equivalent to what the study ran (`fit()` / `evaluate()` with the "
@@ -432,12 +514,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--eval-batch-size", type=int, default=8)
     p.add_argument("--limit", type=int, default=None, help="Train on a random subset of this many images.")
-    p.add_argument("--eval-limit", type=int, default=None, help="Score only the first N images of the split.")
+    p.add_argument("--eval-limit", type=int, default=None,
+                   help="Score the training variants on N images spread evenly over the split (default: all).")
+    p.add_argument("--test-weights", default=None,
+                   help="Checkpoint for the test-time variants (default: the study's own lmp model), e.g. the shipped weights.")
+    p.add_argument("--test-eval-limit", type=int, default=None,
+                   help="Score the test-time variants on N images spread over the split (default: all).")
     p.add_argument("--k", type=int, default=5, help="Keypoints scored per image.")
     p.add_argument("--top-m", type=int, default=128, help="Filters per image for the top-m entropy.")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--no-replica", dest="replica", action="store_false",
+                   help="Train the pooling variants without the replica network (about half the cost).")
     p.add_argument("--no-pretrained", dest="pretrained", action="store_false", help="Train from scratch.")
     p.add_argument("--retrain", action="store_true", help="Train again even when model.pt exists.")
     p.add_argument("--report-only", action="store_true", help="Only write the report and figures from the cached results of finished variants.")
@@ -463,8 +552,14 @@ def main(argv: list[str] | None = None) -> int:
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     # training variants first, so test-time variants reuse a fresh lmp model
-    for name in [] if args.report_only else sorted(args.variant_list, key=lambda v: v in TEST_VARIANTS):
-        r = run_variant(args, name, progress)
+    done: dict[str, dict] = {}
+    if not args.report_only:
+        for name in [v for v in args.variant_list if v in TRAIN_VARIANTS]:
+            done[name] = run_train_variant(args, name, progress)
+        test_names = [v for v in args.variant_list if v in TEST_VARIANTS]
+        if test_names:
+            done.update(run_test_variants(args, test_names, progress))
+    for name, r in done.items():
         row = _method_row(r, "lmpnet")
         ent = f", entropy {r['entropy']['entropy']:.3f}" if "entropy" in r else ""
         progress.log(f"[{name}] PCK avg {_f(row.get('avg'))}, acc {_f(row.get('acc'))}{ent} ({r['seconds']:.0f} s)")

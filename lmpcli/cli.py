@@ -101,6 +101,7 @@ def train(
     replica: bool = typer.Option(True, help="Train the replica network on masked images (Sec. 3.3)."),
     subcell: bool = typer.Option(False, help="Store sub-cell proposal peaks as the checkpoint's default."),
     refine: bool = typer.Option(True, help="Store centroid keypoints as the checkpoint's default."),
+    gate: float = typer.Option(0.0, min=0.0, max=1.0, help="Store the object gate as the checkpoint's default (0 = off, as in the paper)."),
     freeze: int = typer.Option(12, help="Backbone stages kept frozen (stem and blocks, input first)."),
     crop_scale: float = typer.Option(0.6, help="Smallest area kept by random resized crop (1 = none)."),
     jitter: float = typer.Option(0.2, help="Colour jitter strength (0 = none)."),
@@ -121,7 +122,7 @@ def train(
         fit, data, out, backbone=backbone, image_size=image_size, epochs=epochs, batch_size=batch_size, lr=lr,
         weight_decay=weight_decay, label_smoothing=label_smoothing, pooling=pooling, eps=eps,
         num_filters=num_filters, k=k, thr=thr, iterations=iterations, mask_size=mask_size, replica=replica,
-        subcell=subcell, refine=refine, freeze=freeze, crop_scale=crop_scale, jitter=jitter, classes=parse_ids(classes), limit=limit,
+        subcell=subcell, refine=refine, gate=gate, freeze=freeze, crop_scale=crop_scale, jitter=jitter, classes=parse_ids(classes), limit=limit,
         pretrained=pretrained, seed=seed, device=device, workers=workers, resume=resume, overwrite=overwrite,
         progress=RichProgress(not quiet),
     )
@@ -135,6 +136,7 @@ IterationsOpt = Annotated[Optional[int], typer.Option(help="LMPNet: clustering i
 ReplicaOpt = Annotated[bool, typer.Option(help="LMPNet: fuse the replica network's proposals (Sec. 3.3).")]
 SubcellOpt = Annotated[Optional[bool], typer.Option("--subcell/--no-subcell", help="LMPNet: sub-cell proposal peaks (default: checkpoint's).")]
 RefineOpt = Annotated[Optional[bool], typer.Option("--refine/--no-refine", help="LMPNet: keypoint at its cluster's centroid (default: checkpoint's).")]
+GateOpt = Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="LMPNet: drop proposals where the channel-mean map is below this fraction of its peak (object gate, an extension; 0 = off; default: checkpoint's).")]
 OccluderSizeOpt = Annotated[int, typer.Option(help="occlusion-gbp: occluder side, pixels of the occlusion input.")]
 OccluderStrideOpt = Annotated[int, typer.Option(help="occlusion-gbp: occluder stride, pixels.")]
 ChunkSizeOpt = Annotated[int, typer.Option(help="occlusion-gbp: occluded copies per forward pass (memory knob).")]
@@ -171,6 +173,7 @@ def predict(
     replica: ReplicaOpt = True,
     subcell: SubcellOpt = None,
     refine: RefineOpt = None,
+    gate: GateOpt = None,
     occluder_size: OccluderSizeOpt = 16,
     occluder_stride: OccluderStrideOpt = 8,
     chunk_size: ChunkSizeOpt = 32,
@@ -199,7 +202,7 @@ def predict(
         run_predict, inputs, out=out, json_format=json_format, vis_dir=vis_dir, heatmaps_dir=heatmaps,
         overwrite=overwrite, method_options=options.get(method, {}),
         weights=weights, method=method, k=k, thr=thr, num_filters=num_filters, iterations=iterations,
-        replica=replica, subcell=subcell, refine=refine, batch_size=batch_size, device=device, workers=workers,
+        replica=replica, subcell=subcell, refine=refine, gate=gate, batch_size=batch_size, device=device, workers=workers,
         on_error=on_error, progress=RichProgress(not quiet and out != "-"),
     )
     if not quiet:
@@ -222,6 +225,7 @@ def evaluate(
     replica: ReplicaOpt = True,
     subcell: SubcellOpt = None,
     refine: RefineOpt = None,
+    gate: GateOpt = None,
     occluder_size: OccluderSizeOpt = 16,
     occluder_stride: OccluderStrideOpt = 8,
     chunk_size: ChunkSizeOpt = 32,
@@ -256,7 +260,7 @@ def evaluate(
     report = run_guarded(
         run_evaluate, data, split=split, weights=weights, methods=[m.strip() for m in method.split(",") if m.strip()],
         baselines=baselines, k=k, thr=thr, num_filters=num_filters, iterations=iterations, replica=replica,
-        subcell=subcell, refine=refine, entropy=entropy, alpha=alpha,
+        subcell=subcell, refine=refine, gate=gate, entropy=entropy, alpha=alpha,
         method_options=method_options(method, occluder_size, occluder_stride, chunk_size, occlusion_input_size,
                                       coarse_weight, fine_weight, nms_radius, keep_fraction, cam_nms_radius), classes=parse_ids(classes), limit=limit,
         batch_size=batch_size, device=device, workers=workers, progress=RichProgress(not quiet),

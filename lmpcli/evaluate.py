@@ -17,7 +17,7 @@ from .checkpoint import load_model
 from .data import PART_GROUPS, CUBDataset, InputError, eval_transform, spread_subset
 from .device import prepare_model, resolve_device
 from .inference import iterate, make_loader
-from .methods import create_method
+from .methods import LMPNetMethod, create_method
 from .metrics import feature_map_entropy, greedy_pck, part_recall
 from .outputs import atomic_write_text, check_writable
 from .progress import NullProgress, Progress
@@ -50,7 +50,9 @@ def evaluate(
     replica: bool = True,
     subcell: bool | None = None,
     refine: bool | None = None,
+    gate: float | None = None,
     method_options: dict[str, dict] | None = None,
+    variants: dict[str, dict] | None = None,
     entropy: bool = False,
     alpha: float = 0.1,
     classes: list[int] | None = None,
@@ -72,8 +74,13 @@ def evaluate(
         num_filters, iterations: LMPNet filter selection size and clustering iterations
             (None = checkpoint's). replica: fuse the replica's proposals (Sec. 3.3).
         subcell, refine: sub-cell proposal peaks / centroid keypoints (None = checkpoint's).
+        gate: object gate (fraction of the channel-mean map's peak; extension; None = checkpoint's).
         method_options: ``{method name: constructor keywords}`` for the other methods, e.g.
             ``{"occlusion-gbp": {"input_size": 112}, "cam": {"nms_radius": 1}}``.
+        variants: extra LMPNet rows, ``{row name: settings}`` with settings among ``thr``,
+            ``num_filters``, ``iterations``, ``subcell``, ``refine``, ``gate``, ``replica`` (e.g.
+            ``{"thr3": {"thr": 3.0}, "no-fusion": {"replica": False}}``); they share the
+            networks' forward passes, so a test-time sweep costs about one evaluation.
         entropy: also report the mean entropy of the main network's normalised feature maps
             (Fig. 6) on the same images: over all filters, over the maps that fire, and over
             the top-``num_filters`` selected filters (in ``config``; nats).
@@ -88,6 +95,7 @@ def evaluate(
     Raises:
         InputError: not a CUB folder, unknown split, no images.
         CheckpointError: missing or foreign checkpoint.
+        ValueError: a variant named like a method, or an unknown variant setting.
     """
     progress = progress or NullProgress()
     dev = resolve_device(device)
@@ -108,10 +116,18 @@ def evaluate(
         dataset = torch.utils.data.Subset(dataset, spread_subset(len(dataset), limit))
     names = list(dict.fromkeys([*methods, *(BASELINES if baselines else ())]))
     lmp_options = {"num_filters": num_filters, "iterations": iterations, "use_replica": replica,
-                   "subcell": subcell, "refine": refine}
+                   "subcell": subcell, "refine": refine, "gate": gate}
     extra = method_options or {}
     kp_methods = [create_method(n, model, k=k, thr=thr, **(lmp_options if n == "lmpnet" else {}), **extra.get(n, {}))
                   for n in names]
+    for vname, settings in (variants or {}).items():
+        if vname in names:
+            raise ValueError(f"variant name {vname!r} is already a method row")
+        opts = {**lmp_options, "thr": thr}
+        for key, value in settings.items():
+            opts["use_replica" if key == "replica" else key] = value
+        kp_methods.append(LMPNetMethod(model, k=k, name=vname, **opts))
+        names.append(vname)
     top_m = num_filters or cfg.num_filters
     ent = {"all": 0.0, "active": 0.0, "top": 0.0, "n_all": 0, "n_active": 0, "n_top": 0}
     loader = make_loader(dataset, batch_size, workers, _collate, dev)
@@ -158,9 +174,10 @@ def evaluate(
               "thr": pick(thr, cfg.thr), "num_filters": pick(num_filters, cfg.num_filters),
               "iterations": pick(iterations, cfg.iterations), "replica": bool(replica and cfg.replica),
               "subcell": pick(subcell, cfg.subcell), "refine": pick(refine, cfg.refine),
+              "gate": pick(gate, cfg.gate),
               "weights": str(weights or "shipped"), "device": str(dev), "backbone": cfg.backbone,
               "image_size": cfg.image_size, "classes": classes, "feature_map": cfg.image_size // 32,
-              "method_options": {n: o for n, o in extra.items() if n in names}}
+              "method_options": {n: o for n, o in extra.items() if n in names}, "variants": variants or {}}
     if entropy:
         config["entropy"] = {
             "all_filters": ent["all"] / max(ent["n_all"], 1),

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from .backbones import create_backbone, freeze_stages
-from .layers import GlobalPool2d, concat_proposals, learnable_clustering, mask_out, select_filters
+from .layers import GlobalPool2d, concat_proposals, gate_proposals, learnable_clustering, mask_out, select_filters
 
 
 @dataclass
@@ -38,6 +38,8 @@ class LMPNetConfig:
         replica: whether the replica network exists and is fused at test time.
         subcell: refine proposal peaks to sub-cell precision (3x3 centroid; extension).
         refine: place keypoints at their cluster's vote-weighted centroid (extension).
+        gate: drop proposals where the main network's channel-mean map is below this
+            fraction of its maximum (object prior; extension, 0 = off as in the paper).
         freeze: number of backbone stages kept frozen during training.
         dropout: dropout before the classifier.
         mean, std: input normalisation of the backbone.
@@ -56,6 +58,7 @@ class LMPNetConfig:
     replica: bool = True
     subcell: bool = False
     refine: bool = True
+    gate: float = 0.0
     freeze: int = 12
     dropout: float = 0.2
     mean: tuple[float, float, float] = field(default=(0.498, 0.498, 0.498))
@@ -180,7 +183,8 @@ class LMPNetPair(nn.Module):
     def keypoints_from_features(self, features: Tensor, replica_features: Tensor | None,
                                 image_size: tuple[int, int], *, k: int | None = None, thr: float | None = None,
                                 num_filters: int | None = None, iterations: int | None = None,
-                                subcell: bool | None = None, refine: bool | None = None) -> tuple[Tensor, Tensor]:
+                                subcell: bool | None = None, refine: bool | None = None,
+                                gate: float | None = None) -> tuple[Tensor, Tensor]:
         """Filter selection (Sec. 3.2) on each network, proposals fused, learnable clustering (Sec. 3.4).
 
         Args:
@@ -197,6 +201,7 @@ class LMPNetPair(nn.Module):
         proposals = select_filters(features.float(), m, subcell)
         if replica_features is not None:
             proposals = concat_proposals(proposals, select_filters(replica_features.float(), m, subcell))
+        proposals = gate_proposals(proposals, features, pick(gate, c.gate))
         map_size = features.shape[-2:]
         clusters = learnable_clustering(proposals, map_size, pick(k, c.k), pick(thr, c.thr),
                                         pick(iterations, c.iterations), pick(refine, c.refine))

@@ -74,6 +74,7 @@ def predict_images(
     replica: bool = True,
     subcell: bool | None = None,
     refine: bool | None = None,
+    gate: float | None = None,
     method_options: dict | None = None,
     batch_size: int = 8,
     device: str = "auto",
@@ -93,6 +94,8 @@ def predict_images(
         num_filters, iterations, replica: LMPNet filter selection size, clustering iterations,
             and whether to fuse the replica's proposals (None = checkpoint's).
         subcell, refine: sub-cell proposal peaks / centroid keypoints (None = checkpoint's).
+        gate: object gate, fraction of the channel-mean map's peak a proposal's cell must
+            reach (extension; 0 = off; None = checkpoint's).
         method_options: extra constructor keywords of the method (e.g. ``occluder_size``,
             ``input_size`` for ``occlusion-gbp``; ``nms_radius`` for ``cam``).
         on_error: called as ``on_error(path, reason)`` for each unreadable file (skipped).
@@ -108,7 +111,7 @@ def predict_images(
     model = prepare_model(model, dev)
     names = ckpt["class_names"]
     options = {"num_filters": num_filters, "iterations": iterations, "use_replica": replica,
-                   "subcell": subcell, "refine": refine} if method == "lmpnet" else {}
+                   "subcell": subcell, "refine": refine, "gate": gate} if method == "lmpnet" else {}
     options.update(method_options or {})
     kp_method = create_method(method, model, k=k, thr=thr, **options)
     cfg = model.config

@@ -39,7 +39,8 @@ def mean_feature_map_entropy(model: LMPNetPair, loader, network: str = "main",
 
     Returns:
         ``{"entropy": mean over images and all C filters (nats), "entropy_top": mean over
-        the top-m filters per image or None, "top_m": m or None, "max_entropy": log(h*w)
+        the top-m filters per image or None, "entropy_active": mean over the maps that fire
+        (peak > 0) or None, "top_m": m or None, "max_entropy": log(h*w)
         (a uniform map), "zero_fraction": fraction of maps that are all <= 0 (counted as
         uniform, see :func:`feature_map_entropy`), "images": N, "filters": C,
         "map_size": (h, w), "network": network, "errors": [(path, reason)] of unreadable
@@ -50,7 +51,7 @@ def mean_feature_map_entropy(model: LMPNetPair, loader, network: str = "main",
     """
     progress = progress or NullProgress()
     dev = torch.device(device) if device is not None else next(model.parameters()).device
-    total_all = total_top = 0.0
+    total_all = total_top = total_active = 0.0
     n_maps = n_top = n_zero = n_images = 0
     errors: list[tuple[str, str]] = []
     c = m = None
@@ -64,6 +65,7 @@ def mean_feature_map_entropy(model: LMPNetPair, loader, network: str = "main",
         total_all += float(entropy.double().sum())
         n_maps += entropy.numel()
         n_zero += int((peak <= 0).sum())
+        total_active += float(entropy[peak > 0].double().sum())
         if top_m:
             m = min(int(top_m), c)
             top = peak.topk(m, dim=-1).indices
@@ -75,6 +77,7 @@ def mean_feature_map_entropy(model: LMPNetPair, loader, network: str = "main",
     return {
         "entropy": total_all / n_maps,
         "entropy_top": total_top / n_top if n_top else None,
+        "entropy_active": total_active / (n_maps - n_zero) if n_maps > n_zero else None,
         "top_m": m,
         "max_entropy": math.log(map_size[0] * map_size[1]),
         "zero_fraction": n_zero / n_maps,

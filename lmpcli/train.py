@@ -108,6 +108,7 @@ def fit(
     replica: bool = True,
     subcell: bool = False,
     refine: bool = True,
+    gate: float = 0.0,
     freeze: int = 12,
     crop_scale: float = 0.6,
     jitter: float = 0.2,
@@ -151,7 +152,7 @@ def fit(
         config = LMPNetConfig(backbone=backbone, pooling=pooling, eps=eps, image_size=image_size,
                               num_filters=num_filters, k=k, thr=thr, iterations=iterations,
                               mask_size=mask_size, replica=replica, subcell=subcell, refine=refine,
-                              freeze=freeze)
+                              gate=gate, freeze=freeze)
     probe = LMPNetPair(LMPNetConfig(**{**config.to_dict(), "num_classes": 2, "replica": False}), pretrained=False)
     mean, std = probe.main.backbone.mean, probe.main.backbone.std
     del probe

@@ -100,7 +100,8 @@ def test_stdin_paths_and_json(messy_folder, tiny_checkpoint, tmp_path):
     assert r.exit_code == 0, r.output
     assert r.stdout.splitlines()[0] == "image,rank,x,y,score"
     out = tmp_path / "kps.json"
-    r = run("predict", messy_folder / "ok.jpg", "--weights", tiny_checkpoint, "--json", "--out", out, "--workers", 0)
+    r = run("predict", messy_folder / "ok.jpg", "--weights", tiny_checkpoint, "--json", "--out", out, "--workers", 0,
+            "--gate", 0.2)
     rec = json.loads(out.read_text())[0]
     assert rec["category"] in ["a", "b", "c"] and 0 <= rec["score"] <= 1
     assert len(rec["keypoints"]) == 3 * rec["num_keypoints"] and rec["num_keypoints"] >= 1
@@ -109,7 +110,7 @@ def test_stdin_paths_and_json(messy_folder, tiny_checkpoint, tmp_path):
 def test_train_resume_and_evaluate_on_tiny_data(tiny_cub, tmp_path):
     run_dir = tmp_path / "run"
     common = ["train", tiny_cub, "--out", run_dir, "--image-size", 64, "--batch-size", 2, "--workers", 0,
-              "--no-pretrained", "--thr", 1, "-q"]
+              "--no-pretrained", "--thr", 1, "--gate", 0.3, "-q"]
     r = run(*common, "--epochs", 1)
     assert r.exit_code == 0, r.output
     assert (run_dir / "model.pt").is_file() and len(pd.read_csv(run_dir / "metrics.csv")) == 1
@@ -120,10 +121,14 @@ def test_train_resume_and_evaluate_on_tiny_data(tiny_cub, tmp_path):
     assert pd.read_csv(run_dir / "metrics.csv")["epoch"].tolist() == [1, 2]
     ckpt = torch.load(run_dir / "model.pt", weights_only=True)
     assert ckpt["class_names"] == ["Bird_3", "Bird_7"] and ckpt["meta"]["epochs"] == 2
+    assert ckpt["config"]["gate"] == 0.3 and ckpt["config"]["thr"] == 1
     report = tmp_path / "eval.json"
     r = run("evaluate", "--data", tiny_cub, "--weights", run_dir / "model.pt", "--k", 2, "--workers", 0,
-            "--out", report, "-q")
+            "--out", report, "--gate", 0.5, "-q")
     assert r.exit_code == 0, r.output
+    assert json.loads(report.read_text())["config"]["gate"] == 0.5
+    r = run("evaluate", "--data", tiny_cub, "--weights", run_dir / "model.pt", "--gate", 2, "-q")
+    assert r.exit_code == 2 and "Traceback" not in r.output
     rows = {row["method"]: row for row in json.loads(report.read_text())["results"]}
     assert set(rows) == {"lmpnet", "centre", "channel-mean"}
     assert 0 <= rows["lmpnet"]["KP1"] <= 100 and 0 <= rows["lmpnet"]["acc"] <= 100

@@ -237,6 +237,7 @@ def test_mean_feature_map_entropy_known_answer():
     assert r["entropy_top"] == pytest.approx(0.0, abs=1e-5)  # the strongest filter is the one-hot one
     assert r["max_entropy"] == pytest.approx(math.log(4))
     assert r["zero_fraction"] == pytest.approx(1 / 3)
+    assert r["entropy_active"] == pytest.approx(math.log(4) / 2, abs=1e-5)  # uniform and one-hot, the dead one left out
     assert mean_feature_map_entropy(_FixedMaps(), loader, device="cpu")["entropy_top"] is None
 
 

@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from lmpcli.layers import Proposals, attention_mask, concat_proposals, learnable_clustering, mask_out, select_filters
+from lmpcli.layers import (Proposals, attention_mask, concat_proposals, gate_proposals, learnable_clustering, mask_out,
+                           select_filters)
 
 
 def proposals(points, valid=None):
@@ -96,3 +97,17 @@ def test_subcell_peaks_and_centroid_keypoints():
     centroid = learnable_clustering(pts, (6, 6), k=1, thr=2, refine=True)
     assert cell.xy[0, 0].tolist() == [3, 2]
     assert 2.5 < centroid.xy[0, 0, 0] < 3 and centroid.xy[0, 0, 1] == 2
+
+
+def test_gate_drops_proposals_off_the_object():
+    # 2 channels on a 4x4 map; the object (high channel-mean) fills the left half
+    f = torch.zeros(1, 2, 4, 4)
+    f[0, :, :, :2] = 1.0
+    f[0, 1, 3, 3] = 0.5  # background cell: channel mean 0.25 = 0.25 of the peak
+    p = Proposals(xy=torch.tensor([[[0.0, 0.0], [3.0, 3.0], [1.0, 2.0]]]), strength=torch.ones(1, 3),
+                  channel=torch.zeros(1, 3, dtype=torch.long), valid=torch.tensor([[True, True, False]]))
+    assert gate_proposals(p, f, 0.5).valid.tolist() == [[True, False, False]]  # an invalid one stays invalid
+    assert gate_proposals(p, f, 0.2).valid.tolist() == [[True, True, False]]
+    assert gate_proposals(p, f, 0.0) is p
+    with pytest.raises(ValueError):
+        gate_proposals(p, f, 1.5)

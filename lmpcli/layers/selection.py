@@ -74,6 +74,37 @@ def _centroid3x3(maps: Tensor, xy: Tensor) -> Tensor:
     return torch.where(total[..., None] > 0, torch.stack([cx, cy], -1), xy)
 
 
+def gate_proposals(proposals: Proposals, features: Tensor, fraction: float) -> Proposals:
+    """Drop proposals that lie off the object (an extension, not in the paper).
+
+    The object prior is the channel-mean of the feature maps, (B, H, W); a proposal stays
+    valid only where that map reaches at least ``fraction`` of its per-image maximum, so
+    filters peaking on background do not become keypoints.
+
+    Args:
+        proposals: :class:`Proposals` with ``xy`` in cells of ``features``.
+        features: (B, C, H, W) feature maps the prior is computed from (the main network's).
+        fraction: threshold in [0, 1] relative to the per-image maximum; ``<= 0`` keeps all.
+
+    Returns:
+        :class:`Proposals` with ``valid`` cleared for gated-out proposals (same shapes).
+
+    Raises:
+        ValueError: ``fraction`` above 1.
+    """
+    if fraction > 1:
+        raise ValueError(f"gate fraction must be <= 1, got {fraction}")
+    if fraction <= 0:
+        return proposals
+    prior = features.float().mean(1)  # (B, H, W)
+    b, h, w = prior.shape
+    peak = prior.flatten(1).amax(1, keepdim=True)  # (B, 1)
+    cell = proposals.xy.round().long()
+    idx = cell[..., 1].clamp(0, h - 1) * w + cell[..., 0].clamp(0, w - 1)  # (B, M)
+    on_object = prior.flatten(1).gather(1, idx) >= fraction * peak
+    return proposals._replace(valid=proposals.valid & on_object)
+
+
 def concat_proposals(*proposals: Proposals) -> Proposals:
     """Fuse proposals of several networks (main + replica, Sec. 3.3) along the M axis."""
     return Proposals(*(torch.cat(parts, dim=1) for parts in zip(*proposals)))

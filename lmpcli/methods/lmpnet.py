@@ -11,28 +11,48 @@ from .base import main_forward
 class LMPNetMethod:
     """LMPNet keypoints (Secs. 3.2-3.4) from an :class:`~lmpcli.model.LMPNetPair`.
 
+    Several instances with different test-time settings share both networks' forward
+    passes through ``cache`` (keys ``"main"`` and ``"replica"``: the replica's input mask
+    depends only on the checkpoint's config, never on the overrides), so a sweep over
+    ``thr`` / ``num_filters`` / replica fusion costs one forward per batch.
+
     Args:
         model: trained pair, eval mode.
         k: keypoints per image (None = checkpoint's).
         use_replica: fuse the replica's proposals (Sec. 3.3) when the checkpoint has one.
-        overrides: ``thr`` (cells), ``num_filters``, ``iterations``, ``subcell``, ``refine``
+        name: row name in reports (default ``"lmpnet"``; test-time variants need their own).
+        overrides: ``thr`` (cells), ``num_filters``, ``iterations``, ``subcell``, ``refine``, ``gate``
             (see :meth:`LMPNetPair.predict`); None values keep the checkpoint's.
+
+    Raises:
+        ValueError: an unknown override.
     """
 
     name = "lmpnet"
     uses_main = True
 
-    OPTIONS = ("thr", "num_filters", "iterations", "subcell", "refine")
+    OPTIONS = ("thr", "num_filters", "iterations", "subcell", "refine", "gate")
 
-    def __init__(self, model: LMPNetPair, k: int | None = None, use_replica: bool = True, **overrides) -> None:
+    def __init__(self, model: LMPNetPair, k: int | None = None, use_replica: bool = True, name: str = "lmpnet",
+                 **overrides) -> None:
         unknown = set(overrides) - set(self.OPTIONS)
         if unknown:
             raise ValueError(f"unknown LMPNet option(s): {', '.join(sorted(unknown))}")
         self.model = model
+        self.name = name
         self.k = model.config.k if k is None else k
         self.use_replica = use_replica
         self.overrides = {key: v for key, v in overrides.items() if v is not None}
 
     def __call__(self, images: Tensor, cache: dict | None = None) -> KeypointOutput:
-        return self.model.predict(images, k=self.k, use_replica=self.use_replica,
-                                  main_out=main_forward(self.model, images, cache), **self.overrides)
+        logits, features = main_forward(self.model, images, cache)
+        rep = None
+        if self.use_replica and self.model.replica is not None:
+            if cache is not None and "replica" in cache:
+                rep = cache["replica"]
+            else:
+                rep = self.model.features(images, True, (logits, features))[2]
+                if cache is not None:
+                    cache["replica"] = rep
+        xy, score = self.model.keypoints_from_features(features, rep, images.shape[-2:], k=self.k, **self.overrides)
+        return KeypointOutput(xy, score, logits.float())

@@ -1,0 +1,17 @@
+import pandas as pd, pytest
+from lmpcli.evaluate import evaluate
+
+def test_variants_share_forwards_and_match_separate_runs(tiny_checkpoint, tiny_cub):
+    """A variant row equals a separate evaluation with the same settings."""
+    kw = dict(split="all", weights=tiny_checkpoint, k=3, workers=0, batch_size=4, device="cpu", baselines=False)
+    rep = evaluate(tiny_cub, variants={"thr2": {"thr": 2.0}, "solo": {"replica": False}}, **kw)
+    t = rep["table"].set_index("method")
+    assert list(t.index) == ["lmpnet", "thr2", "solo"]
+    for name, single in (("thr2", evaluate(tiny_cub, thr=2.0, **kw)), ("solo", evaluate(tiny_cub, replica=False, **kw))):
+        ref = single["table"].set_index("method").loc["lmpnet"]
+        cols = ["KP1", "KP2", "KP3", "avg", "recall"]
+        pd.testing.assert_series_equal(t.loc[name, cols], ref[cols], check_names=False)
+    with pytest.raises(ValueError):
+        evaluate(tiny_cub, variants={"lmpnet": {}}, **kw)
+    with pytest.raises(ValueError):
+        evaluate(tiny_cub, variants={"x": {"bogus": 1}}, **kw)
