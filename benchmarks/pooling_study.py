@@ -4,7 +4,7 @@
 Trains one LMPNet per *training variant* (pooling avg / max / lmp eps 0.1 / lmp eps 0.01) with
 :func:`lmpcli.train.fit` (or reuses the run folder when its ``model.pt`` exists), scores greedy
 PCK with :func:`lmpcli.evaluate.evaluate`, measures the mean feature-map entropy
-(:func:`lmpcli.sparsity.split_entropy`, Fig. 6); scores the *test-time variants* (filter-selection
+(``evaluate(entropy=True)``, same pass, Fig. 6); scores the *test-time variants* (filter-selection
 size m, erase radius thr, replica fusion off) of ``--test-weights`` (default: the study's own
 ``lmp`` model) in one shared pass; and writes ``<out-dir>/results.md`` with the tables, the exact
 commands and three figures beside it:
@@ -48,7 +48,6 @@ import torch
 from lmpcli.checkpoint import read_checkpoint
 from lmpcli.evaluate import evaluate
 from lmpcli.outputs import atomic_write_image, atomic_write_text
-from lmpcli.sparsity import split_entropy
 from lmpcli.train import fit
 
 #: Training variants: name -> (description, keywords of :func:`lmpcli.train.fit`).
@@ -142,12 +141,6 @@ def eval_command(args, weights: Path, kw: dict, baselines: bool, limit: int | No
     return " ".join(cmd)
 
 
-def entropy_call(args, weights: Path) -> str:
-    limit = f", limit={args.eval_limit}" if args.eval_limit else ""
-    return (f"lmpcli.sparsity.split_entropy({str(args.data)!r}, weights={str(weights)!r}, split={args.split!r}, "
-            f"top_m={args.top_m}{limit})")
-
-
 # ----------------------------------------------------------------------------- steps
 
 
@@ -177,13 +170,6 @@ def ensure_trained(args, name: str, progress: PrintProgress) -> Path:
                device=args.device, workers=args.workers, overwrite=True, progress=progress, **kw)
 
 
-def _evaluate(args, weights: Path, kw: dict, baselines: bool, progress) -> dict:
-    report = evaluate(args.data, split=args.split, weights=weights, methods=("lmpnet",), baselines=baselines,
-                      k=args.k, limit=args.eval_limit, batch_size=args.eval_batch_size, device=args.device,
-                      workers=args.workers, progress=progress, **kw)
-    return {"table": report["table"].to_dict("records"), "config": report["config"]}
-
-
 def _stamp(args, result: dict, name: str, desc: str, weights: Path, seconds: float) -> dict:
     """Add provenance to a variant's result and cache it as ``<runs-dir>/results/<name>.json``."""
     result.update(variant=name, description=desc, weights=str(weights),
@@ -204,16 +190,18 @@ def run_train_variant(args, name: str, progress: PrintProgress) -> dict:
     weights = ensure_trained(args, name, progress)
     run = weights.parent
     meta = read_checkpoint(weights)["meta"]
-    progress.log(f"[{name}] evaluating")
-    ev = _evaluate(args, weights, {}, True, progress)
-    progress.log(f"[{name}] feature-map entropy")
-    ent = split_entropy(args.data, weights=weights, split=args.split, top_m=args.top_m, limit=args.eval_limit,
-                        batch_size=args.eval_batch_size, device=args.device, workers=args.workers,
-                        progress=progress)
-    ent.pop("errors", None)
+    progress.log(f"[{name}] evaluating keypoints and feature-map entropy (one pass)")
+    report = evaluate(args.data, split=args.split, weights=weights, methods=("lmpnet",), k=args.k, entropy=True,
+                      limit=args.eval_limit, batch_size=args.eval_batch_size, device=args.device,
+                      workers=args.workers, progress=progress)
+    cfg = report["config"]
+    e, m = cfg["entropy"], cfg["num_filters"]  # top-m entropy over the filters filter selection keeps
+    ent = {"entropy": e["all_filters"], "entropy_active": e["active_filters"], "entropy_top": e[f"top{m}_filters"],
+           "top_m": m, "max_entropy": e["uniform_map"], "zero_fraction": e["dead_fraction"],
+           "images": cfg["images"], "map_size": [cfg["feature_map"]] * 2}
     result = {"kind": "train", "settings": kw, "train_command": train_command(args, run, kw),
-              "eval_command": eval_command(args, weights, {}, True, args.eval_limit), "entropy": ent,
-              "entropy_command": entropy_call(args, weights),
+              "eval_command": eval_command(args, weights, {}, True, args.eval_limit) + " --entropy", "entropy": ent,
+              "evaluation": {"table": report["table"].to_dict("records"), "config": cfg},
               "train": {"images": meta.get("train_images"), "epochs": meta.get("epochs"),
                         "seconds": meta.get("train_seconds"), "device": meta.get("device"),
                         "train_acc": (meta.get("history") or [{}])[-1].get("train_acc")}}
@@ -489,7 +477,8 @@ def write_report(args, results: dict[str, dict], figures: dict) -> Path:
                   "", "```sh", r["train_command"] if r["kind"] == "train" else f"# model: {r['train_command']}",
                   r["eval_command"]]
         if r["kind"] == "train":
-            lines.append(f"python -c \"import lmpcli.sparsity; print({r['entropy_command']})\"")
+            if "entropy_command" in r:  # results cached before entropy moved into the evaluation pass
+                lines.append(f"python -c \"import lmpcli.sparsity; print({r['entropy_command']})\"")
         lines += ["```", "", f"Produced by: `{r['study_command']}`", ""]
     path = out_dir / "results.md"
     atomic_write_text(path, "\n".join(lines))
@@ -521,7 +510,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--test-eval-limit", type=int, default=None,
                    help="Score the test-time variants on N images spread over the split (default: all).")
     p.add_argument("--k", type=int, default=5, help="Keypoints scored per image.")
-    p.add_argument("--top-m", type=int, default=128, help="Filters per image for the top-m entropy.")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--workers", type=int, default=2)

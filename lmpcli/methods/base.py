@@ -35,3 +35,20 @@ def main_forward(model, images: Tensor, cache: dict | None) -> tuple[Tensor, Ten
         cache["main"] = out
         cache["main_seconds"] = time.perf_counter() - start
     return out
+
+
+def replica_forward(model, images: Tensor, main_out: tuple[Tensor, Tensor], cache: dict | None) -> Tensor | None:
+    """The replica's (B, C, h, w) maps on the masked images (Sec. 3.3), computed once per batch.
+
+    The mask comes from the main network's first keypoint under the checkpoint's config, so
+    every method and test-time variant on the batch can share it. None when the pair has no
+    replica.
+    """
+    if model.replica is None:
+        return None
+    if cache is not None and "replica" in cache:
+        return cache["replica"]
+    rep = model.features(images, True, main_out)[2]
+    if cache is not None:
+        cache["replica"] = rep
+    return rep

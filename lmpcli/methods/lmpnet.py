@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from ..model import KeypointOutput, LMPNetPair
-from .base import main_forward
+from .base import main_forward, replica_forward
 
 
 class LMPNetMethod:
@@ -46,13 +46,6 @@ class LMPNetMethod:
 
     def __call__(self, images: Tensor, cache: dict | None = None) -> KeypointOutput:
         logits, features = main_forward(self.model, images, cache)
-        rep = None
-        if self.use_replica and self.model.replica is not None:
-            if cache is not None and "replica" in cache:
-                rep = cache["replica"]
-            else:
-                rep = self.model.features(images, True, (logits, features))[2]
-                if cache is not None:
-                    cache["replica"] = rep
+        rep = replica_forward(self.model, images, (logits, features), cache) if self.use_replica else None
         xy, score = self.model.keypoints_from_features(features, rep, images.shape[-2:], k=self.k, **self.overrides)
         return KeypointOutput(xy, score, logits.float())
