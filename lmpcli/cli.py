@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated, List, Optional
 
@@ -275,16 +276,21 @@ def evaluate(
     main.add_column("method", no_wrap=True)
     parts.add_column("method", no_wrap=True)
     for col in [*ranks, "avg", "recall", "acc", "img/s"]:
-        main.add_column(col, justify="right", no_wrap=True, min_width=len(col))
+        main.add_column(col, justify="right", no_wrap=True, min_width=max(len(col), 5))
     for col in groups:
-        parts.add_column(col.removeprefix("recall_"), justify="right")
+        parts.add_column(col.removeprefix("recall_"), justify="right", no_wrap=True, min_width=5)
+
+    def cell(v: float, fmt: str = ".1f") -> str:
+        return "–" if v != v else format(v, fmt)  # NaN (no classifier) -> dash
+
     for _, row in df.iterrows():
-        main.add_row(row["method"], *[f"{row[c]:.1f}" for c in [*ranks, "avg", "recall", "acc"]],
-                     f"{row['images_per_s']:.3g}")
-        parts.add_row(row["method"], *[f"{row[c]:.1f}" for c in groups])
-    table = main
-    console = Console()
-    console.print(table)
+        # a method without a network (centre) has no accuracy and no meaningful speed
+        speed = float("nan") if row["acc"] != row["acc"] else row["images_per_s"]
+        main.add_row(row["method"], *[cell(row[c]) for c in [*ranks, "avg", "recall", "acc"]], cell(speed, ".3g"))
+        parts.add_row(row["method"], *[cell(row[c]) for c in groups])
+    # piped or logged output gets a wide table instead of truncated numbers
+    console = Console(width=None if sys.stdout.isatty() else 160)
+    console.print(main)
     console.print(parts)
     if "entropy" in cfg:
         e = cfg["entropy"]

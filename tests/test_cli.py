@@ -107,7 +107,8 @@ def test_stdin_paths_and_json(messy_folder, tiny_checkpoint, tmp_path):
     assert len(rec["keypoints"]) == 3 * rec["num_keypoints"] and rec["num_keypoints"] >= 1
 
 
-def test_train_resume_and_evaluate_on_tiny_data(tiny_cub, tmp_path):
+def test_train_resume_and_evaluate_on_tiny_data(tiny_cub, tmp_path, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "60")  # a narrow pipe/log: the table must still show whole numbers
     run_dir = tmp_path / "run"
     common = ["train", tiny_cub, "--out", run_dir, "--image-size", 64, "--batch-size", 2, "--workers", 0,
               "--no-pretrained", "--thr", 1, "--gate", 0.3, "-q"]
@@ -127,6 +128,9 @@ def test_train_resume_and_evaluate_on_tiny_data(tiny_cub, tmp_path):
             "--out", report, "--gate", 0.5, "-q")
     assert r.exit_code == 0, r.output
     assert json.loads(report.read_text())["config"]["gate"] == 0.5
+    lmp_row = next(line for line in r.stdout.splitlines() if line.strip().startswith("lmpnet"))
+    avg = json.loads(report.read_text())["results"][0]["avg"]
+    assert "…" not in r.stdout and f"{avg:.1f}" in lmp_row.split()  # piped table: whole numbers, not truncated
     r = run("evaluate", "--data", tiny_cub, "--weights", run_dir / "model.pt", "--gate", 2, "-q")
     assert r.exit_code == 2 and "Traceback" not in r.output
     rows = {row["method"]: row for row in json.loads(report.read_text())["results"]}
