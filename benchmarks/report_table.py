@@ -29,7 +29,8 @@ def main() -> None:
     head = ["method", *ranks, "avg", "part recall", "accuracy", "images/s"]
     print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
     for r in rows:
-        speed = "–" if r["method"] == "centre" else fmt(r["images_per_s"], 2)
+        # no accuracy = no network run (centre); reports written before evaluate() said so carry a bogus speed
+        speed = fmt(float("nan") if math.isnan(r["acc"]) else r["images_per_s"], 2)
         print("| " + " | ".join([r["method"], *[fmt(r[c]) for c in ranks], fmt(r["avg"]), fmt(r["recall"]),
                                  fmt(r["acc"]), speed]) + " |")
     if args.groups:

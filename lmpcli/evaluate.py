@@ -90,7 +90,8 @@ def evaluate(
 
     Returns:
         ``{"table": DataFrame (one row per method: KP1..KPk, avg, recall, per-group
-        recall, acc, images/s), "config": {...}}``; PCK and recall in percent.
+        recall, acc, images/s), "config": {...}}``; PCK and recall in percent; acc and
+        images/s are NaN for a method that runs no network (``centre``).
 
     Raises:
         InputError: not a CUB folder, unknown split, no images.
@@ -164,8 +165,10 @@ def evaluate(
         for group, parts in PART_GROUPS.items():
             cols = [p - 1 for p in parts if p - 1 < vis.shape[1]]
             row[f"recall_{group}"] = 100 * hit[:, cols].sum().item() / max(vis[:, cols].sum().item(), 1)
-        row["acc"] = 100 * torch.cat(a["correct"]).float().mean().item() if a["correct"] else float("nan")
-        row["images_per_s"] = n_images / max(a["seconds"], 1e-9)
+        # a method that runs no network (the centre baseline) has neither accuracy nor a speed
+        ran_network = bool(a["correct"])
+        row["acc"] = 100 * torch.cat(a["correct"]).float().mean().item() if ran_network else float("nan")
+        row["images_per_s"] = n_images / max(a["seconds"], 1e-9) if ran_network else float("nan")
         rows.append(row)
     def pick(value, default):
         return default if value is None else value

@@ -1,6 +1,7 @@
 """The CLI through typer's CliRunner: outputs, bad input, overwrite protection, atomic writes."""
 
 import json
+import math
 
 import pandas as pd
 import pytest
@@ -136,6 +137,7 @@ def test_train_resume_and_evaluate_on_tiny_data(tiny_cub, tmp_path, monkeypatch)
     rows = {row["method"]: row for row in json.loads(report.read_text())["results"]}
     assert set(rows) == {"lmpnet", "centre", "channel-mean"}
     assert 0 <= rows["lmpnet"]["KP1"] <= 100 and 0 <= rows["lmpnet"]["acc"] <= 100
+    assert math.isnan(rows["centre"]["acc"]) and math.isnan(rows["centre"]["images_per_s"])  # runs no network
 
 
 def test_help_has_examples():
