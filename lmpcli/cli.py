@@ -98,7 +98,7 @@ def train(
     k: int = typer.Option(5, help="Keypoints stored as the checkpoint's default."),
     thr: float = typer.Option(2.0, help="Clustering erase radius in feature-map cells (Algorithm 1; paper 3)."),
     iterations: int = typer.Option(3, help="Clustering iterations per keypoint (Algorithm 1)."),
-    mask_size: float = typer.Option(0.25, help="Attention mask side, fraction of the input side (Sec. 3.3)."),
+    mask_size: float = typer.Option(0.15, help="Attention mask side, fraction of the input side (Sec. 3.3)."),
     replica: bool = typer.Option(True, help="Train the replica network on masked images (Sec. 3.3)."),
     subcell: bool = typer.Option(False, help="Store sub-cell proposal peaks as the checkpoint's default."),
     refine: bool = typer.Option(True, help="Store centroid keypoints as the checkpoint's default."),

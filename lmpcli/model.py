@@ -54,7 +54,7 @@ class LMPNetConfig:
     k: int = 5
     thr: float = 2.0
     iterations: int = 3
-    mask_size: float = 0.25
+    mask_size: float = 0.15
     replica: bool = True
     subcell: bool = False
     refine: bool = True

@@ -104,7 +104,7 @@ def fit(
     k: int = 5,
     thr: float = 2.0,
     iterations: int = 3,
-    mask_size: float = 0.25,
+    mask_size: float = 0.15,
     replica: bool = True,
     subcell: bool = False,
     refine: bool = True,

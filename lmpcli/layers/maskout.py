@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 
-def attention_mask(keypoint_xy: Tensor, image_size: tuple[int, int], mask_size: float = 0.25) -> Tensor:
+def attention_mask(keypoint_xy: Tensor, image_size: tuple[int, int], mask_size: float = 0.15) -> Tensor:
     """Binary mask that is 0 in a square around each image's first keypoint, 1 elsewhere.
 
     Args:
@@ -37,6 +37,6 @@ def attention_mask(keypoint_xy: Tensor, image_size: tuple[int, int], mask_size: 
     return (~inside).to(keypoint_xy.dtype)[:, None]
 
 
-def mask_out(images: Tensor, keypoint_xy: Tensor, mask_size: float = 0.25) -> Tensor:
+def mask_out(images: Tensor, keypoint_xy: Tensor, mask_size: float = 0.15) -> Tensor:
     """Multiply (B, 3, H, W) normalised images by :func:`attention_mask` (0 = mean colour)."""
     return images * attention_mask(keypoint_xy.to(images.dtype), images.shape[-2:], mask_size)
