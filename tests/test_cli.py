@@ -170,3 +170,27 @@ def test_evaluate_entropy_and_methods(tiny_cub, tiny_checkpoint):
             "--workers", 0, "-q")
     assert r.exit_code == 0, r.output
     assert "feature-map entropy" in r.output and "cam" in r.output and "channel-mean" in r.output
+
+
+def test_train_flag_defaults_match_fit_and_config():
+    """`lmp train` is a thin call into `fit()`: every flag's default must be fit()'s keyword default,
+    and fit()'s model keywords must default to LMPNetConfig's fields (e.g. --mask-size 0.15)."""
+    import dataclasses
+    import inspect
+
+    from lmpcli import cli
+    from lmpcli.model import LMPNetConfig
+    from lmpcli.train import fit
+
+    fit_defaults = {n: p.default for n, p in inspect.signature(fit).parameters.items()
+                    if p.default is not inspect.Parameter.empty}
+    cli_defaults = {n: getattr(p.default, "default", p.default)
+                    for n, p in inspect.signature(cli.train).parameters.items()}
+    shared = cli_defaults.keys() & fit_defaults.keys()
+    assert {"mask_size", "thr", "freeze", "crop_scale", "epochs"} <= shared
+    assert {n: cli_defaults[n] for n in shared} == {n: fit_defaults[n] for n in shared}
+    config_defaults = {f.name: f.default for f in dataclasses.fields(LMPNetConfig)}
+    model_keys = config_defaults.keys() & fit_defaults.keys()
+    assert {"mask_size", "thr", "num_filters", "eps"} <= model_keys
+    assert {n: fit_defaults[n] for n in model_keys} == {n: config_defaults[n] for n in model_keys}
+    assert fit_defaults["mask_size"] == 0.15  # quality log, section 9
