@@ -23,7 +23,7 @@ Examples::
     python benchmarks/pooling_study.py --data ../shared/data/cub50                 # everything
     python benchmarks/pooling_study.py --data ../shared/data/cub50 --variants avg,max,lmp,lmp-eps0.01 \\
         --epochs 2 --no-replica --eval-limit 400 --workers 1 --runs-dir runs/study-e2   # docs/results.md, part 1
-    python benchmarks/pooling_study.py --data ../shared/data/cub50 --variants m32,m128,m512,thr1,thr2,thr3,no-fusion \\
+    python benchmarks/pooling_study.py --data ../shared/data/cub50 --variants m32,m128,m512,thr1,thr2,thr3,no-fusion,gate0.2 \\
         --test-weights weights/lmpnet-lite0-cub50.pt --workers 1 --runs-dir runs/study-e2  # part 2 (shipped model)
     python benchmarks/pooling_study.py --data ../shared/data/cub50 --variants avg,max --eval-limit 200
     python benchmarks/pooling_study.py --data ../shared/data/cub50 --variants avg \\
@@ -68,6 +68,7 @@ TEST_VARIANTS: dict[str, tuple[str, dict]] = {
     "thr2": ("erase radius thr=2 cells", {"thr": 2.0}),
     "thr3": ("erase radius thr=3 cells", {"thr": 3.0}),
     "no-fusion": ("replica proposals not fused at test time", {"replica": False}),
+    "gate0.2": ("object gate F=0.2 (an extension, not in the paper)", {"gate": 0.2}),
 }
 ALL_VARIANTS = [*TRAIN_VARIANTS, *TEST_VARIANTS]
 POOLING_FIGURE = ("avg", "max", "lmp")
