@@ -34,6 +34,7 @@ from .data import (CUBDataset, ImagePathDataset, InputError, collate_skip_errors
                    spread_subset)
 from .layers import mask_out
 from .model import LMPNetPair
+from .outputs import put_text
 from .progress import NullProgress, Progress
 
 NETWORKS = ("main", "replica")
@@ -372,9 +373,7 @@ def _text(img: np.ndarray, text: str, org: tuple[int, int], scale: float, colour
         width = cv2.getTextSize(text, font, scale, 1)[0][0]
         if width > max_width:
             scale *= max_width / width
-    if outline is not None:
-        cv2.putText(img, text, org, font, scale, outline, 3, cv2.LINE_AA)
-    cv2.putText(img, text, org, font, scale, colour, 1, cv2.LINE_AA)
+    put_text(img, text, org, scale, colour, outline)
 
 
 @torch.inference_mode()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .outputs import draw_keypoints
+from .outputs import draw_keypoints, put_text
 
 
 def _as_map(m, name: str):
@@ -103,8 +103,7 @@ def draw_heatmap_panel(image_bgr, coarse, fine, xy, label: str | None = None, sc
         scale = max(0.35, min(h, w) / 700)
         for panel, text in zip(panels[:3], ("input", "occlusion", "guided backprop")):
             org = (6, h - 8)
-            cv2.putText(panel, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 3, cv2.LINE_AA)
-            cv2.putText(panel, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
+            put_text(panel, text, org, scale, (255, 255, 255), (0, 0, 0))
     sep = np.full((h, gap, 3), 255, np.uint8)
     row = []
     for i, panel in enumerate(panels):

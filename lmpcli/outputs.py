@@ -68,6 +68,51 @@ RANK_COLOURS = [(0, 0, 255), (0, 200, 255), (0, 220, 0), (255, 160, 0), (255, 0,
                 (0, 255, 255), (200, 0, 0), (128, 0, 255), (0, 128, 128), (128, 128, 0)]
 
 
+def put_text(img, text: str, org: tuple[int, int], scale: float, colour=(255, 255, 255),
+             outline=None, thickness: int = 1, outline_px: int = 1) -> None:
+    """Draw ``text`` on ``img`` in place, optionally with an outline that hugs the glyphs.
+
+    OpenCV's ``putText`` advances each glyph by more the thicker the stroke, so an outline drawn as
+    the same text at a larger thickness runs ahead of the letters (a ghost of the last ones). Here
+    the outline is the text's own anti-aliased mask dilated by ``outline_px`` pixels and blended
+    under it, so both share one layout.
+
+    Args:
+        img: (H, W, 3) or (H, W) uint8 numpy array, modified in place.
+        text: the string (OpenCV's Hershey simplex font, ASCII).
+        org: (x, y) pixel position of the text's baseline-left corner.
+        scale: font scale (``cv2.putText``'s ``fontScale``).
+        colour: BGR (or grey) colour of the text.
+        outline: BGR (or grey) colour of the outline; ``None`` draws none.
+        thickness: stroke thickness of the text in pixels.
+        outline_px: outline width in pixels around every stroke.
+    """
+    import cv2
+    import numpy as np
+
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    if outline is None:
+        cv2.putText(img, text, org, font, scale, colour, thickness, cv2.LINE_AA)
+        return
+    (tw, th), base = cv2.getTextSize(text, font, scale, thickness)
+    pad = outline_px + thickness + 2
+    h, w = img.shape[:2]
+    x0, y0 = max(0, org[0] - pad), max(0, org[1] - th - pad)
+    x1, y1 = min(w, org[0] + tw + pad), min(h, org[1] + base + pad)
+    if x1 <= x0 or y1 <= y0:
+        return
+    mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
+    cv2.putText(mask, text, (org[0] - x0, org[1] - y0), font, scale, 255, thickness, cv2.LINE_AA)
+    halo = cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * outline_px + 1,) * 2))
+    roi = img[y0:y1, x0:x1].astype(np.float32)
+    for alpha, c in ((halo, outline), (mask, colour)):
+        a = alpha.astype(np.float32) / 255.0
+        if roi.ndim == 3:
+            a = a[..., None]
+        roi = roi * (1.0 - a) + np.asarray(c, np.float32).reshape(-1)[: roi.shape[-1] if roi.ndim == 3 else 1] * a
+    img[y0:y1, x0:x1] = roi.round().clip(0, 255).astype(np.uint8)
+
+
 def draw_keypoints(image_bgr, xy, scores=None, label: str | None = None):
     """Draw numbered, coloured keypoint markers on a copy of a BGR uint8 image (OpenCV).
 
@@ -94,13 +139,10 @@ def draw_keypoints(image_bgr, xy, scores=None, label: str | None = None):
         p = (int(round(x)), int(round(y)))
         cv2.circle(out, p, r + thick, (255, 255, 255), -1, cv2.LINE_AA)
         cv2.circle(out, p, r, c, -1, cv2.LINE_AA)
-        cv2.putText(out, str(i + 1), (p[0] + r + 2, p[1] - r), cv2.FONT_HERSHEY_SIMPLEX, r / 10, (255, 255, 255),
-                    thick + 2, cv2.LINE_AA)
-        cv2.putText(out, str(i + 1), (p[0] + r + 2, p[1] - r), cv2.FONT_HERSHEY_SIMPLEX, r / 10, c, thick, cv2.LINE_AA)
+        put_text(out, str(i + 1), (p[0] + r + 2, p[1] - r), r / 10, c, (255, 255, 255), thick, 1)
     if label:
         scale = max(0.4, min(h, w) / 600)
-        cv2.putText(out, label, (8, int(24 * scale) + 4), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 4, cv2.LINE_AA)
-        cv2.putText(out, label, (8, int(24 * scale) + 4), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
+        put_text(out, label, (8, int(24 * scale) + 4), scale, (255, 255, 255), (0, 0, 0), 1, 2)
     return out
 
 
