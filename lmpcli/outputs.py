@@ -82,8 +82,8 @@ def put_text(img, text: str, org: tuple[int, int], scale: float, colour=(255, 25
         text: the string (OpenCV's Hershey simplex font, ASCII).
         org: (x, y) pixel position of the text's baseline-left corner.
         scale: font scale (``cv2.putText``'s ``fontScale``).
-        colour: BGR (or grey) colour of the text.
-        outline: BGR (or grey) colour of the outline; ``None`` draws none.
+        colour: text colour: a BGR triple for a (H, W, 3) image, a number for a (H, W) one.
+        outline: outline colour, in the same form; ``None`` draws none.
         thickness: stroke thickness of the text in pixels.
         outline_px: outline width in pixels around every stroke.
     """
@@ -106,10 +106,8 @@ def put_text(img, text: str, org: tuple[int, int], scale: float, colour=(255, 25
     halo = cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * outline_px + 1,) * 2))
     roi = img[y0:y1, x0:x1].astype(np.float32)
     for alpha, c in ((halo, outline), (mask, colour)):
-        a = alpha.astype(np.float32) / 255.0
-        if roi.ndim == 3:
-            a = a[..., None]
-        roi = roi * (1.0 - a) + np.asarray(c, np.float32).reshape(-1)[: roi.shape[-1] if roi.ndim == 3 else 1] * a
+        a = (alpha.astype(np.float32) / 255.0).reshape(alpha.shape + (1,) * (roi.ndim - 2))
+        roi = roi * (1.0 - a) + np.asarray(c, np.float32) * a
     img[y0:y1, x0:x1] = roi.round().clip(0, 255).astype(np.uint8)
 
 

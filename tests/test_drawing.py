@@ -32,8 +32,10 @@ def test_outline_ends_with_the_text(text):
 def test_put_text_clips_at_the_border_and_handles_grey():
     img = np.zeros((20, 30), np.uint8)
     put_text(img, "wide text far past the edge", (5, 15), 0.5, 255, 0)
-    assert img.max() == 255
-    put_text(img, "off", (100, 100), 0.5, 255, 0)  # entirely outside: no error, no change
+    assert img.max() == 255 and img.shape == (20, 30)
+    before = img.copy()
+    put_text(img, "off", (100, 100), 0.5, 255, 0)  # entirely outside the image
+    assert np.array_equal(img, before)
 
 
 def test_draw_keypoints_marks_each_point_and_skips_nan():
