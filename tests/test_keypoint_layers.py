@@ -33,12 +33,27 @@ def test_large_thr_erases_neighbouring_clusters():
     assert out.found[0].tolist() == [True, False, False]
 
 
-def test_reweighting_pulls_prediction_to_the_cluster_mode():
-    # a wide cluster whose uniform-vote peak is the first cell (4, 4), but whose votes
-    # concentrate at (5, 4) after re-weighting by proximity
+def test_reweighting_never_moves_the_winning_cell():
+    # After one update every proposal's weight is exp(1/(1+d)) / Z, largest (e) on the
+    # current peak cell, so the peak keeps the most votes: iterations cannot move it.
+    g = torch.Generator().manual_seed(0)
+    for _ in range(200):
+        m = int(torch.randint(1, 40, (1,), generator=g))
+        pts = torch.randint(0, 14, (m, 2), generator=g).tolist()
+        uniform = learnable_clustering(proposals(pts), (14, 14), k=5, thr=2, iterations=0)
+        iterated = learnable_clustering(proposals(pts), (14, 14), k=5, thr=2, iterations=5)
+        assert torch.equal(uniform.xy, iterated.xy) and torch.equal(uniform.found, iterated.found)
+
+
+def test_reweighting_pulls_the_centroid_keypoint_to_the_cluster_mode():
+    # the mode cell (5, 4) holds 2 of the 5 erased proposals; the uniform centroid is
+    # (5, 4.2), and re-weighting by proximity pulls it towards the mode row y = 4
     pts = [(4, 4), (5, 4), (5, 4), (6, 4), (5, 5)]
-    out = learnable_clustering(proposals(pts), (10, 10), k=1, thr=2, iterations=3)
-    assert out.xy[0, 0].tolist() == [5, 4]
+    uniform = learnable_clustering(proposals(pts), (10, 10), k=1, thr=2, iterations=0, refine=True)
+    iterated = learnable_clustering(proposals(pts), (10, 10), k=1, thr=2, iterations=3, refine=True)
+    assert uniform.xy[0, 0].tolist() == pytest.approx([5.0, 4.2])
+    assert iterated.xy[0, 0, 0].item() == pytest.approx(5.0)
+    assert 4.0 < iterated.xy[0, 0, 1].item() < 4.2 - 1e-3
 
 
 def test_invalid_proposals_are_ignored():
