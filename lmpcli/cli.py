@@ -106,6 +106,7 @@ def train(
     freeze: int = typer.Option(12, help="Backbone stages kept frozen (stem and blocks, input first)."),
     crop_scale: float = typer.Option(0.6, help="Smallest area kept by random resized crop (1 = none)."),
     jitter: float = typer.Option(0.2, help="Colour jitter strength (0 = none)."),
+    cutmix: float = typer.Option(0.0, min=0.0, max=1.0, help="Chance per batch of CutMix augmentation (0 = off)."),
     classes: Optional[str] = typer.Option(None, help="Only these CUB class ids, e.g. 1-40 or 1,2,5."),
     limit: Optional[int] = typer.Option(None, help="Train on a random subset of this many images."),
     pretrained: bool = typer.Option(True, help="Start from ImageNet weights."),
@@ -123,7 +124,7 @@ def train(
         fit, data, out, backbone=backbone, image_size=image_size, epochs=epochs, batch_size=batch_size, lr=lr,
         weight_decay=weight_decay, label_smoothing=label_smoothing, pooling=pooling, eps=eps,
         num_filters=num_filters, k=k, thr=thr, iterations=iterations, mask_size=mask_size, replica=replica,
-        subcell=subcell, refine=refine, gate=gate, freeze=freeze, crop_scale=crop_scale, jitter=jitter, classes=parse_ids(classes), limit=limit,
+        subcell=subcell, refine=refine, gate=gate, freeze=freeze, crop_scale=crop_scale, jitter=jitter, cutmix=cutmix, classes=parse_ids(classes), limit=limit,
         pretrained=pretrained, seed=seed, device=device, workers=workers, resume=resume, overwrite=overwrite,
         progress=RichProgress(not quiet),
     )

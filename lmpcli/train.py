@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Subset
+from torchvision.transforms import v2
 
 from .checkpoint import read_checkpoint, save_checkpoint
 from .data import ClassFolderDataset, CUBDataset, InputError, train_transform
@@ -47,23 +48,56 @@ def _collate(items: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.stack([it["image"] for it in items]), torch.tensor([it["label"] for it in items])
 
 
+def cutmix_batch(images: torch.Tensor, labels: torch.Tensor, num_classes: int, prob: float,
+                 alpha: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """CutMix (Yun et al., ICCV 2019) applied to a whole batch with probability ``prob``.
+
+    A box of random size (area fraction 1 − λ, λ ~ Beta(α, α)) from the batch rolled by one
+    is pasted into every image; the targets become λ·onehot(own) + (1 − λ)·onehot(other), with
+    λ corrected to the pasted box's true area. This is torchvision's ``transforms.v2.CutMix``;
+    it uses (and advances) torch's global random generator.
+
+    Args:
+        images: (B, 3, H, W) float batch.
+        labels: (B,) int64 class indices.
+        num_classes: C.
+        prob: chance that the batch is mixed; 0 returns the inputs unchanged and draws nothing.
+    Returns:
+        images (B, 3, H, W) and targets: ``labels`` unchanged when not mixed, else (B, C) float
+        class probabilities (rows sum to 1), usable by ``F.cross_entropy``.
+    """
+    if prob <= 0 or float(torch.rand(())) >= prob:
+        return images, labels
+    return v2.CutMix(alpha=alpha, num_classes=num_classes)(images, labels)
+
+
 def train_one_epoch(model: LMPNetPair, loader: DataLoader, optimizer, scheduler, device: torch.device,
-                    label_smoothing: float = 0.1, progress: Progress | None = None) -> dict:
-    """One epoch over ``loader``; returns mean loss and training accuracy of both networks."""
+                    label_smoothing: float = 0.1, progress: Progress | None = None,
+                    cutmix: float = 0.0) -> dict:
+    """One epoch over ``loader``; returns mean loss and training accuracy of both networks.
+
+    ``cutmix`` is the chance per batch of :func:`cutmix_batch`; training accuracy on a mixed
+    batch counts the class with the larger share of each image.
+    """
     progress = progress or NullProgress()
     model.train()
     n = loss_sum = correct = correct_rep = 0
     start = time.perf_counter()
+    num_classes = model.config.num_classes
     for images, labels in loader:
+        images, targets = cutmix_batch(images, labels, num_classes, cutmix)
+        if targets.ndim == 2:
+            labels = targets.argmax(-1)
         images = images.to(device, non_blocking=True)
         if device.type == "cuda":
             images = images.contiguous(memory_format=torch.channels_last)
         labels = labels.to(device, non_blocking=True)
+        targets = targets.to(device, non_blocking=True)
         with autocast(device):
             logits, rep_logits = model(images)
-            loss = F.cross_entropy(logits.float(), labels, label_smoothing=label_smoothing)
+            loss = F.cross_entropy(logits.float(), targets, label_smoothing=label_smoothing)
             if rep_logits is not None:
-                loss = loss + F.cross_entropy(rep_logits.float(), labels, label_smoothing=label_smoothing)
+                loss = loss + F.cross_entropy(rep_logits.float(), targets, label_smoothing=label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -112,6 +146,7 @@ def fit(
     freeze: int = 12,
     crop_scale: float = 0.6,
     jitter: float = 0.2,
+    cutmix: float = 0.0,
     classes: list[int] | None = None,
     limit: int | None = None,
     pretrained: bool = True,
@@ -129,7 +164,8 @@ def fit(
     sub-folder of images per class. ``out_dir`` receives ``last.pt`` (resumable),
     ``model.pt`` (weights + config + class names + metadata; float16 when ``half_weights``)
     and ``metrics.csv`` (one row per epoch). Other keywords are the :class:`LMPNetConfig`
-    fields and the optimisation settings (AdamW, cosine schedule, label smoothing).
+    fields and the optimisation settings (AdamW, cosine schedule, label smoothing, ``cutmix``:
+    chance per batch of CutMix, see :func:`cutmix_batch`; 0 = off).
 
     Raises:
         InputError: bad data folder, or ``out_dir`` holds a previous run and neither
@@ -189,7 +225,7 @@ def fit(
     meta = {
         "command": " ".join(["lmp", *sys.argv[1:]]) if Path(sys.argv[0]).name == "lmp" else "lmpcli.train.fit",
         "data": str(data), "epochs": epochs, "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay,
-        "label_smoothing": label_smoothing, "crop_scale": crop_scale, "jitter": jitter, "seed": seed,
+        "label_smoothing": label_smoothing, "crop_scale": crop_scale, "jitter": jitter, "cutmix": cutmix, "seed": seed,
         "train_images": len(dataset), "device": str(dev), "torch": str(torch.__version__),
         "machine": f"{platform.machine()} {os.cpu_count()} cpus, {platform.system()}",
         "cuda_device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "",
@@ -197,7 +233,7 @@ def fit(
     for epoch in range(start_epoch, epochs):
         progress.start(f"epoch {epoch + 1}/{epochs}", len(dataset))
         row = {"epoch": epoch + 1, **train_one_epoch(model, loader, optimizer, scheduler, dev,
-                                                     label_smoothing, progress), "lr": scheduler.get_last_lr()[0]}
+                                                     label_smoothing, progress, cutmix), "lr": scheduler.get_last_lr()[0]}
         progress.finish()
         history.append(row)
         progress.log(f"epoch {epoch + 1}: loss {row['train_loss']:.3f}, train acc {row['train_acc']:.3f}, "

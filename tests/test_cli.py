@@ -187,7 +187,7 @@ def test_train_flag_defaults_match_fit_and_config():
     cli_defaults = {n: getattr(p.default, "default", p.default)
                     for n, p in inspect.signature(cli.train).parameters.items()}
     shared = cli_defaults.keys() & fit_defaults.keys()
-    assert {"mask_size", "thr", "freeze", "crop_scale", "epochs"} <= shared
+    assert {"mask_size", "thr", "freeze", "crop_scale", "cutmix", "epochs"} <= shared
     assert {n: cli_defaults[n] for n in shared} == {n: fit_defaults[n] for n in shared}
     config_defaults = {f.name: f.default for f in dataclasses.fields(LMPNetConfig)}
     model_keys = config_defaults.keys() & fit_defaults.keys()
