@@ -51,6 +51,7 @@ def evaluate(
     subcell: bool | None = None,
     refine: bool | None = None,
     gate: float | None = None,
+    flip: bool = False,
     method_options: dict[str, dict] | None = None,
     variants: dict[str, dict] | None = None,
     entropy: bool = False,
@@ -75,10 +76,12 @@ def evaluate(
             (None = checkpoint's). replica: fuse the replica's proposals (Sec. 3.3).
         subcell, refine: sub-cell proposal peaks / centroid keypoints (None = checkpoint's).
         gate: object gate (fraction of the channel-mean map's peak; extension; None = checkpoint's).
+        flip: test-time flip for LMPNet (extension): also fuse the proposals of the mirrored
+            images; twice the forward passes.
         method_options: ``{method name: constructor keywords}`` for the other methods, e.g.
             ``{"occlusion-gbp": {"input_size": 112}, "cam": {"nms_radius": 1}}``.
         variants: extra LMPNet rows, ``{row name: settings}`` with settings among ``thr``,
-            ``num_filters``, ``iterations``, ``subcell``, ``refine``, ``gate``, ``replica`` (e.g.
+            ``num_filters``, ``iterations``, ``subcell``, ``refine``, ``gate``, ``replica``, ``flip`` (e.g.
             ``{"thr3": {"thr": 3.0}, "no-fusion": {"replica": False}}``); they share the
             networks' forward passes, so a test-time sweep costs about one evaluation.
         entropy: also report the mean entropy of the main network's normalised feature maps
@@ -117,7 +120,7 @@ def evaluate(
         dataset = torch.utils.data.Subset(dataset, spread_subset(len(dataset), limit))
     names = list(dict.fromkeys([*methods, *(BASELINES if baselines else ())]))
     lmp_options = {"num_filters": num_filters, "iterations": iterations, "use_replica": replica,
-                   "subcell": subcell, "refine": refine, "gate": gate}
+                   "subcell": subcell, "refine": refine, "gate": gate, "flip": flip}
     extra = method_options or {}
     kp_methods = [create_method(n, model, k=k, thr=thr, **(lmp_options if n == "lmpnet" else {}), **extra.get(n, {}))
                   for n in names]
@@ -177,7 +180,7 @@ def evaluate(
               "thr": pick(thr, cfg.thr), "num_filters": pick(num_filters, cfg.num_filters),
               "iterations": pick(iterations, cfg.iterations), "replica": bool(replica and cfg.replica),
               "subcell": pick(subcell, cfg.subcell), "refine": pick(refine, cfg.refine),
-              "gate": pick(gate, cfg.gate),
+              "gate": pick(gate, cfg.gate), "flip": flip,
               "weights": str(weights or "shipped"), "device": str(dev), "backbone": cfg.backbone,
               "image_size": cfg.image_size, "classes": classes, "feature_map": cfg.image_size // 32,
               "method_options": {n: o for n, o in extra.items() if n in names}, "variants": variants or {}}

@@ -9,6 +9,7 @@ fused, then learnable clustering (Sec. 3.4).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import NamedTuple
 
@@ -180,16 +181,37 @@ class LMPNetPair(nn.Module):
             rep = self.replica(mask_out(images, first, self.config.mask_size))[1]
         return logits, features, rep
 
+    def flipped_features(self, images: Tensor, use_replica: bool = True) -> list[Tensor]:
+        """Both networks' maps of the horizontally mirrored images, flipped back (test-time flip).
+
+        An extension, not in the paper: the mirrored input goes through :meth:`features` (the
+        replica masks the mirrored input's own first keypoint) and each map is mirrored back
+        along its width, so cell (x, y) again covers the same region of the original input.
+
+        Args:
+            images: (B, 3, S, S) normalised images.
+            use_replica: also run the replica (when the pair has one).
+
+        Returns:
+            [main (B, C, h, w)] or [main, replica], aligned with :meth:`features`' maps.
+        """
+        _, features, rep = self.features(images.flip(-1), use_replica)
+        return [f.flip(-1) for f in (features, rep) if f is not None]
+
     def keypoints_from_features(self, features: Tensor, replica_features: Tensor | None,
                                 image_size: tuple[int, int], *, k: int | None = None, thr: float | None = None,
                                 num_filters: int | None = None, iterations: int | None = None,
                                 subcell: bool | None = None, refine: bool | None = None,
-                                gate: float | None = None) -> tuple[Tensor, Tensor]:
+                                gate: float | None = None, extra_features: Sequence[Tensor] = ()) -> tuple[Tensor, Tensor]:
         """Filter selection (Sec. 3.2) on each network, proposals fused, learnable clustering (Sec. 3.4).
 
         Args:
             features, replica_features: (B, C, h, w) maps from :meth:`features`.
             image_size: (S, S) network input size, pixels.
+            extra_features: more (B, C, h, w) maps aligned cell for cell with ``features``, e.g.
+                both networks' maps of the mirrored image flipped back (test-time flip, an
+                extension); each gets its own top-``num_filters`` selection and its proposals
+                are fused with the others before clustering.
             Keywords override the config (``thr`` in cells).
 
         Returns:
@@ -199,8 +221,9 @@ class LMPNetPair(nn.Module):
         pick = lambda value, default: default if value is None else value  # noqa: E731
         m, subcell = pick(num_filters, c.num_filters), pick(subcell, c.subcell)
         proposals = select_filters(features.float(), m, subcell)
-        if replica_features is not None:
-            proposals = concat_proposals(proposals, select_filters(replica_features.float(), m, subcell))
+        others = ([] if replica_features is None else [replica_features]) + list(extra_features)
+        if others:
+            proposals = concat_proposals(proposals, *(select_filters(f.float(), m, subcell) for f in others))
         proposals = gate_proposals(proposals, features, pick(gate, c.gate))
         map_size = features.shape[-2:]
         clusters = learnable_clustering(proposals, map_size, pick(k, c.k), pick(thr, c.thr),
@@ -209,14 +232,16 @@ class LMPNetPair(nn.Module):
         return torch.where(clusters.found[..., None], xy, float("nan")), clusters.score
 
     @torch.no_grad()
-    def predict(self, images: Tensor, *, use_replica: bool = True,
+    def predict(self, images: Tensor, *, use_replica: bool = True, flip: bool = False,
                 main_out: tuple[Tensor, Tensor] | None = None, **overrides) -> KeypointOutput:
         """Keypoints for (B, 3, S, S) normalised images (Secs. 3.2-3.4); see :class:`KeypointOutput`.
 
         ``overrides``: ``k``, ``thr`` (cells), ``num_filters``, ``iterations``, ``subcell``,
-        ``refine`` (see :meth:`keypoints_from_features`); ``main_out``: the main network's
-        (logits, features) when already computed.
+        ``refine``, ``gate`` (see :meth:`keypoints_from_features`); ``flip``: also fuse the
+        proposals of the mirrored images (:meth:`flipped_features`; twice the forward passes);
+        ``main_out``: the main network's (logits, features) when already computed.
         """
         logits, features, rep = self.features(images, use_replica, main_out)
-        xy, score = self.keypoints_from_features(features, rep, images.shape[-2:], **overrides)
+        extra = self.flipped_features(images, use_replica) if flip else ()
+        xy, score = self.keypoints_from_features(features, rep, images.shape[-2:], extra_features=extra, **overrides)
         return KeypointOutput(xy, score, logits.float())

@@ -75,6 +75,7 @@ def predict_images(
     subcell: bool | None = None,
     refine: bool | None = None,
     gate: float | None = None,
+    flip: bool = False,
     method_options: dict | None = None,
     batch_size: int = 8,
     device: str = "auto",
@@ -96,6 +97,8 @@ def predict_images(
         subcell, refine: sub-cell proposal peaks / centroid keypoints (None = checkpoint's).
         gate: object gate, fraction of the channel-mean map's peak a proposal's cell must
             reach (extension; 0 = off; None = checkpoint's).
+        flip: LMPNet test-time flip (extension): also fuse the proposals of the mirrored
+            image; twice the forward passes.
         method_options: extra constructor keywords of the method (e.g. ``occluder_size``,
             ``input_size`` for ``occlusion-gbp``; ``nms_radius`` for ``cam``).
         on_error: called as ``on_error(path, reason)`` for each unreadable file (skipped).
@@ -111,7 +114,7 @@ def predict_images(
     model = prepare_model(model, dev)
     names = ckpt["class_names"]
     options = {"num_filters": num_filters, "iterations": iterations, "use_replica": replica,
-                   "subcell": subcell, "refine": refine, "gate": gate} if method == "lmpnet" else {}
+                   "subcell": subcell, "refine": refine, "gate": gate, "flip": flip} if method == "lmpnet" else {}
     options.update(method_options or {})
     kp_method = create_method(method, model, k=k, thr=thr, **options)
     cfg = model.config

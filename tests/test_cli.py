@@ -102,7 +102,7 @@ def test_stdin_paths_and_json(messy_folder, tiny_checkpoint, tmp_path):
     assert r.stdout.splitlines()[0] == "image,rank,x,y,score"
     out = tmp_path / "kps.json"
     r = run("predict", messy_folder / "ok.jpg", "--weights", tiny_checkpoint, "--json", "--out", out, "--workers", 0,
-            "--gate", 0.2)
+            "--gate", 0.2, "--flip")
     rec = json.loads(out.read_text())[0]
     assert rec["category"] in ["a", "b", "c"] and 0 <= rec["score"] <= 1
     assert len(rec["keypoints"]) == 3 * rec["num_keypoints"] and rec["num_keypoints"] >= 1
@@ -126,9 +126,10 @@ def test_train_resume_and_evaluate_on_tiny_data(tiny_cub, tmp_path, monkeypatch)
     assert ckpt["config"]["gate"] == 0.3 and ckpt["config"]["thr"] == 1
     report = tmp_path / "eval.json"
     r = run("evaluate", "--data", tiny_cub, "--weights", run_dir / "model.pt", "--k", 2, "--workers", 0,
-            "--out", report, "--gate", 0.5, "-q")
+            "--out", report, "--gate", 0.5, "--flip", "-q")
     assert r.exit_code == 0, r.output
     assert json.loads(report.read_text())["config"]["gate"] == 0.5
+    assert json.loads(report.read_text())["config"]["flip"] is True
     lmp_row = next(line for line in r.stdout.splitlines() if line.strip().startswith("lmpnet"))
     avg = json.loads(report.read_text())["results"][0]["avg"]
     assert "…" not in r.stdout and f"{avg:.1f}" in lmp_row.split()  # piped table: whole numbers, not truncated

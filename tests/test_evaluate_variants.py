@@ -15,3 +15,13 @@ def test_variants_share_forwards_and_match_separate_runs(tiny_checkpoint, tiny_c
         evaluate(tiny_cub, variants={"lmpnet": {}}, **kw)
     with pytest.raises(ValueError):
         evaluate(tiny_cub, variants={"x": {"bogus": 1}}, **kw)
+
+
+def test_flip_variant_matches_a_flip_run(tiny_checkpoint, tiny_cub):
+    kw = dict(split="all", weights=tiny_checkpoint, k=2, workers=0, batch_size=4, device="cpu", baselines=False)
+    rep = evaluate(tiny_cub, variants={"flip": {"flip": True}}, **kw)
+    single = evaluate(tiny_cub, flip=True, **kw)
+    assert single["config"]["flip"] is True and rep["config"]["flip"] is False
+    cols = ["KP1", "KP2", "avg", "recall"]
+    pd.testing.assert_series_equal(rep["table"].set_index("method").loc["flip", cols],
+                                   single["table"].set_index("method").loc["lmpnet", cols], check_names=False)
