@@ -1,0 +1,111 @@
+"""Where LMPNet's wrong keypoints land, and what an oracle object prior could add: prints a table.
+
+For every keypoint rank: the share of images whose keypoint is correct (a visible part within
+α of it: greedy PCK), wrong and outside the bird's bounding box (CUB ``bounding_boxes.txt``), or
+wrong but inside the box. Rows: the checkpoint's keypoint branch as configured, the test-time
+flip (``lmp evaluate --flip``), an *oracle box gate* that drops every proposal outside the true
+box before clustering (an upper bound for any object prior such as ``--gate``), and both.
+Both networks run twice per batch (plain and mirrored); every row reuses those maps.
+
+    python benchmarks/error_analysis.py --data ../shared/data/cub50 [--weights W] [--limit 400] [--out table.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+
+from lmpcli.checkpoint import load_model
+from lmpcli.data import CUBDataset, eval_transform, spread_subset
+from lmpcli.evaluate import _collate
+from lmpcli.inference import make_loader
+from lmpcli.layers import Proposals, concat_proposals, learnable_clustering, select_filters
+from lmpcli.metrics import greedy_pck, part_recall
+from lmpcli.model import cells_to_pixels
+
+ROWS = {"as configured": (False, False), "test-time flip": (True, False),
+        "oracle box gate": (False, True), "flip + oracle box gate": (True, True)}
+
+
+def box_gate(proposals: Proposals, boxes_cells: torch.Tensor) -> Proposals:
+    """Clear proposals whose peak cell centre lies outside (B, 4) boxes (x0, y0, x1, y1) in cells."""
+    x, y = proposals.xy[..., 0], proposals.xy[..., 1]
+    b = boxes_cells[:, None, :]
+    inside = (x >= b[..., 0] - 0.5) & (x <= b[..., 2] + 0.5) & (y >= b[..., 1] - 0.5) & (y <= b[..., 3] + 0.5)
+    return proposals._replace(valid=proposals.valid & inside)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--weights", default=None)
+    ap.add_argument("--split", default="test")
+    ap.add_argument("--limit", type=int, default=None, help="N images spread evenly over the split")
+    ap.add_argument("--out", default=None, help="also write the markdown table here")
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--workers", type=int, default=2)
+    args = ap.parse_args()
+
+    model, _ = load_model(args.weights)
+    cfg, s = model.config, model.config.image_size
+    full = CUBDataset(args.data, args.split, eval_transform(s, cfg.mean, cfg.std))
+    indices = spread_subset(len(full), args.limit) if args.limit else list(range(len(full)))
+    boxes = torch.tensor(full.table.loc[indices, ["bx", "by", "bw", "bh"]].values, dtype=torch.float32)
+    loader = make_loader(torch.utils.data.Subset(full, indices), args.batch_size, args.workers, _collate,
+                         torch.device("cpu"))
+    stats = {n: {"pck": [], "hit": [], "inside": []} for n in ROWS}
+    visible, seen, start = [], 0, time.perf_counter()
+    with torch.inference_mode():
+        for batch in loader:
+            n = len(batch["path"])
+            box = boxes[seen: seen + n]
+            seen += n
+            _, feats, rep = model.features(batch["image"])
+            mirrored = model.flipped_features(batch["image"])
+            h, w = feats.shape[-2:]
+            per_px = batch["size"].float() / s  # original pixels per input pixel, (B, 2)
+            cell = torch.tensor([s / w, s / h])
+            x0y0 = box[:, :2] / per_px / cell - 0.5
+            x1y1 = (box[:, :2] + box[:, 2:]) / per_px / cell - 0.5
+            box_cells = torch.cat([x0y0, x1y1], -1)
+            visible.append(batch["visible"])
+            for name, (flip, oracle) in ROWS.items():
+                maps = [feats] + ([rep] if rep is not None else []) + (mirrored if flip else [])
+                props = concat_proposals(*(select_filters(m.float(), cfg.num_filters, cfg.subcell) for m in maps))
+                if oracle:
+                    props = box_gate(props, box_cells)
+                clusters = learnable_clustering(props, (h, w), cfg.k, cfg.thr, cfg.iterations, cfg.refine)
+                xy = cells_to_pixels(clusters.xy, (h, w), (s, s)) * per_px[:, None, :]
+                xy = torch.where(clusters.found[..., None], xy, float("nan"))
+                st = stats[name]
+                st["pck"].append(greedy_pck(xy, batch["keypoints"], batch["visible"], batch["size"]))
+                st["hit"].append(part_recall(xy, batch["keypoints"], batch["visible"], batch["size"]))
+                x, y = xy[..., 0], xy[..., 1]
+                st["inside"].append((x >= box[:, None, 0]) & (x <= box[:, None, 0] + box[:, None, 2])
+                                    & (y >= box[:, None, 1]) & (y <= box[:, None, 1] + box[:, None, 3]))
+    vis = torch.cat(visible)
+    ranks = range(1, cfg.k + 1)
+    head = (["row"] + [f"KP{r}" for r in ranks] + ["avg", "recall"]
+            + [f"wrong outside KP{r}" for r in ranks] + [f"wrong inside KP{r}" for r in ranks])
+    lines = [f"Error analysis: {seen} {args.split} images of {args.data}, weights {args.weights or 'shipped'} "
+             f"({cfg.backbone}, {s} px, thr={cfg.thr}, filters={cfg.num_filters}); "
+             f"{time.perf_counter() - start:.0f} s. Percent of images per rank.", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, st in stats.items():
+        pck, inside = torch.cat(st["pck"]).float(), torch.cat(st["inside"]).float()
+        hit = torch.cat(st["hit"])
+        wrong = 1 - pck
+        cells = ([100 * v for v in pck.mean(0).tolist()] + [100 * pck.mean().item(), 100 * hit.sum().item() / vis.sum().item()]
+                 + [100 * v for v in (wrong * (1 - inside)).mean(0).tolist()] + [100 * v for v in (wrong * inside).mean(0).tolist()])
+        lines.append("| " + " | ".join([name] + [f"{v:.1f}" for v in cells]) + " |")
+    text = "\n".join(lines)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
