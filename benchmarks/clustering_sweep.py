@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 import torch
 
+from _markdown import emit_table
 from lmpcli.checkpoint import load_model
 from lmpcli.data import PART_GROUPS, CUBDataset, eval_transform, spread_subset
 from lmpcli.evaluate import _collate
@@ -78,12 +78,12 @@ def main() -> None:
                 stats[n]["hit"].append(part_recall(xy, batch["keypoints"], batch["visible"], batch["size"]))
     vis = torch.cat(vis_all)
     head = ["variant"] + [f"KP{r + 1}" for r in range(args.k)] + ["avg", "recall"] + list(PART_GROUPS)
-    lines = [f"Test-time sweep: {len(ds)} {args.split} images of {args.data}, k={args.k}, weights "
-             f"{args.weights or 'shipped'} ({cfg.backbone}, {cfg.image_size} px, "
-             f"{cfg.image_size // 32}x{cfg.image_size // 32} maps; config thr={cfg.thr}, "
-             f"filters={cfg.num_filters}, iterations={cfg.iterations}); base overrides {base or 'none'}; "
-             f"{time.perf_counter() - start:.0f} s.", "",
-             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    caption = (f"Test-time sweep: {len(ds)} {args.split} images of {args.data}, k={args.k}, weights "
+               f"{args.weights or 'shipped'} ({cfg.backbone}, {cfg.image_size} px, "
+               f"{cfg.image_size // 32}x{cfg.image_size // 32} maps; config thr={cfg.thr}, "
+               f"filters={cfg.num_filters}, iterations={cfg.iterations}); base overrides {base or 'none'}; "
+               f"{time.perf_counter() - start:.0f} s.")
+    rows = []
     for n in names:
         pck = torch.cat(stats[n]["pck"]).float()
         hit = torch.cat(stats[n]["hit"])
@@ -91,11 +91,8 @@ def main() -> None:
                   for parts in PART_GROUPS.values()]
         row = [n] + [f"{100 * v:.1f}" for v in pck.mean(0).tolist()] + [
             f"{100 * pck.mean().item():.1f}", f"{100 * hit.sum().item() / vis.sum().item():.1f}"] + [f"{g:.1f}" for g in groups]
-        lines.append("| " + " | ".join(row) + " |")
-    text = "\n".join(lines)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
+        rows.append(row)
+    emit_table(caption, head, rows, args.out)
 
 
 if __name__ == "__main__":

@@ -14,15 +14,15 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 import torch
 
+from _markdown import emit_table
 from lmpcli.checkpoint import load_model
 from lmpcli.data import CUBDataset, eval_transform, spread_subset
 from lmpcli.evaluate import _collate
 from lmpcli.inference import make_loader
-from lmpcli.layers import Proposals, concat_proposals, learnable_clustering, select_filters
+from lmpcli.layers import Proposals, concat_proposals, gate_proposals, learnable_clustering, select_filters
 from lmpcli.metrics import greedy_pck, part_recall
 from lmpcli.model import cells_to_pixels
 
@@ -75,6 +75,7 @@ def main() -> None:
             for name, (flip, oracle) in ROWS.items():
                 maps = [feats] + ([rep] if rep is not None else []) + (mirrored if flip else [])
                 props = concat_proposals(*(select_filters(m.float(), cfg.num_filters, cfg.subcell) for m in maps))
+                props = gate_proposals(props, feats, cfg.gate)
                 if oracle:
                     props = box_gate(props, box_cells)
                 clusters = learnable_clustering(props, (h, w), cfg.k, cfg.thr, cfg.iterations, cfg.refine)
@@ -90,21 +91,18 @@ def main() -> None:
     ranks = range(1, cfg.k + 1)
     head = (["row"] + [f"KP{r}" for r in ranks] + ["avg", "recall"]
             + [f"wrong outside KP{r}" for r in ranks] + [f"wrong inside KP{r}" for r in ranks])
-    lines = [f"Error analysis: {seen} {args.split} images of {args.data}, weights {args.weights or 'shipped'} "
-             f"({cfg.backbone}, {s} px, thr={cfg.thr}, filters={cfg.num_filters}); "
-             f"{time.perf_counter() - start:.0f} s. Percent of images per rank.", "",
-             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    caption = (f"Error analysis: {seen} {args.split} images of {args.data}, weights {args.weights or 'shipped'} "
+               f"({cfg.backbone}, {s} px, thr={cfg.thr}, filters={cfg.num_filters}); "
+               f"{time.perf_counter() - start:.0f} s. Percent of images per rank.")
+    rows = []
     for name, st in stats.items():
         pck, inside = torch.cat(st["pck"]).float(), torch.cat(st["inside"]).float()
         hit = torch.cat(st["hit"])
         wrong = 1 - pck
         cells = ([100 * v for v in pck.mean(0).tolist()] + [100 * pck.mean().item(), 100 * hit.sum().item() / vis.sum().item()]
                  + [100 * v for v in (wrong * (1 - inside)).mean(0).tolist()] + [100 * v for v in (wrong * inside).mean(0).tolist()])
-        lines.append("| " + " | ".join([name] + [f"{v:.1f}" for v in cells]) + " |")
-    text = "\n".join(lines)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
+        rows.append([name] + [f"{v:.1f}" for v in cells])
+    emit_table(caption, head, rows, args.out)
 
 
 if __name__ == "__main__":
