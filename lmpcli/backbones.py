@@ -31,11 +31,6 @@ class EfficientNetLiteFeatures(nn.Module):
     # Lite models are trained on inputs scaled as (x - 127) / 128.
     mean = (0.498, 0.498, 0.498)
     std = (0.502, 0.502, 0.502)
-    # TensorFlow "same" padding pads stride-2 convolutions on the right/bottom only, so each of
-    # the five halves centres output i on input 2 i + 1: cell i looks at pixel 32 i + 31.5
-    # (continuous coordinates; measured in tests/test_cell_centres.py).
-    stride = 32
-    cell_centre = 31.5 / 32
 
     def __init__(self, name: str, pretrained: bool = True) -> None:
         super().__init__()
@@ -79,9 +74,6 @@ class ResNetFeatures(nn.Module):
 
     mean = (0.485, 0.456, 0.406)
     std = (0.229, 0.224, 0.225)
-    # symmetric padding: cell i looks at pixel 32 i + 0.5 (continuous coordinates)
-    stride = 32
-    cell_centre = 0.5 / 32
 
     def __init__(self, name: str, pretrained: bool = True) -> None:
         super().__init__()
@@ -117,10 +109,8 @@ def create_backbone(name: str, pretrained: bool = True) -> nn.Module:
 
     Returns:
         A module mapping (B, 3, H, W) normalised images to (B, C, H/32, W/32) feature maps,
-        with attributes ``out_channels``, ``mean``, ``std`` (input normalisation), ``stride``
-        (32 px), ``cell_centre`` (the receptive-field centre of feature-map cell ``i`` is input
-        pixel ``(i + cell_centre) * stride``, continuous coordinates: pixel ``p`` spans
-        ``[p, p + 1)``) and a ``stages()`` method.
+        with attributes ``out_channels``, ``mean``, ``std`` (input normalisation) and a
+        ``stages()`` method.
 
     Raises:
         BackboneError: unknown name, missing weight package, or weights not downloadable.

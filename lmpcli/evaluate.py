@@ -52,7 +52,6 @@ def evaluate(
     refine: bool | None = None,
     gate: float | None = None,
     flip: bool = False,
-    centres: str | None = None,
     method_options: dict[str, dict] | None = None,
     variants: dict[str, dict] | None = None,
     entropy: bool = False,
@@ -79,12 +78,10 @@ def evaluate(
         gate: object gate (fraction of the channel-mean map's peak; extension; None = checkpoint's).
         flip: test-time flip for LMPNet (extension): also fuse the proposals of the mirrored
             images; twice the forward passes.
-        centres: where feature-map cells sit in the image for lmpnet, cam and channel-mean:
-            ``receptive-field`` or ``grid`` (docs/quality-log.md section 14; None = checkpoint's).
         method_options: ``{method name: constructor keywords}`` for the other methods, e.g.
             ``{"occlusion-gbp": {"input_size": 112}, "cam": {"nms_radius": 1}}``.
         variants: extra LMPNet rows, ``{row name: settings}`` with settings among ``thr``,
-            ``num_filters``, ``iterations``, ``subcell``, ``refine``, ``gate``, ``replica``, ``flip``, ``centres`` (e.g.
+            ``num_filters``, ``iterations``, ``subcell``, ``refine``, ``gate``, ``replica``, ``flip`` (e.g.
             ``{"thr3": {"thr": 3.0}, "no-fusion": {"replica": False}}``); they share the
             networks' forward passes, so a test-time sweep costs about one evaluation.
         entropy: also report the mean entropy of the main network's normalised feature maps
@@ -102,14 +99,12 @@ def evaluate(
     Raises:
         InputError: not a CUB folder, unknown split, no images.
         CheckpointError: missing or foreign checkpoint.
-        ValueError: a variant named like a method, an unknown variant setting, or an unknown
-            ``centres``.
+        ValueError: a variant named like a method, or an unknown variant setting.
     """
     progress = progress or NullProgress()
     dev = resolve_device(device)
     model, ckpt = load_model(weights, "cpu")
     model = prepare_model(model, dev)
-    model.set_centres(centres)
     cfg = model.config
     root = Path(data)
     if not (root / "images.txt").is_file():
@@ -185,7 +180,7 @@ def evaluate(
               "thr": pick(thr, cfg.thr), "num_filters": pick(num_filters, cfg.num_filters),
               "iterations": pick(iterations, cfg.iterations), "replica": bool(replica and cfg.replica),
               "subcell": pick(subcell, cfg.subcell), "refine": pick(refine, cfg.refine),
-              "gate": pick(gate, cfg.gate), "flip": flip, "centres": cfg.centres,
+              "gate": pick(gate, cfg.gate), "flip": flip,
               "weights": str(weights or "shipped"), "device": str(dev), "backbone": cfg.backbone,
               "image_size": cfg.image_size, "classes": classes, "feature_map": cfg.image_size // 32,
               "method_options": {n: o for n, o in extra.items() if n in names}, "variants": variants or {}}

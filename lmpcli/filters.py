@@ -327,26 +327,8 @@ def _colormap_lut(name: str) -> Tensor:
     return torch.from_numpy(np.ascontiguousarray(lut))
 
 
-def upsample_maps(maps: Tensor, size: int, centre: float = 0.5) -> Tensor:
-    """(T, h, w) feature maps resampled bilinearly to (T, size, size) image pixels.
-
-    Cell ``i`` is placed at ``(i + centre) * size / w`` (its receptive-field centre for
-    ``centre = model.cell_centre()``; 0.5 = the tile centre, which is what
-    ``F.interpolate(..., align_corners=False)`` assumes); values beyond the outer cells' centres
-    repeat the border.
-    """
-    t, (h, w) = size, maps.shape[-2:]
-    p = torch.arange(t, dtype=torch.float32) + 0.5
-    gx = 2 * (p * w / t - centre) / max(w - 1, 1) - 1
-    gy = 2 * (p * h / t - centre) / max(h - 1, 1) - 1
-    yy, xx = torch.meshgrid(gy, gx, indexing="ij")
-    grid = torch.stack([xx, yy], -1).expand(maps.shape[0], t, t, 2)
-    return F.grid_sample(maps.float()[:, None], grid, mode="bilinear", padding_mode="border",
-                         align_corners=True)[:, 0]
-
-
 def overlay_maps(images: Tensor, maps: Tensor, scale: Tensor, *, peak_xy: Tensor | None = None,
-                 alpha: float = 0.45, colormap: str = "jet", centre: float = 0.5) -> Tensor:
+                 alpha: float = 0.45, colormap: str = "jet") -> Tensor:
     """Colour-mapped feature maps blended over image tiles, peaks ringed (batched).
 
     Args:
@@ -356,20 +338,19 @@ def overlay_maps(images: Tensor, maps: Tensor, scale: Tensor, *, peak_xy: Tensor
         peak_xy: (T, 2) peak cells (x, y) in feature-map cells; NaN rows get no ring.
         alpha: weight of the heat map in the blend.
         colormap: OpenCV colormap name.
-        centre: where a cell sits in its tile, fraction of the stride (:func:`upsample_maps`).
 
     Returns:
-        (T, 3, t, t) uint8 RGB tiles. Maps are upsampled bilinearly with cell ``i`` centred on
-        tile pixel ``(i + centre) * t / w``; the peak ring is drawn there too.
+        (T, 3, t, t) uint8 RGB tiles. Maps are upsampled bilinearly (``align_corners=False``:
+        cell ``i`` covers tile pixels ``[i, i+1) * t / w``).
     """
     t = images.shape[-1]
     h, w = maps.shape[-2:]
-    up = upsample_maps(maps, t, centre)
+    up = F.interpolate(maps.float()[:, None], size=(t, t), mode="bilinear", align_corners=False)[:, 0]
     up = (up / scale.float().clamp_min(1e-12)[:, None, None]).clamp(0, 1)
     heat = _colormap_lut(colormap)[(up * 255).round().long()].permute(0, 3, 1, 2).float()  # (T, 3, t, t)
     out = (1 - alpha) * images.float() + alpha * heat
     if peak_xy is not None:
-        centre = (peak_xy.float() + centre) * torch.tensor([t / w, t / h])  # (T, 2) tile pixels
+        centre = (peak_xy.float() + 0.5) * torch.tensor([t / w, t / h])  # (T, 2) tile pixels
         grid = torch.arange(t, dtype=torch.float32) + 0.5
         d = torch.sqrt((grid[None, None, :] - centre[:, 0, None, None]) ** 2
                        + (grid[None, :, None] - centre[:, 1, None, None]) ** 2)  # (T, t, t)
@@ -443,8 +424,7 @@ def render_filter_grid(model: LMPNetPair, stats: FilterStats, selection: GridSel
     rows are images by decreasing activation of the column's filter, labelled on the left
     with their 1-based rank. Each tile is the image (resized to ``tile`` x ``tile``) with
     the filter's feature map upsampled bilinearly, colour-mapped and blended at ``alpha``,
-    its peak cell ringed (white on black) and the tile's activation written bottom-left; cells are
-    drawn at the model's cell convention (``model.cell_centre()``, receptive-field centres by default).
+    its peak cell ringed (white on black) and the tile's activation written bottom-left.
     Feature maps are recomputed for the U distinct images shown only.
 
     Args:
@@ -488,8 +468,7 @@ def render_filter_grid(model: LMPNetPair, stats: FilterStats, selection: GridSel
     w = stats.map_size[1]
     peak = torch.stack([flat % w, torch.div(flat, w, rounding_mode="floor")], -1).float()
     peak = torch.where((values > 0)[:, None], peak, float("nan"))  # a map that never fired has no peak
-    tiles = overlay_maps(images, maps, scale, peak_xy=peak, alpha=alpha, colormap=colormap,
-                         centre=model.cell_centre())
+    tiles = overlay_maps(images, maps, scale, peak_xy=peak, alpha=alpha, colormap=colormap)
     grid = make_grid(tiles, nrow=f, padding=PAD, pad_value=255).permute(1, 2, 0).numpy()
     canvas = np.full((TITLE_H + HEADER_H + grid.shape[0], MARGIN_W + grid.shape[1], 3), 255, np.uint8)
     canvas[TITLE_H + HEADER_H:, MARGIN_W:] = grid
@@ -657,6 +636,6 @@ def visualize_filters(
 
 __all__ = [
     "NETWORKS", "NORMALIZE_MODES", "FilterStats", "GridSelection", "network_features", "collect_filter_peaks",
-    "rank_filters", "even_positions", "sample_evenly", "choose_grid", "tile_origin", "upsample_maps", "overlay_maps", "tile_maps",
+    "rank_filters", "even_positions", "sample_evenly", "choose_grid", "tile_origin", "overlay_maps", "tile_maps",
     "render_filter_grid", "resolve_image_paths", "check_image_output", "visualize_filters",
 ]

@@ -41,10 +41,6 @@ class LMPNetConfig:
         refine: place keypoints at their cluster's vote-weighted centroid (extension).
         gate: drop proposals where the main network's channel-mean map is below this
             fraction of its maximum (object prior; extension, 0 = off as in the paper).
-        centres: where a feature-map cell sits in the input: ``"receptive-field"`` (the
-            centre of the cell's receptive field, ``(cell + backbone.cell_centre) * stride``;
-            default) or ``"grid"`` (the centre of its tile, ``(cell + 0.5) * stride``; the
-            convention before docs/quality-log.md section 14). See :data:`CENTRES`.
         freeze: number of backbone stages kept frozen during training.
         dropout: dropout before the classifier.
         mean, std: input normalisation of the backbone.
@@ -64,7 +60,6 @@ class LMPNetConfig:
     subcell: bool = False
     refine: bool = True
     gate: float = 0.0
-    centres: str = "receptive-field"
     freeze: int = 12
     dropout: float = 0.2
     mean: tuple[float, float, float] = field(default=(0.498, 0.498, 0.498))
@@ -83,9 +78,6 @@ class LMPNetConfig:
             if key in d:
                 d[key] = tuple(d[key])
         return cls(**d)
-
-
-CENTRES = ("receptive-field", "grid")
 
 
 class LMPNet(nn.Module):
@@ -117,9 +109,8 @@ class KeypointOutput(NamedTuple):
     """Output of a keypoint method on a batch of network inputs.
 
     Attributes:
-        xy: (B, k, 2) float32 keypoints, (x, y) in pixels of the network input, continuous
-            coordinates (pixel ``p`` spans ``[p, p + 1)``; cells placed by
-            :func:`cells_to_pixels`); NaN where not found.
+        xy: (B, k, 2) float32 keypoints, (x, y) in pixels of the network input
+            (cell centres: ``(cell + 0.5) * stride``); NaN where not found.
         score: (B, k) confidence in [0, 1]; 0 where not found.
         logits: (B, K) class logits of the main network, or None for class-agnostic methods.
     """
@@ -129,46 +120,11 @@ class KeypointOutput(NamedTuple):
     logits: Tensor | None
 
 
-def cells_to_pixels(xy: Tensor, map_size: tuple[int, int], image_size: tuple[int, int],
-                    centre: float = 0.5) -> Tensor:
-    """Map (…, 2) feature-map cells (x, y) to pixels of a (H, W) input: ``(cell + centre) * stride``.
-
-    Args:
-        xy: (…, 2) float cell coordinates (x, y); fractional for sub-cell peaks.
-        map_size: (h, w) feature-map size; the stride is ``W / w`` along x and ``H / h`` along y.
-        image_size: (H, W) network input size, pixels.
-        centre: where in its stride-wide tile a cell looks, as a fraction of the stride: 0.5 is
-            the tile's centre; ``backbone.cell_centre`` is its receptive field's centre
-            (:meth:`LMPNetPair.cell_centre`; docs/quality-log.md section 14).
-
-    Returns:
-        (…, 2) pixels, continuous coordinates (pixel ``p`` spans ``[p, p + 1)``).
-    """
+def cells_to_pixels(xy: Tensor, map_size: tuple[int, int], image_size: tuple[int, int]) -> Tensor:
+    """Map (…, 2) feature-map cells (x, y) to pixel centres of a (H, W) input."""
     h, w = map_size
     scale = xy.new_tensor([image_size[1] / w, image_size[0] / h])
-    return (xy + centre) * scale
-
-
-def mirror_shift(centre: float) -> int:
-    """Cells to shift a horizontally mirrored-back feature map by to align it with the unmirrored one.
-
-    Cell ``m`` of a map computed on the mirrored input and flipped back along its width looks
-    at ``(m + 1 - centre) * stride`` of the original input, while cell ``m`` of the plain map
-    looks at ``(m + centre) * stride``; the nearest whole-cell alignment moves the mirrored map
-    by ``round(1 - 2 centre)`` cells (0 on the tile-centre grid, -1 for EfficientNet-Lite, +1
-    for ResNet).
-    """
-    return int(round(1 - 2 * centre))
-
-
-def shift_cells(maps: Tensor, dx: int) -> Tensor:
-    """(B, C, h, w) maps moved ``dx`` cells along the width (positive: right), zero-filled."""
-    if dx == 0:
-        return maps
-    pad = maps.new_zeros(*maps.shape[:-1], min(abs(dx), maps.shape[-1]))
-    if dx > 0:
-        return torch.cat([pad, maps[..., : maps.shape[-1] - dx]], -1)
-    return torch.cat([maps[..., -dx:], pad], -1)
+    return (xy + 0.5) * scale
 
 
 class LMPNetPair(nn.Module):
@@ -185,38 +141,13 @@ class LMPNetPair(nn.Module):
         self.main = LMPNet(config, pretrained)
         self.replica = LMPNet(config, pretrained) if config.replica else None
 
-    def cell_centre(self, centres: str | None = None) -> float:
-        """Where a feature-map cell looks, as a fraction of the stride (see :func:`cells_to_pixels`).
-
-        Args:
-            centres: ``"receptive-field"`` (the backbone's ``cell_centre``) or ``"grid"`` (0.5);
-                None = the config's.
-
-        Raises:
-            ValueError: an unknown convention.
-        """
-        centres = self.config.centres if centres is None else centres
-        if centres not in CENTRES:
-            raise ValueError(f"unknown centres {centres!r}; choose one of {', '.join(CENTRES)}")
-        return 0.5 if centres == "grid" else float(getattr(self.main.backbone, "cell_centre", 0.5))
-
-    def set_centres(self, centres: str | None) -> None:
-        """Make ``centres`` the pair's cell convention for every method using it (None: keep the config's).
-
-        Raises:
-            ValueError: an unknown convention.
-        """
-        if centres is not None:
-            self.cell_centre(centres)
-            self.config.centres = centres
-
     def first_keypoint(self, features: Tensor, image_size: tuple[int, int]) -> Tensor:
         """(B, 2) first keypoint of the main network, input pixels: the region to mask out."""
         c = self.config
         clusters = learnable_clustering(
             select_filters(features, c.num_filters), features.shape[-2:], 1, c.thr, c.iterations
         )
-        return cells_to_pixels(clusters.xy[:, 0], features.shape[-2:], image_size, self.cell_centre())
+        return cells_to_pixels(clusters.xy[:, 0], features.shape[-2:], image_size)
 
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor | None]:
         """Training forward: (logits of main (B, K), logits of replica on masked images or None)."""
@@ -250,33 +181,28 @@ class LMPNetPair(nn.Module):
             rep = self.replica(mask_out(images, first, self.config.mask_size))[1]
         return logits, features, rep
 
-    def flipped_features(self, images: Tensor, use_replica: bool = True, centres: str | None = None) -> list[Tensor]:
+    def flipped_features(self, images: Tensor, use_replica: bool = True) -> list[Tensor]:
         """Both networks' maps of the horizontally mirrored images, flipped back (test-time flip).
 
         An extension, not in the paper: the mirrored input goes through :meth:`features` (the
         replica masks the mirrored input's own first keypoint) and each map is mirrored back
-        along its width and shifted by :func:`mirror_shift` cells, so cell (x, y) again looks
-        at the same region of the original input (to within 1 px on Lite and ResNet).
+        along its width, so cell (x, y) again covers the same region of the original input.
 
         Args:
             images: (B, 3, S, S) normalised images.
             use_replica: also run the replica (when the pair has one).
-            centres: cell convention the maps are aligned for (None = the config's); on the
-                ``"grid"`` convention no shift is applied.
 
         Returns:
             [main (B, C, h, w)] or [main, replica], aligned with :meth:`features`' maps.
         """
         _, features, rep = self.features(images.flip(-1), use_replica)
-        dx = mirror_shift(self.cell_centre(centres))
-        return [shift_cells(f.flip(-1), dx) for f in (features, rep) if f is not None]
+        return [f.flip(-1) for f in (features, rep) if f is not None]
 
     def keypoints_from_features(self, features: Tensor, replica_features: Tensor | None,
                                 image_size: tuple[int, int], *, k: int | None = None, thr: float | None = None,
                                 num_filters: int | None = None, iterations: int | None = None,
                                 subcell: bool | None = None, refine: bool | None = None,
-                                gate: float | None = None, centres: str | None = None,
-                                extra_features: Sequence[Tensor] = ()) -> tuple[Tensor, Tensor]:
+                                gate: float | None = None, extra_features: Sequence[Tensor] = ()) -> tuple[Tensor, Tensor]:
         """Filter selection (Sec. 3.2) on each network, proposals fused, learnable clustering (Sec. 3.4).
 
         Args:
@@ -286,8 +212,7 @@ class LMPNetPair(nn.Module):
                 both networks' maps of the mirrored image flipped back (test-time flip, an
                 extension); each gets its own top-``num_filters`` selection and its proposals
                 are fused with the others before clustering.
-            Keywords override the config (``thr`` in cells; ``centres`` places the cells, see
-            :meth:`cell_centre`).
+            Keywords override the config (``thr`` in cells).
 
         Returns:
             (xy (B, k, 2) keypoints in input pixels, NaN where not found; score (B, k)).
@@ -303,7 +228,7 @@ class LMPNetPair(nn.Module):
         map_size = features.shape[-2:]
         clusters = learnable_clustering(proposals, map_size, pick(k, c.k), pick(thr, c.thr),
                                         pick(iterations, c.iterations), pick(refine, c.refine))
-        xy = cells_to_pixels(clusters.xy, map_size, image_size, self.cell_centre(centres))
+        xy = cells_to_pixels(clusters.xy, map_size, image_size)
         return torch.where(clusters.found[..., None], xy, float("nan")), clusters.score
 
     @torch.no_grad()
@@ -312,11 +237,11 @@ class LMPNetPair(nn.Module):
         """Keypoints for (B, 3, S, S) normalised images (Secs. 3.2-3.4); see :class:`KeypointOutput`.
 
         ``overrides``: ``k``, ``thr`` (cells), ``num_filters``, ``iterations``, ``subcell``,
-        ``refine``, ``gate``, ``centres`` (see :meth:`keypoints_from_features`); ``flip``: also fuse the
+        ``refine``, ``gate`` (see :meth:`keypoints_from_features`); ``flip``: also fuse the
         proposals of the mirrored images (:meth:`flipped_features`; twice the forward passes);
         ``main_out``: the main network's (logits, features) when already computed.
         """
         logits, features, rep = self.features(images, use_replica, main_out)
-        extra = self.flipped_features(images, use_replica, overrides.get("centres")) if flip else ()
+        extra = self.flipped_features(images, use_replica) if flip else ()
         xy, score = self.keypoints_from_features(features, rep, images.shape[-2:], extra_features=extra, **overrides)
         return KeypointOutput(xy, score, logits.float())

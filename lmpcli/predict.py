@@ -76,7 +76,6 @@ def predict_images(
     refine: bool | None = None,
     gate: float | None = None,
     flip: bool = False,
-    centres: str | None = None,
     method_options: dict | None = None,
     batch_size: int = 8,
     device: str = "auto",
@@ -100,9 +99,6 @@ def predict_images(
             reach (extension; 0 = off; None = checkpoint's).
         flip: LMPNet test-time flip (extension): also fuse the proposals of the mirrored
             image; twice the forward passes.
-        centres: where feature-map cells sit in the image for lmpnet, cam and channel-mean:
-            ``receptive-field`` or ``grid`` (see :class:`lmpcli.model.LMPNetConfig`; None =
-            checkpoint's).
         method_options: extra constructor keywords of the method (e.g. ``occluder_size``,
             ``input_size`` for ``occlusion-gbp``; ``nms_radius`` for ``cam``).
         on_error: called as ``on_error(path, reason)`` for each unreadable file (skipped).
@@ -110,14 +106,12 @@ def predict_images(
     Raises:
         InputError: missing paths, empty folders, no inputs.
         CheckpointError: missing or foreign checkpoint.
-        ValueError: an unknown ``centres``.
     """
     progress = progress or NullProgress()
     paths = expand_inputs(list(inputs), stdin)
     dev = resolve_device(device)
     model, ckpt = load_model(weights, "cpu")
     model = prepare_model(model, dev)
-    model.set_centres(centres)
     names = ckpt["class_names"]
     options = {"num_filters": num_filters, "iterations": iterations, "use_replica": replica,
                    "subcell": subcell, "refine": refine, "gate": gate, "flip": flip} if method == "lmpnet" else {}

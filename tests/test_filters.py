@@ -245,19 +245,3 @@ def test_split_entropy_on_images(checkpoint, images):
     r = split_entropy([str(images)], weights=checkpoint, top_m=16, device="cpu", workers=0)
     assert r["images"] == 5 and r["top_m"] == 16
     assert 0 <= r["entropy_top"] <= r["max_entropy"] + 1e-6 and 0 <= r["entropy"] <= r["max_entropy"] + 1e-6
-
-
-def test_upsample_maps_places_cells_at_their_centre():
-    import torch.nn.functional as F
-
-    from lmpcli.filters import upsample_maps
-
-    maps = torch.rand(2, 14, 14)
-    plain = F.interpolate(maps[:, None], size=(112, 112), mode="bilinear", align_corners=False)[:, 0]
-    torch.testing.assert_close(upsample_maps(maps, 112), plain)  # 0.5: the tile centre
-    impulse = torch.zeros(1, 14, 14)
-    impulse[0, 3, 5] = 1.0
-    up = upsample_maps(impulse, 448, 31.5 / 32)  # cell (x 5, y 3) looks at pixel (191.5, 127.5)
-    y, x = divmod(int(up.flatten().argmax()), 448)
-    assert (x, y) in {(191, 127), (190, 127), (191, 126), (190, 126)}
-    assert up[0, 127, 191] > 0.99 and upsample_maps(impulse, 448)[0, 127, 191] < 0.6

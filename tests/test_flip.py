@@ -13,21 +13,15 @@ def pair():
 
 
 def test_flipped_maps_align_with_the_original_cells(pair):
-    """For the mirror image x' of x, the flipped-back maps of x' are x's maps mirrored along the width
-    (and, on receptive-field centres, shifted by one cell: tests/test_cell_centres.py)."""
+    """For the mirror image x' of x, the flipped-back maps of x' are x's maps mirrored along the width."""
     x = torch.randn(2, 3, 128, 128)
     with torch.inference_mode():
         _, f, r = pair.features(x)
-        gf, gr = pair.flipped_features(x.flip(-1), centres="grid")
-        assert f.shape[-2:] == (4, 4) and gf.shape == f.shape and gr.shape == r.shape
-        torch.testing.assert_close(gf, f.flip(-1))
-        torch.testing.assert_close(gr, r.flip(-1))
-        assert not torch.allclose(gf, f.flip(-2))  # the width axis, not the height
-        # receptive-field centres (the default): moved one cell left to look where x's cells look
         ff, rf = pair.flipped_features(x.flip(-1))
-        torch.testing.assert_close(ff[..., :-1], f.flip(-1)[..., 1:])
-        torch.testing.assert_close(rf[..., :-1], r.flip(-1)[..., 1:])
-        assert (ff[..., -1] == 0).all() and (rf[..., -1] == 0).all()
+        assert f.shape[-2:] == (4, 4) and ff.shape == f.shape and rf.shape == r.shape
+        torch.testing.assert_close(ff, f.flip(-1))
+        torch.testing.assert_close(rf, r.flip(-1))
+        assert not torch.allclose(ff, f.flip(-2))  # the width axis, not the height
         assert len(pair.flipped_features(x, use_replica=False)) == 1
 
 

@@ -54,20 +54,16 @@ def replica_forward(model, images: Tensor, main_out: tuple[Tensor, Tensor], cach
     return rep
 
 
-def flipped_forward(model, images: Tensor, use_replica: bool, cache: dict | None,
-                    centres: str | None = None) -> list[Tensor]:
+def flipped_forward(model, images: Tensor, use_replica: bool, cache: dict | None) -> list[Tensor]:
     """Both networks' maps of the mirrored images, flipped back (test-time flip), once per batch.
 
     See :meth:`lmpcli.model.LMPNetPair.flipped_features`; cached under ``"flip"`` (with the
-    replica) or ``"flip-main"`` (without it), plus ``":grid"`` for maps aligned on the
-    tile-centre convention.
+    replica) or ``"flip-main"`` (without it).
     """
     key = "flip" if use_replica and model.replica is not None else "flip-main"
-    if (centres or model.config.centres) == "grid":
-        key += ":grid"
     if cache is not None and key in cache:
         return cache[key]
-    maps = model.flipped_features(images, use_replica, centres)
+    maps = model.flipped_features(images, use_replica)
     if cache is not None:
         cache[key] = maps
     return maps

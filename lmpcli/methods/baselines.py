@@ -34,11 +34,7 @@ class CentreBaseline:
 
 
 class ChannelMeanBaseline:
-    """The ``k`` strongest cells of the main network's channel-mean feature map.
-
-    Cells are placed in pixels by the checkpoint's convention (``model.cell_centre()``), as
-    LMPNet's keypoints are, so the comparison is like for like.
-    """
+    """The ``k`` strongest cells of the main network's channel-mean feature map."""
 
     name = "channel-mean"
     uses_main = True
@@ -52,6 +48,6 @@ class ChannelMeanBaseline:
         h, w = mean.shape[-2:]
         val, idx = mean.flatten(1).topk(min(self.k, h * w), dim=-1)
         cells = torch.stack([idx % w, torch.div(idx, w, rounding_mode="floor")], -1).float()
-        xy = cells_to_pixels(cells, (h, w), images.shape[-2:], self.model.cell_centre())
+        xy = cells_to_pixels(cells, (h, w), images.shape[-2:])
         score = val / val[:, :1].clamp_min(1e-12)
         return KeypointOutput(xy, score, logits.float())

@@ -60,8 +60,7 @@ class CAMMethod:
         k: keypoints per image (None = ``model.config.k``).
         nms_radius: NMS radius in feature-map cells (window ``2 r + 1``; default 1 = 3x3).
 
-    Output: (x, y) of the peak cells in input pixels (:func:`lmpcli.model.cells_to_pixels`, at
-    the checkpoint's cell convention, ``model.cell_centre()``),
+    Output: (x, y) at cell centres in input pixels (:func:`lmpcli.model.cells_to_pixels`),
     NaN where the map has fewer than ``k`` local maxima; score = CAM value divided by the
     image's CAM maximum, clamped to [0, 1].
 
@@ -94,8 +93,7 @@ class CAMMethod:
         """Keypoints for (B, 3, S, S) normalised images; see :class:`~lmpcli.model.KeypointOutput`."""
         cam, logits = self.heatmap(images, cache)
         values, cells, valid = nms_peaks(cam, self.nms_radius, max_peaks=self.k)
-        centre = self.model.cell_centre() if hasattr(self.model, "cell_centre") else 0.5
-        xy = cells_to_pixels(cells, cam.shape[-2:], images.shape[-2:], centre)
+        xy = cells_to_pixels(cells, cam.shape[-2:], images.shape[-2:])
         xy = torch.where(valid[..., None], xy, math.nan)
         top = cam.flatten(1).amax(1, keepdim=True).clamp_min(1e-12)
         score = torch.where(valid, values / top, 0.0).clamp(0, 1)

@@ -25,8 +25,8 @@ class LMPNetMethod:
             mirrored images, maps flipped back (:meth:`LMPNetPair.flipped_features`); twice
             the forward passes.
         name: row name in reports (default ``"lmpnet"``; test-time variants need their own).
-        overrides: ``thr`` (cells), ``num_filters``, ``iterations``, ``subcell``, ``refine``, ``gate``,
-            ``centres`` (see :meth:`LMPNetPair.predict`); None values keep the checkpoint's.
+        overrides: ``thr`` (cells), ``num_filters``, ``iterations``, ``subcell``, ``refine``, ``gate``
+            (see :meth:`LMPNetPair.predict`); None values keep the checkpoint's.
 
     Raises:
         ValueError: an unknown override.
@@ -35,7 +35,7 @@ class LMPNetMethod:
     name = "lmpnet"
     uses_main = True
 
-    OPTIONS = ("thr", "num_filters", "iterations", "subcell", "refine", "gate", "centres")
+    OPTIONS = ("thr", "num_filters", "iterations", "subcell", "refine", "gate")
 
     def __init__(self, model: LMPNetPair, k: int | None = None, use_replica: bool = True, name: str = "lmpnet",
                  flip: bool = False, **overrides) -> None:
@@ -52,8 +52,7 @@ class LMPNetMethod:
     def __call__(self, images: Tensor, cache: dict | None = None) -> KeypointOutput:
         logits, features = main_forward(self.model, images, cache)
         rep = replica_forward(self.model, images, (logits, features), cache) if self.use_replica else None
-        extra = (flipped_forward(self.model, images, self.use_replica, cache, self.overrides.get("centres"))
-                 if self.flip else ())
+        extra = flipped_forward(self.model, images, self.use_replica, cache) if self.flip else ()
         xy, score = self.model.keypoints_from_features(features, rep, images.shape[-2:], k=self.k,
                                                        extra_features=extra, **self.overrides)
         return KeypointOutput(xy, score, logits.float())
