@@ -26,11 +26,16 @@ class BackboneError(RuntimeError):
 
 
 class EfficientNetLiteFeatures(nn.Module):
-    """EfficientNet-Lite trunk: (B, 3, H, W) -> (B, 1280, H/32, W/32) after an unbounded ReLU."""
+    """EfficientNet-Lite trunk: (B, 3, H, W) -> (B, 1280, H/32, W/32) after an unbounded ReLU.
+
+    :meth:`set_output_stride` (16) gives (B, 1280, H/16, W/16) maps from the same weights.
+    """
 
     # Lite models are trained on inputs scaled as (x - 127) / 128.
     mean = (0.498, 0.498, 0.498)
     std = (0.502, 0.502, 0.502)
+    stride = 32
+    cell_centre = 0.5
 
     def __init__(self, name: str, pretrained: bool = True) -> None:
         super().__init__()
@@ -68,12 +73,63 @@ class EfficientNetLiteFeatures(nn.Module):
         """Modules in input-to-output order, for freezing the first ``n`` of them."""
         return [self.stem, *self.blocks, self.head]
 
+    def set_output_stride(self, output_stride: int) -> None:
+        """Switch between output stride 32 (as trained) and 16, in place, weights unchanged.
+
+        Output stride 16 runs the last stride-2 depthwise convolution (block 11 of Lite0) at
+        stride 1 and dilates every depthwise convolution after it by 2 ("a trous", as
+        DeepLab's output stride 16). The (B, C, H/16, W/16) map then holds the stride-32 map
+        exactly at its odd cells (``dense[..., 1::2, 1::2] == coarse``); the even cells are
+        the same network evaluated half a stride (16 px) away. ``cell_centre`` becomes 0: with
+        TensorFlow "same" padding the stride-32 cell ``i`` sits at dense cell ``2 i + 1``, so
+        dense cell ``j`` belongs at ``16 j`` px where the stride-32 convention puts cell ``i``
+        at ``32 i + 16`` px (docs/quality-log.md, sections 14-15).
+
+        Raises:
+            ValueError: ``output_stride`` not 16 or 32.
+        """
+        if output_stride not in (16, 32):
+            raise ValueError(f"output stride must be 16 or 32, got {output_stride}")
+        last = max(i for i, b in enumerate(self.blocks) if _stride(b._depthwise_conv) == 2 or hasattr(b, "_lmp_stride2"))
+        dense = output_stride == 16
+        for i, block in enumerate(self.blocks):
+            if i < last:
+                continue
+            conv = block._depthwise_conv
+            k = conv.weight.shape[-1]
+            if i == last:
+                block._lmp_stride2 = True  # remembered so the switch can be undone
+                conv.stride = [1, 1] if dense else [2, 2]
+                conv.static_padding = nn.ZeroPad2d((k - 1) // 2) if dense else nn.ZeroPad2d(_same_pad_stride2(k))
+            else:
+                d = 2 if dense else 1
+                conv.dilation = (d, d)
+                conv.static_padding = nn.ZeroPad2d(d * (k - 1) // 2)
+        self.stride = output_stride
+        self.cell_centre = 0.0 if dense else 0.5
+
+    def as_trained(self, features: Tensor) -> Tensor:
+        """The stride-32 map the network was trained on: (B, C, h, w) -> its odd cells at output stride 16."""
+        return features[..., 1::2, 1::2] if self.stride == 16 else features
+
+
+def _stride(conv: nn.Module) -> int:
+    return int(conv.stride[0])
+
+
+def _same_pad_stride2(k: int) -> tuple[int, int, int, int]:
+    """TensorFlow "same" padding (left, right, top, bottom) of a stride-2, k x k convolution on even sizes."""
+    total = k - 2
+    return (total // 2, total - total // 2, total // 2, total - total // 2)
+
 
 class ResNetFeatures(nn.Module):
     """torchvision ResNet trunk up to ``layer4``: (B, 3, H, W) -> (B, C, H/32, W/32)."""
 
     mean = (0.485, 0.456, 0.406)
     std = (0.229, 0.224, 0.225)
+    stride = 32
+    cell_centre = 0.5
 
     def __init__(self, name: str, pretrained: bool = True) -> None:
         super().__init__()
@@ -103,14 +159,24 @@ class ResNetFeatures(nn.Module):
     def stages(self) -> list[nn.Module]:
         return [self.stem, *self.layers]
 
+    def set_output_stride(self, output_stride: int) -> None:
+        """Only 32 is supported for ResNet backbones.
+
+        Raises:
+            BackboneError: any other output stride.
+        """
+        if output_stride != 32:
+            raise BackboneError("output stride 16 is implemented for the EfficientNet-Lite backbones only")
+
 
 def create_backbone(name: str, pretrained: bool = True) -> nn.Module:
     """Build a backbone by name (see :data:`BACKBONES`).
 
     Returns:
         A module mapping (B, 3, H, W) normalised images to (B, C, H/32, W/32) feature maps,
-        with attributes ``out_channels``, ``mean``, ``std`` (input normalisation) and a
-        ``stages()`` method.
+        with attributes ``out_channels``, ``mean``, ``std`` (input normalisation), ``stride``
+        (output stride, px), ``cell_centre`` (cell ``i`` is placed at ``(i + cell_centre) *
+        stride`` px) and the methods ``stages()`` and ``set_output_stride(16 | 32)``.
 
     Raises:
         BackboneError: unknown name, missing weight package, or weights not downloadable.

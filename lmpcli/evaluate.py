@@ -52,6 +52,7 @@ def evaluate(
     refine: bool | None = None,
     gate: float | None = None,
     flip: bool = False,
+    output_stride: int | None = None,
     method_options: dict[str, dict] | None = None,
     variants: dict[str, dict] | None = None,
     entropy: bool = False,
@@ -78,6 +79,9 @@ def evaluate(
         gate: object gate (fraction of the channel-mean map's peak; extension; None = checkpoint's).
         flip: test-time flip for LMPNet (extension): also fuse the proposals of the mirrored
             images; twice the forward passes.
+        output_stride: 16 runs both networks with twice as fine feature maps from the same
+            weights (EfficientNet-Lite; the checkpoint's ``thr`` is doubled to keep its radius in
+            pixels; docs/quality-log.md section 15); None/32 = as trained.
         method_options: ``{method name: constructor keywords}`` for the other methods, e.g.
             ``{"occlusion-gbp": {"input_size": 112}, "cam": {"nms_radius": 1}}``.
         variants: extra LMPNet rows, ``{row name: settings}`` with settings among ``thr``,
@@ -99,12 +103,14 @@ def evaluate(
     Raises:
         InputError: not a CUB folder, unknown split, no images.
         CheckpointError: missing or foreign checkpoint.
-        ValueError: a variant named like a method, or an unknown variant setting.
+        ValueError: a variant named like a method, an unknown variant setting, or an unsupported
+            ``output_stride`` (BackboneError for a ResNet backbone).
     """
     progress = progress or NullProgress()
     dev = resolve_device(device)
     model, ckpt = load_model(weights, "cpu")
     model = prepare_model(model, dev)
+    model.set_output_stride(output_stride)
     cfg = model.config
     root = Path(data)
     if not (root / "images.txt").is_file():
@@ -180,16 +186,16 @@ def evaluate(
               "thr": pick(thr, cfg.thr), "num_filters": pick(num_filters, cfg.num_filters),
               "iterations": pick(iterations, cfg.iterations), "replica": bool(replica and cfg.replica),
               "subcell": pick(subcell, cfg.subcell), "refine": pick(refine, cfg.refine),
-              "gate": pick(gate, cfg.gate), "flip": flip,
+              "gate": pick(gate, cfg.gate), "flip": flip, "output_stride": cfg.output_stride,
               "weights": str(weights or "shipped"), "device": str(dev), "backbone": cfg.backbone,
-              "image_size": cfg.image_size, "classes": classes, "feature_map": cfg.image_size // 32,
+              "image_size": cfg.image_size, "classes": classes, "feature_map": cfg.image_size // cfg.output_stride,
               "method_options": {n: o for n, o in extra.items() if n in names}, "variants": variants or {}}
     if entropy:
         config["entropy"] = {
             "all_filters": ent["all"] / max(ent["n_all"], 1),
             "active_filters": ent["active"] / max(ent["n_active"], 1),
             f"top{top_m}_filters": ent["top"] / max(ent["n_top"], 1),
-            "uniform_map": math.log(cfg.image_size // 32 * (cfg.image_size // 32)),
+            "uniform_map": math.log((cfg.image_size // cfg.output_stride) ** 2),
             "dead_fraction": 1 - ent["n_active"] / max(ent["n_all"], 1),
         }
     return {"table": pd.DataFrame(rows), "config": config}

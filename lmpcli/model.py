@@ -41,6 +41,9 @@ class LMPNetConfig:
         refine: place keypoints at their cluster's vote-weighted centroid (extension).
         gate: drop proposals where the main network's channel-mean map is below this
             fraction of its maximum (object prior; extension, 0 = off as in the paper).
+        output_stride: 32 (as trained: 448 px -> 14x14 maps) or 16 (28x28 maps from the same
+            weights, a test-time extension for EfficientNet-Lite; see
+            :meth:`LMPNetPair.set_output_stride`).
         freeze: number of backbone stages kept frozen during training.
         dropout: dropout before the classifier.
         mean, std: input normalisation of the backbone.
@@ -60,6 +63,7 @@ class LMPNetConfig:
     subcell: bool = False
     refine: bool = True
     gate: float = 0.0
+    output_stride: int = 32
     freeze: int = 12
     dropout: float = 0.2
     mean: tuple[float, float, float] = field(default=(0.498, 0.498, 0.498))
@@ -86,6 +90,8 @@ class LMPNet(nn.Module):
     def __init__(self, config: LMPNetConfig, pretrained: bool = True) -> None:
         super().__init__()
         self.backbone = create_backbone(config.backbone, pretrained)
+        if config.output_stride != 32:
+            self.backbone.set_output_stride(config.output_stride)
         freeze_stages(self.backbone, config.freeze)
         self.frozen = config.freeze
         self.pool = GlobalPool2d(config.pooling, config.eps)
@@ -99,9 +105,15 @@ class LMPNet(nn.Module):
         return self
 
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
-        """Returns (logits (B, K), feature maps (B, C, h, w))."""
+        """Returns (logits (B, K), feature maps (B, C, h, w)).
+
+        At output stride 16 the logits pool the stride-32 map contained in the dense one
+        (``backbone.as_trained``), so classification is exactly the trained model's.
+        """
         features = self.backbone(images)
-        logits = self.classifier(self.dropout(self.pool(features)))
+        as_trained = getattr(self.backbone, "as_trained", None)
+        pooled = self.pool(features if as_trained is None else as_trained(features))
+        logits = self.classifier(self.dropout(pooled))
         return logits, features
 
 
@@ -110,7 +122,8 @@ class KeypointOutput(NamedTuple):
 
     Attributes:
         xy: (B, k, 2) float32 keypoints, (x, y) in pixels of the network input
-            (cell centres: ``(cell + 0.5) * stride``); NaN where not found.
+            (:func:`cells_to_pixels`: ``(cell + 0.5) * stride`` at output stride 32); NaN where
+            not found.
         score: (B, k) confidence in [0, 1]; 0 where not found.
         logits: (B, K) class logits of the main network, or None for class-agnostic methods.
     """
@@ -120,11 +133,34 @@ class KeypointOutput(NamedTuple):
     logits: Tensor | None
 
 
-def cells_to_pixels(xy: Tensor, map_size: tuple[int, int], image_size: tuple[int, int]) -> Tensor:
-    """Map (…, 2) feature-map cells (x, y) to pixel centres of a (H, W) input."""
+def cells_to_pixels(xy: Tensor, map_size: tuple[int, int], image_size: tuple[int, int],
+                    centre: float = 0.5) -> Tensor:
+    """Map (…, 2) feature-map cells (x, y) to pixels of a (H, W) input: ``(cell + centre) * stride``.
+
+    Args:
+        xy: (…, 2) float cells (x, y); fractional for sub-cell peaks and cluster centroids.
+        map_size: (h, w); the stride is ``W / w`` along x and ``H / h`` along y.
+        image_size: (H, W) network input, pixels.
+        centre: where a cell sits, fraction of the stride: 0.5 (the tile centre) at output
+            stride 32, which docs/quality-log.md section 14 measured to be unbiased;
+            ``backbone.cell_centre`` in general (:meth:`LMPNetPair.cell_centre`).
+
+    Returns:
+        (…, 2) input pixels.
+    """
     h, w = map_size
     scale = xy.new_tensor([image_size[1] / w, image_size[0] / h])
-    return (xy + 0.5) * scale
+    return (xy + centre) * scale
+
+
+def shift_cells(maps: Tensor, dx: int) -> Tensor:
+    """(B, C, h, w) maps moved ``dx`` cells along the width (positive: right), zero-filled."""
+    if dx == 0:
+        return maps
+    pad = maps.new_zeros(*maps.shape[:-1], min(abs(dx), maps.shape[-1]))
+    if dx > 0:
+        return torch.cat([pad, maps[..., : maps.shape[-1] - dx]], -1)
+    return torch.cat([maps[..., -dx:], pad], -1)
 
 
 class LMPNetPair(nn.Module):
@@ -141,13 +177,37 @@ class LMPNetPair(nn.Module):
         self.main = LMPNet(config, pretrained)
         self.replica = LMPNet(config, pretrained) if config.replica else None
 
+    def cell_centre(self) -> float:
+        """Where a feature-map cell sits, as a fraction of the output stride (:func:`cells_to_pixels`)."""
+        return float(getattr(self.main.backbone, "cell_centre", 0.5))
+
+    def set_output_stride(self, output_stride: int | None) -> None:
+        """Run both networks at output stride 16 or 32 (None: keep), weights unchanged (test time).
+
+        At 16 the maps are twice as fine (448 px -> 28x28; the stride-32 map is contained in
+        them, see :meth:`lmpcli.backbones.EfficientNetLiteFeatures.set_output_stride`) and the
+        forward costs about 1.4x as much on a CPU (quality log, section 15). ``config.thr`` is
+        in cells, so it is rescaled to keep the same erase radius in pixels (2 -> 4); pass
+        ``thr`` to the keypoint branch to override it (3 scored best).
+
+        Raises:
+            ValueError: not 16 or 32. BackboneError: the backbone supports only 32 (ResNet).
+        """
+        if output_stride is None or output_stride == self.config.output_stride:
+            return
+        for net in (self.main, self.replica):
+            if net is not None:
+                net.backbone.set_output_stride(output_stride)
+        self.config.thr *= self.config.output_stride / output_stride
+        self.config.output_stride = output_stride
+
     def first_keypoint(self, features: Tensor, image_size: tuple[int, int]) -> Tensor:
         """(B, 2) first keypoint of the main network, input pixels: the region to mask out."""
         c = self.config
         clusters = learnable_clustering(
             select_filters(features, c.num_filters), features.shape[-2:], 1, c.thr, c.iterations
         )
-        return cells_to_pixels(clusters.xy[:, 0], features.shape[-2:], image_size)
+        return cells_to_pixels(clusters.xy[:, 0], features.shape[-2:], image_size, self.cell_centre())
 
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor | None]:
         """Training forward: (logits of main (B, K), logits of replica on masked images or None)."""
@@ -186,7 +246,9 @@ class LMPNetPair(nn.Module):
 
         An extension, not in the paper: the mirrored input goes through :meth:`features` (the
         replica masks the mirrored input's own first keypoint) and each map is mirrored back
-        along its width, so cell (x, y) again covers the same region of the original input.
+        along its width, so cell (x, y) again covers the same region of the original input (at
+        output stride 16 the mirrored-back map is also moved one cell right: its cell ``m``
+        sits at ``16 (m + 1)`` px, see :meth:`set_output_stride`).
 
         Args:
             images: (B, 3, S, S) normalised images.
@@ -196,7 +258,8 @@ class LMPNetPair(nn.Module):
             [main (B, C, h, w)] or [main, replica], aligned with :meth:`features`' maps.
         """
         _, features, rep = self.features(images.flip(-1), use_replica)
-        return [f.flip(-1) for f in (features, rep) if f is not None]
+        dx = int(round(1 - 2 * self.cell_centre()))  # mirrored cell m sits at (m + 1 - centre) * stride
+        return [shift_cells(f.flip(-1), dx) for f in (features, rep) if f is not None]
 
     def keypoints_from_features(self, features: Tensor, replica_features: Tensor | None,
                                 image_size: tuple[int, int], *, k: int | None = None, thr: float | None = None,
@@ -228,7 +291,7 @@ class LMPNetPair(nn.Module):
         map_size = features.shape[-2:]
         clusters = learnable_clustering(proposals, map_size, pick(k, c.k), pick(thr, c.thr),
                                         pick(iterations, c.iterations), pick(refine, c.refine))
-        xy = cells_to_pixels(clusters.xy, map_size, image_size)
+        xy = cells_to_pixels(clusters.xy, map_size, image_size, self.cell_centre())
         return torch.where(clusters.found[..., None], xy, float("nan")), clusters.score
 
     @torch.no_grad()

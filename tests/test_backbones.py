@@ -33,3 +33,55 @@ def test_lite_backbone_has_unbounded_head_and_ships_imagenet_weights():
 def test_unknown_backbone():
     with pytest.raises(BackboneError, match="unknown backbone"):
         LMPNetPair(LMPNetConfig(backbone="vgg16"), pretrained=False)
+
+
+def test_output_stride_16_holds_the_stride_32_map_at_odd_cells():
+    """A trous: same weights, twice as fine maps; the trained stride-32 map is exactly the odd cells."""
+    torch.manual_seed(0)
+    net = create_backbone("efficientnet-lite0", pretrained=False).eval()
+    x = torch.randn(2, 3, 128, 160)
+    with torch.no_grad():
+        coarse = net(x)
+        net.set_output_stride(16)
+        dense = net(x)
+        assert (net.stride, net.cell_centre) == (16, 0.0)
+        net.set_output_stride(32)
+        again = net(x)
+    assert coarse.shape[-2:] == (4, 5) and dense.shape[-2:] == (8, 10)
+    torch.testing.assert_close(dense[..., 1::2, 1::2], coarse)
+    assert not torch.allclose(dense[..., ::2, ::2], coarse)  # the even cells are new evaluations
+    torch.testing.assert_close(again, coarse)  # the switch is undone exactly
+    assert (net.stride, net.cell_centre) == (32, 0.5)
+    with pytest.raises(ValueError, match="16 or 32"):
+        net.set_output_stride(8)
+    with pytest.raises(BackboneError, match="EfficientNet-Lite"):
+        create_backbone("resnet18", pretrained=False).set_output_stride(16)
+
+
+def test_pair_at_output_stride_16_keeps_pixel_geometry():
+    from lmpcli.methods import ChannelMeanBaseline
+    from lmpcli.model import cells_to_pixels
+
+    torch.manual_seed(0)
+    pair = LMPNetPair(LMPNetConfig(image_size=128, num_classes=3, thr=1.5), pretrained=False).eval()
+    x = torch.randn(2, 3, 128, 128)
+    with torch.inference_mode():
+        logits, coarse = pair.main(x)
+        pair.set_output_stride(16)
+        dense_logits, dense = pair.main(x)
+        torch.testing.assert_close(dense_logits, logits)  # classification is the trained model's
+        pair.set_output_stride(16)  # idempotent: thr is rescaled once
+        assert pair.config.thr == 3.0 and pair.config.output_stride == 16 and pair.cell_centre() == 0.0
+        assert pair.replica.backbone.stride == 16
+        kp = pair.predict(x)
+        base = ChannelMeanBaseline(pair, 1)(x, {})
+    assert coarse.shape[-2:] == (4, 4) and dense.shape[-2:] == (8, 8) and kp.xy.shape == (2, 5, 2)
+    assert ((kp.xy >= 0) & (kp.xy <= 128)).all()
+    # stride-32 cell i and its dense twin 2 i + 1 land on the same pixel
+    i = torch.tensor([[0.0, 3.0], [2.0, 1.0]])
+    torch.testing.assert_close(cells_to_pixels(2 * i + 1, (8, 8), (128, 128), 0.0),
+                               cells_to_pixels(i, (4, 4), (128, 128)))
+    # the channel-mean baseline's strongest cell is placed by the same rule
+    top = dense.float().mean(1).flatten(1).argmax(1)
+    expected = torch.stack([top % 8, top // 8], -1).float() * 16
+    torch.testing.assert_close(base.xy[:, 0], expected)

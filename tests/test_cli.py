@@ -52,6 +52,7 @@ def test_predict_reports_bad_files_and_processes_the_rest(messy_folder, tiny_che
     (["predict", "{img}", "--weights", "missing.pt"], "checkpoint not found"),
     (["predict", "{img}", "--weights", "{foreign}"], "not an lmp checkpoint"),
     (["predict", "{img}", "--out", "{afile}/x.csv"], "cannot create folder"),
+    (["predict", "{img}", "--output-stride", "8"], "output stride must be 16 or 32"),
     (["predict", "{img}", "--device", "cuda:99" if torch.cuda.is_available() else "cuda"], "CUDA"),
 ])
 def test_bad_input_is_one_line_error(args, message, messy_folder, tiny_checkpoint, tmp_path):
@@ -126,10 +127,12 @@ def test_train_resume_and_evaluate_on_tiny_data(tiny_cub, tmp_path, monkeypatch)
     assert ckpt["config"]["gate"] == 0.3 and ckpt["config"]["thr"] == 1
     report = tmp_path / "eval.json"
     r = run("evaluate", "--data", tiny_cub, "--weights", run_dir / "model.pt", "--k", 2, "--workers", 0,
-            "--out", report, "--gate", 0.5, "--flip", "-q")
+            "--out", report, "--gate", 0.5, "--flip", "--output-stride", 16, "-q")
     assert r.exit_code == 0, r.output
     assert json.loads(report.read_text())["config"]["gate"] == 0.5
     assert json.loads(report.read_text())["config"]["flip"] is True
+    config = json.loads(report.read_text())["config"]
+    assert (config["output_stride"], config["feature_map"], config["thr"]) == (16, 4, 2)  # 64 px; thr 1 -> 2 cells
     lmp_row = next(line for line in r.stdout.splitlines() if line.strip().startswith("lmpnet"))
     avg = json.loads(report.read_text())["results"][0]["avg"]
     assert "…" not in r.stdout and f"{avg:.1f}" in lmp_row.split()  # piped table: whole numbers, not truncated

@@ -51,3 +51,19 @@ def test_flip_method_fuses_mirrored_proposals_and_shares_the_forward(pair, monke
     assert len(calls) == 1  # one mirrored forward per batch, shared through the cache
     torch.testing.assert_close(a.xy, ref_xy, equal_nan=True)
     assert a.xy.shape == b.xy.shape == plain.xy.shape == (2, 3, 2)
+
+
+def test_flip_at_output_stride_16_moves_the_mirrored_maps_one_cell():
+    """Dense cell j sits at 16 j px, so the mirrored-back cell m (at 16 (m + 1) px) joins cell m + 1."""
+    from lmpcli.model import shift_cells
+
+    torch.manual_seed(0)
+    dense = LMPNetPair(LMPNetConfig(image_size=128, num_classes=3, thr=1.0), pretrained=False).eval()
+    dense.set_output_stride(16)
+    x = torch.randn(2, 3, 128, 128)
+    with torch.inference_mode():
+        _, f, r = dense.features(x)
+        ff, rf = dense.flipped_features(x.flip(-1))
+    torch.testing.assert_close(ff, shift_cells(f.flip(-1), 1))
+    torch.testing.assert_close(rf, shift_cells(r.flip(-1), 1))
+    assert (ff[..., 0] == 0).all()

@@ -48,6 +48,6 @@ class ChannelMeanBaseline:
         h, w = mean.shape[-2:]
         val, idx = mean.flatten(1).topk(min(self.k, h * w), dim=-1)
         cells = torch.stack([idx % w, torch.div(idx, w, rounding_mode="floor")], -1).float()
-        xy = cells_to_pixels(cells, (h, w), images.shape[-2:])
+        xy = cells_to_pixels(cells, (h, w), images.shape[-2:], self.model.cell_centre())
         score = val / val[:, :1].clamp_min(1e-12)
         return KeypointOutput(xy, score, logits.float())

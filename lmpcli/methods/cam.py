@@ -93,7 +93,8 @@ class CAMMethod:
         """Keypoints for (B, 3, S, S) normalised images; see :class:`~lmpcli.model.KeypointOutput`."""
         cam, logits = self.heatmap(images, cache)
         values, cells, valid = nms_peaks(cam, self.nms_radius, max_peaks=self.k)
-        xy = cells_to_pixels(cells, cam.shape[-2:], images.shape[-2:])
+        centre = self.model.cell_centre() if hasattr(self.model, "cell_centre") else 0.5
+        xy = cells_to_pixels(cells, cam.shape[-2:], images.shape[-2:], centre)
         xy = torch.where(valid[..., None], xy, math.nan)
         top = cam.flatten(1).amax(1, keepdim=True).clamp_min(1e-12)
         score = torch.where(valid, values / top, 0.0).clamp(0, 1)
