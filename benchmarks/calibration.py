@@ -17,17 +17,14 @@ near miss that finer localisation could fix; one beyond 2 α sits on the wrong p
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
 import torch
 
+from _cub import cub_parser, load_split
 from _markdown import emit_table
-from lmpcli.checkpoint import load_model
-from lmpcli.data import CUBDataset, eval_transform, spread_subset
-from lmpcli.evaluate import _collate
-from lmpcli.inference import iterate, make_loader
+from lmpcli.inference import iterate
 from lmpcli.methods import ChannelMeanBaseline, LMPNetMethod
 from lmpcli.metrics import greedy_pck, part_recall
 
@@ -36,58 +33,26 @@ BINS = (0.0, 0.5, 1.0, 1.5, 2.0, float("inf"))  # nearest-part distance, units o
 BIN_LABELS = ["< 0.5 α", "0.5–1 α", "1–1.5 α", "1.5–2 α", "≥ 2 α"]
 
 
-def nearest_part_distance(xy: torch.Tensor, parts: torch.Tensor, visible: torch.Tensor,
-                          sizes: torch.Tensor, alpha: float = 0.1) -> torch.Tensor:
-    """(N, k) distance from each keypoint to its nearest visible part, in units of α × the shorter side.
+def nearest_part(xy: torch.Tensor, parts: torch.Tensor, visible: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each keypoint's nearest visible part: ``(part - keypoint (N, k, 2), distance (N, k))``.
 
     Args:
-        xy: (N, k, 2) keypoints; parts: (N, P, 2); visible: (N, P) bool; sizes: (N, 2) (W, H);
-            all in original-image pixels. A missing keypoint (NaN) or an image without visible
-            parts gives inf.
-    """
-    dist = (parts[:, None] - xy[:, :, None]).norm(dim=-1)  # (N, k, P)
-    dist = dist.nan_to_num(float("inf")).masked_fill(~visible[:, None].bool(), float("inf"))
-    return dist.amin(-1) / (alpha * sizes.amin(-1, keepdim=True))
-
-
-def nearest_part_displacement(xy: torch.Tensor, parts: torch.Tensor, visible: torch.Tensor,
-                              radius: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean and median (x, y) of ``part - keypoint`` to each keypoint's nearest visible part within ``radius``.
-
-    Args:
-        xy: (N, k, 2) keypoints; parts: (N, P, 2) part locations; visible: (N, P) bool;
-            radius: (N,) largest distance counted; all in the same pixel units.
-
-    Returns:
-        (mean (2,), median (2,)) displacements; NaN when no keypoint has a part within reach.
+        xy: (N, k, 2) keypoints; parts: (N, P, 2); visible: (N, P) bool; one pixel unit for all.
+            A missing keypoint (NaN) or an image without visible parts gives distance inf.
     """
     d = parts[:, None] - xy[:, :, None]  # (N, k, P, 2)
-    dist = d.norm(dim=-1).masked_fill(~visible[:, None].bool(), float("inf"))
-    nearest = dist.argmin(-1, keepdim=True)  # (N, k, 1)
-    disp = torch.gather(d, 2, nearest[..., None].expand(-1, -1, 1, 2))[:, :, 0]  # (N, k, 2)
-    near = torch.gather(dist, 2, nearest)[..., 0] < radius[:, None]
-    return disp[near].mean(0), disp[near].median(0).values
+    dist = d.norm(dim=-1).nan_to_num(float("inf")).masked_fill(~visible[:, None].bool(), float("inf"))
+    dist, nearest = dist.min(-1)  # (N, k)
+    return torch.gather(d, 2, nearest[..., None, None].expand(-1, -1, 1, 2))[:, :, 0], dist
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", required=True)
-    ap.add_argument("--weights", default=None)
-    ap.add_argument("--split", default="test")
-    ap.add_argument("--limit", type=int, default=None, help="N images spread evenly over the split")
+    ap = cub_parser(__doc__)
     ap.add_argument("--shifts", default=SHIFTS, help="space-separated dx,dy in network-input pixels")
-    ap.add_argument("--out", default=None, help="also write the markdown table here")
-    ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args()
     shifts = [tuple(float(v) for v in pair.split(",")) for pair in args.shifts.split()]
-
-    model, _ = load_model(args.weights)
+    model, _, _, loader = load_split(args)
     cfg, s = model.config, model.config.image_size
-    full = CUBDataset(args.data, args.split, eval_transform(s, cfg.mean, cfg.std))
-    indices = spread_subset(len(full), args.limit) if args.limit else list(range(len(full)))
-    loader = make_loader(torch.utils.data.Subset(full, indices), args.batch_size, args.workers, _collate,
-                         torch.device("cpu"))
     methods = [LMPNetMethod(model), ChannelMeanBaseline(model, cfg.k)]
     xy = {m.name: [] for m in methods}
     parts, visible, sizes, start = [], [], [], time.perf_counter()
@@ -107,13 +72,14 @@ def main() -> None:
             pck = 100 * greedy_pck(moved, parts, visible, sizes).float().mean().item()
             recall = 100 * part_recall(moved, parts, visible, sizes).sum().item() / max(visible.sum().item(), 1)
             rows.append([name, f"({dx:g}, {dy:g})", f"{pck:.1f}", f"{recall:.1f}"])
-        mean, median = nearest_part_displacement(pred / per_px[:, None], parts / per_px[:, None], visible,
-                                                 torch.full((len(pred),), 0.15 * s))
+        disp, dist = nearest_part(pred / per_px[:, None], parts / per_px[:, None], visible)  # network-input px
+        disp = disp[dist < 0.15 * s]
+        mean, median = disp.mean(0), disp.median(0).values
         notes.append(f"{name}: part − keypoint mean ({mean[0]:.1f}, {mean[1]:.1f}), "
                      f"median ({median[0]:.1f}, {median[1]:.1f}) px")
     ranks = []
     for name, chunks in xy.items():
-        d = nearest_part_distance(torch.cat(chunks), parts, visible, sizes)
+        d = nearest_part(torch.cat(chunks), parts, visible)[1] / (0.1 * sizes.amin(-1, keepdim=True))  # units of α
         for r in range(d.shape[1]):
             share = [100 * ((d[:, r] >= lo) & (d[:, r] < hi)).float().mean().item() for lo, hi in zip(BINS, BINS[1:])]
             ranks.append([name, f"KP{r + 1}", *(f"{v:.1f}" for v in share)])

@@ -12,16 +12,12 @@ Both networks run twice per batch (plain and mirrored); every row reuses those m
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import torch
 
+from _cub import cub_parser, load_split
 from _markdown import emit_table
-from lmpcli.checkpoint import load_model
-from lmpcli.data import CUBDataset, eval_transform, spread_subset
-from lmpcli.evaluate import _collate
-from lmpcli.inference import make_loader
 from lmpcli.layers import Proposals, concat_proposals, gate_proposals, learnable_clustering, select_filters
 from lmpcli.metrics import greedy_pck, part_recall
 from lmpcli.model import cells_to_pixels
@@ -39,23 +35,10 @@ def box_gate(proposals: Proposals, boxes_cells: torch.Tensor) -> Proposals:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", required=True)
-    ap.add_argument("--weights", default=None)
-    ap.add_argument("--split", default="test")
-    ap.add_argument("--limit", type=int, default=None, help="N images spread evenly over the split")
-    ap.add_argument("--out", default=None, help="also write the markdown table here")
-    ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--workers", type=int, default=2)
-    args = ap.parse_args()
-
-    model, _ = load_model(args.weights)
+    args = cub_parser(__doc__).parse_args()
+    model, full, indices, loader = load_split(args)
     cfg, s = model.config, model.config.image_size
-    full = CUBDataset(args.data, args.split, eval_transform(s, cfg.mean, cfg.std))
-    indices = spread_subset(len(full), args.limit) if args.limit else list(range(len(full)))
     boxes = torch.tensor(full.table.loc[indices, ["bx", "by", "bw", "bh"]].values, dtype=torch.float32)
-    loader = make_loader(torch.utils.data.Subset(full, indices), args.batch_size, args.workers, _collate,
-                         torch.device("cpu"))
     stats = {n: {"pck": [], "hit": [], "inside": []} for n in ROWS}
     visible, seen, start = [], 0, time.perf_counter()
     with torch.inference_mode():

@@ -61,6 +61,7 @@ class EfficientNetLiteFeatures(nn.Module):
         self.drop_connect_rate = net._global_params.drop_connect_rate or 0.0
         self.head = nn.Sequential(net._conv_head, net._bn1, nn.ReLU(inplace=True))
         self.out_channels = net._bn1.num_features
+        self._last_stride2 = max(i for i, b in enumerate(self.blocks) if b._depthwise_conv.stride[0] == 2)
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.stem(x)
@@ -90,15 +91,13 @@ class EfficientNetLiteFeatures(nn.Module):
         """
         if output_stride not in (16, 32):
             raise ValueError(f"output stride must be 16 or 32, got {output_stride}")
-        last = max(i for i, b in enumerate(self.blocks) if _stride(b._depthwise_conv) == 2 or hasattr(b, "_lmp_stride2"))
         dense = output_stride == 16
         for i, block in enumerate(self.blocks):
-            if i < last:
+            if i < self._last_stride2:
                 continue
             conv = block._depthwise_conv
             k = conv.weight.shape[-1]
-            if i == last:
-                block._lmp_stride2 = True  # remembered so the switch can be undone
+            if i == self._last_stride2:
                 conv.stride = [1, 1] if dense else [2, 2]
                 conv.static_padding = nn.ZeroPad2d((k - 1) // 2) if dense else nn.ZeroPad2d(_same_pad_stride2(k))
             else:
@@ -111,10 +110,6 @@ class EfficientNetLiteFeatures(nn.Module):
     def as_trained(self, features: Tensor) -> Tensor:
         """The stride-32 map the network was trained on: (B, C, h, w) -> its odd cells at output stride 16."""
         return features[..., 1::2, 1::2] if self.stride == 16 else features
-
-
-def _stride(conv: nn.Module) -> int:
-    return int(conv.stride[0])
 
 
 def _same_pad_stride2(k: int) -> tuple[int, int, int, int]:
@@ -168,6 +163,10 @@ class ResNetFeatures(nn.Module):
         if output_stride != 32:
             raise BackboneError("output stride 16 is implemented for the EfficientNet-Lite backbones only")
 
+    def as_trained(self, features: Tensor) -> Tensor:
+        """The map the network was trained on: always ``features`` (ResNets run at stride 32 only)."""
+        return features
+
 
 def create_backbone(name: str, pretrained: bool = True) -> nn.Module:
     """Build a backbone by name (see :data:`BACKBONES`).
@@ -176,7 +175,8 @@ def create_backbone(name: str, pretrained: bool = True) -> nn.Module:
         A module mapping (B, 3, H, W) normalised images to (B, C, H/32, W/32) feature maps,
         with attributes ``out_channels``, ``mean``, ``std`` (input normalisation), ``stride``
         (output stride, px), ``cell_centre`` (cell ``i`` is placed at ``(i + cell_centre) *
-        stride`` px) and the methods ``stages()`` and ``set_output_stride(16 | 32)``.
+        stride`` px) and the methods ``stages()``, ``set_output_stride(16 | 32)`` and
+        ``as_trained(features)`` (the stride-32 cells the classifier pools).
 
     Raises:
         BackboneError: unknown name, missing weight package, or weights not downloadable.

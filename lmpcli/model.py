@@ -111,9 +111,7 @@ class LMPNet(nn.Module):
         (``backbone.as_trained``), so classification is exactly the trained model's.
         """
         features = self.backbone(images)
-        as_trained = getattr(self.backbone, "as_trained", None)
-        pooled = self.pool(features if as_trained is None else as_trained(features))
-        logits = self.classifier(self.dropout(pooled))
+        logits = self.classifier(self.dropout(self.pool(self.backbone.as_trained(features))))
         return logits, features
 
 
@@ -179,7 +177,7 @@ class LMPNetPair(nn.Module):
 
     def cell_centre(self) -> float:
         """Where a feature-map cell sits, as a fraction of the output stride (:func:`cells_to_pixels`)."""
-        return float(getattr(self.main.backbone, "cell_centre", 0.5))
+        return float(self.main.backbone.cell_centre)
 
     def set_output_stride(self, output_stride: int | None) -> None:
         """Run both networks at output stride 16 or 32 (None: keep), weights unchanged (test time).
