@@ -32,8 +32,8 @@ class LMPNetConfig:
         image_size: square network input side, pixels (448 -> 14x14 feature maps).
         num_filters: filters kept per image and network by filter selection (Sec. 3.2).
         k: keypoints predicted.
-        thr: clustering erase radius, feature-map cells (Sec. 3.4; paper 3 on 14x14, ours 2:
-            see docs/quality-log.md).
+        thr: clustering erase radius, feature-map cells (Sec. 3.4; paper 3 on 14x14, ours 1.2,
+            a 5-cell disk: docs/quality-log.md, sections 15 and 17).
         iterations: clustering re-weighting iterations per keypoint.
         mask_size: attention mask side as a fraction of the input side (Sec. 3.3).
         replica: whether the replica network exists and is fused at test time.
@@ -56,7 +56,7 @@ class LMPNetConfig:
     image_size: int = 448
     num_filters: int = 128
     k: int = 5
-    thr: float = 2.0
+    thr: float = 1.2
     iterations: int = 3
     mask_size: float = 0.15
     replica: bool = True
@@ -185,8 +185,8 @@ class LMPNetPair(nn.Module):
         At 16 the maps are twice as fine (448 px -> 28x28; the stride-32 map is contained in
         them, see :meth:`lmpcli.backbones.EfficientNetLiteFeatures.set_output_stride`) and the
         forward costs about 1.4x as much on a CPU (quality log, section 15). ``config.thr`` is
-        in cells, so it is rescaled to keep the same erase radius in pixels (2 -> 4); pass
-        ``thr`` to the keypoint branch to override it (3 scored best).
+        in cells, so it is rescaled to keep the same erase radius in pixels (1.2 -> 2.4); pass
+        ``thr`` to the keypoint branch to override it (section 15 measured 3, 4, 5 and 6: 3 scored best).
 
         Raises:
             ValueError: not 16 or 32. BackboneError: the backbone supports only 32 (ResNet).

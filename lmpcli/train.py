@@ -136,7 +136,7 @@ def fit(
     eps: float = 0.1,
     num_filters: int = 128,
     k: int = 5,
-    thr: float = 2.0,
+    thr: float = 1.2,
     iterations: int = 3,
     mask_size: float = 0.15,
     replica: bool = True,

@@ -198,3 +198,4 @@ def test_train_flag_defaults_match_fit_and_config():
     assert {"mask_size", "thr", "num_filters", "eps"} <= model_keys
     assert {n: fit_defaults[n] for n in model_keys} == {n: config_defaults[n] for n in model_keys}
     assert fit_defaults["mask_size"] == 0.15  # quality log, section 9
+    assert fit_defaults["thr"] == 1.2  # quality log, section 17
