@@ -140,7 +140,7 @@ SubcellOpt = Annotated[Optional[bool], typer.Option("--subcell/--no-subcell", he
 RefineOpt = Annotated[Optional[bool], typer.Option("--refine/--no-refine", help="LMPNet: keypoint at its cluster's centroid (default: checkpoint's).")]
 GateOpt = Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="LMPNet: drop proposals where the channel-mean map is below this fraction of its peak (object gate, an extension; 0 = off; default: checkpoint's).")]
 FlipOpt = Annotated[bool, typer.Option(help="LMPNet: test-time flip, also fuse the proposals of the mirrored image (an extension; twice the forward passes).")]
-OutputStrideOpt = Annotated[Optional[int], typer.Option(help="16: twice as fine feature maps from the same weights (EfficientNet-Lite; about 1.4x the forward time; the checkpoint's --thr is doubled, --thr 3 scored best). Default: 32, as trained.")]
+OutputStrideOpt = Annotated[Optional[int], typer.Option(help="16: twice as fine feature maps from the same weights (EfficientNet-Lite; about 1.4x the forward time; the checkpoint's --thr is doubled to keep its radius in pixels; no more accurate than 32 at the shipped radius). Default: 32, as trained.")]
 OccluderSizeOpt = Annotated[int, typer.Option(help="occlusion-gbp: occluder side, pixels of the occlusion input.")]
 OccluderStrideOpt = Annotated[int, typer.Option(help="occlusion-gbp: occluder stride, pixels.")]
 ChunkSizeOpt = Annotated[int, typer.Option(help="occlusion-gbp: occluded copies per forward pass (memory knob).")]
