@@ -100,7 +100,7 @@ def train(
     iterations: int = typer.Option(3, help="Clustering iterations per keypoint (Algorithm 1)."),
     mask_size: float = typer.Option(0.15, help="Attention mask side, fraction of the input side (Sec. 3.3)."),
     replica: bool = typer.Option(True, help="Train the replica network on masked images (Sec. 3.3)."),
-    subcell: bool = typer.Option(False, help="Store sub-cell proposal peaks as the checkpoint's default."),
+    subcell: bool = typer.Option(True, help="Store sub-cell proposal peaks as the checkpoint's default (test-time only; on since quality log section 18)."),
     refine: bool = typer.Option(True, help="Store centroid keypoints as the checkpoint's default."),
     gate: float = typer.Option(0.0, min=0.0, max=1.0, help="Store the object gate as the checkpoint's default (0 = off, as in the paper)."),
     freeze: int = typer.Option(12, help="Backbone stages kept frozen (stem and blocks, input first)."),

@@ -37,7 +37,8 @@ class LMPNetConfig:
         iterations: clustering re-weighting iterations per keypoint.
         mask_size: attention mask side as a fraction of the input side (Sec. 3.3).
         replica: whether the replica network exists and is fused at test time.
-        subcell: refine proposal peaks to sub-cell precision (3x3 centroid; extension).
+        subcell: refine proposal peaks to sub-cell precision (3x3 centroid; an extension, on since
+            quality log section 18; the training mask-out uses cell peaks either way).
         refine: place keypoints at their cluster's vote-weighted centroid (extension).
         gate: drop proposals where the main network's channel-mean map is below this
             fraction of its maximum (object prior; extension, 0 = off as in the paper).
@@ -60,7 +61,7 @@ class LMPNetConfig:
     iterations: int = 3
     mask_size: float = 0.15
     replica: bool = True
-    subcell: bool = False
+    subcell: bool = True
     refine: bool = True
     gate: float = 0.0
     output_stride: int = 32

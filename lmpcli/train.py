@@ -140,7 +140,7 @@ def fit(
     iterations: int = 3,
     mask_size: float = 0.15,
     replica: bool = True,
-    subcell: bool = False,
+    subcell: bool = True,
     refine: bool = True,
     gate: float = 0.0,
     freeze: int = 12,

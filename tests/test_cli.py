@@ -199,3 +199,4 @@ def test_train_flag_defaults_match_fit_and_config():
     assert {n: fit_defaults[n] for n in model_keys} == {n: config_defaults[n] for n in model_keys}
     assert fit_defaults["mask_size"] == 0.15  # quality log, section 9
     assert fit_defaults["thr"] == 1.2  # quality log, section 17
+    assert fit_defaults["subcell"] is True  # quality log, section 18

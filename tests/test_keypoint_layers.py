@@ -44,6 +44,12 @@ def test_reweighting_never_moves_the_winning_cell():
     iterated = learnable_clustering(props, (14, 14), k=5, thr=2, iterations=5)
     assert uniform.found.sum() > 400  # most images yield several keypoints
     assert torch.equal(uniform.xy, iterated.xy) and torch.equal(uniform.found, iterated.found)
+    # sub-cell peaks (the default): offsets within +-0.45 cells, the shipped radius 1.2
+    sub = props._replace(xy=xy + (torch.rand(200, 39, 2, generator=g) - 0.5) * 0.9)
+    uniform = learnable_clustering(sub, (14, 14), k=5, thr=1.2, iterations=0)
+    iterated = learnable_clustering(sub, (14, 14), k=5, thr=1.2, iterations=5)
+    assert uniform.found.sum() > 800
+    assert torch.equal(uniform.xy, iterated.xy) and torch.equal(uniform.found, iterated.found)
 
 
 def test_reweighting_pulls_the_centroid_keypoint_to_the_cluster_mode():

@@ -10,8 +10,9 @@ Proposals with ``d < thr`` are then erased and the next keypoint is predicted, u
 Deviation, documented: a proposal on the predicted cell has ``d = 0``; we use the
 similarity ``1 / (1 + d)`` instead of ``1 / d`` so that it stays finite.
 
-A property of Algorithm 1 on cell-centred proposals (the default; sub-cell peaks are not
-covered), tested in ``tests/test_keypoint_layers.py``: the iterations never move the
+A property of Algorithm 1 on cell-centred proposals (sub-cell peaks, the default since quality
+log section 18, are not covered by the argument; the same test checks them on random sub-cell
+offsets), tested in ``tests/test_keypoint_layers.py``: the iterations never move the
 winning cell. After each update a proposal's weight is a decreasing function of its
 distance ``d`` to the current peak, largest at ``d = 0``; the peak cell already held the
 most proposals, so the sum of its weights stays the largest and it keeps the argmax (ties
