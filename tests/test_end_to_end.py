@@ -39,7 +39,8 @@ def test_shipped_model_beats_chance_and_centre_on_real_test_images():
 
 @needs_weights
 def test_shipped_checkpoint_uses_the_default_keypoint_settings():
-    # the shipped file's test-time settings are today's defaults (thr 1.2: quality log, section 17),
+    # the shipped file's test-time settings are today's defaults (thr 1.2 and sub-cell peaks:
+    # quality log, sections 17 and 18),
     # so `lmp predict` with no flags and a checkpoint from `lmp train` agree
     from lmpcli.checkpoint import load_model
     from lmpcli.model import LMPNetConfig
