@@ -1,0 +1,59 @@
+"""How much does the training seed move the scores? Several checkpoints of one recipe, one table.
+
+Each checkpoint (e.g. ``lmp train ... --seed N`` for N = 0..3) is scored on the same images by
+:func:`lmpcli.evaluate.evaluate` with its own test-time defaults, and with two variants that
+re-cluster the same forward passes: thr 2 with cell peaks (the defaults before quality-log
+section 17) and thr 1.2 with cell peaks (before section 18). The channel-mean baseline runs on
+each checkpoint's own feature maps. The last rows give mean ± sample sd over the checkpoints
+(quality log, section 20). Greedy PCK@0.1 average / part recall@0.1, in %.
+
+    python benchmarks/seed_spread.py --data ../shared/data/cub50 --weights weights/lmpnet-lite0-cub50.pt runs/seed1/model.pt [--limit 400] [--out table.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+from _markdown import emit_table
+from lmpcli.evaluate import evaluate
+
+VARIANTS = {"thr2-cell": {"thr": 2.0, "subcell": False}, "thr1.2-cell": {"subcell": False}}
+COLUMNS = [("defaults", "lmpnet"), ("thr 2, cell peaks", "thr2-cell"), ("thr 1.2, cell peaks", "thr1.2-cell"),
+           ("channel-mean baseline", "channel-mean")]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--weights", nargs="+", required=True, help="checkpoints of one recipe, e.g. one per seed")
+    ap.add_argument("--split", default="test")
+    ap.add_argument("--limit", type=int, default=None, help="N images spread evenly over the split")
+    ap.add_argument("--out", default=None, help="also write the markdown table here")
+    ap.add_argument("--workers", type=int, default=2)
+    args = ap.parse_args()
+
+    start, rows, values = time.time(), [], {key: [] for _, key in COLUMNS}
+    acc = []
+    for w in args.weights:
+        table = evaluate(args.data, split=args.split, weights=w, methods=["lmpnet"], baselines=True, k=5,
+                         limit=args.limit, workers=args.workers, variants=VARIANTS)["table"].set_index("method")
+        rows.append([w] + [f"{table.loc[key, 'avg']:.1f} / {table.loc[key, 'recall']:.1f}" for _, key in COLUMNS]
+                    + [f"{table.loc['lmpnet', 'acc']:.1f}"])
+        for _, key in COLUMNS:
+            values[key].append((table.loc[key, "avg"], table.loc[key, "recall"]))
+        acc.append(table.loc["lmpnet", "acc"])
+    if len(args.weights) > 1:
+        def spread(pairs, i):
+            xs = [p[i] for p in pairs]
+            return f"{statistics.mean(xs):.1f} ± {statistics.stdev(xs):.1f}"
+        rows.append(["mean ± sd"] + [f"{spread(values[key], 0)} / {spread(values[key], 1)}" for _, key in COLUMNS]
+                    + [f"{statistics.mean(acc):.1f} ± {statistics.stdev(acc):.1f}"])
+    emit_table(f"{args.data} {args.split}, {args.limit or 'all'} images, k = 5, {time.time() - start:.0f} s; "
+               "greedy PCK avg / part recall (%)",
+               ["checkpoint"] + [name for name, _ in COLUMNS] + ["accuracy"], rows, args.out)
+
+
+if __name__ == "__main__":
+    main()
