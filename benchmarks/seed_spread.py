@@ -4,7 +4,7 @@ Each checkpoint (e.g. ``lmp train ... --seed N`` for N = 0..3) is scored on the 
 :func:`lmpcli.evaluate.evaluate` with its own test-time defaults, and with two variants that
 re-cluster the same forward passes: thr 2 with cell peaks (the defaults before quality-log
 section 17) and thr 1.2 with cell peaks (before section 18). The channel-mean baseline runs on
-each checkpoint's own feature maps. The last rows give mean ± sample sd over the checkpoints
+each checkpoint's own feature maps. The last row gives mean ± sample sd over the checkpoints
 (quality log, section 20). Greedy PCK@0.1 average / part recall@0.1, in %.
 
     python benchmarks/seed_spread.py --data ../shared/data/cub50 --weights weights/lmpnet-lite0-cub50.pt runs/seed1/model.pt [--limit 400] [--out table.md]
@@ -34,22 +34,24 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args()
 
-    start, rows, values = time.time(), [], {key: [] for _, key in COLUMNS}
-    acc = []
-    for w in args.weights:
-        table = evaluate(args.data, split=args.split, weights=w, methods=["lmpnet"], baselines=True, k=5,
-                         limit=args.limit, workers=args.workers, variants=VARIANTS)["table"].set_index("method")
-        rows.append([w] + [f"{table.loc[key, 'avg']:.1f} / {table.loc[key, 'recall']:.1f}" for _, key in COLUMNS]
-                    + [f"{table.loc['lmpnet', 'acc']:.1f}"])
-        for _, key in COLUMNS:
-            values[key].append((table.loc[key, "avg"], table.loc[key, "recall"]))
-        acc.append(table.loc["lmpnet", "acc"])
-    if len(args.weights) > 1:
-        def spread(pairs, i):
-            xs = [p[i] for p in pairs]
-            return f"{statistics.mean(xs):.1f} ± {statistics.stdev(xs):.1f}"
-        rows.append(["mean ± sd"] + [f"{spread(values[key], 0)} / {spread(values[key], 1)}" for _, key in COLUMNS]
-                    + [f"{statistics.mean(acc):.1f} ± {statistics.stdev(acc):.1f}"])
+    start = time.time()
+    tables = [evaluate(args.data, split=args.split, weights=w, methods=["lmpnet"], baselines=True, k=5,
+                       limit=args.limit, workers=args.workers, variants=VARIANTS)["table"].set_index("method")
+              for w in args.weights]
+
+    def cell(values: list[float]) -> str:
+        """One value, or mean ± sample sd over the checkpoints."""
+        if len(values) == 1:
+            return f"{values[0]:.1f}"
+        return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
+
+    def row(label: str, group: list) -> list[str]:
+        return ([label] + [f"{cell([t.loc[key, 'avg'] for t in group])} / {cell([t.loc[key, 'recall'] for t in group])}"
+                           for _, key in COLUMNS] + [cell([t.loc["lmpnet", "acc"] for t in group])])
+
+    rows = [row(w, [t]) for w, t in zip(args.weights, tables)]
+    if len(tables) > 1:
+        rows.append(row("mean ± sd", tables))
     emit_table(f"{args.data} {args.split}, {args.limit or 'all'} images, k = 5, {time.time() - start:.0f} s; "
                "greedy PCK avg / part recall (%)",
                ["checkpoint"] + [name for name, _ in COLUMNS] + ["accuracy"], rows, args.out)
