@@ -141,6 +141,7 @@ RefineOpt = Annotated[Optional[bool], typer.Option("--refine/--no-refine", help=
 GateOpt = Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="LMPNet: drop proposals where the channel-mean map is below this fraction of its peak (object gate, an extension; 0 = off; default: checkpoint's).")]
 FlipOpt = Annotated[bool, typer.Option(help="LMPNet: test-time flip, also fuse the proposals of the mirrored image (an extension; twice the forward passes).")]
 OutputStrideOpt = Annotated[Optional[int], typer.Option(help="16: twice as fine feature maps from the same weights (EfficientNet-Lite; about 1.4x the forward time; the checkpoint's --thr is doubled to keep its radius in pixels; no more accurate than 32 at the shipped radius). Default: 32, as trained.")]
+TestImageSizeOpt = Annotated[Optional[int], typer.Option("--image-size", min=32, help="Network input side at test time, pixels, a multiple of 32 (512 -> 16x16 feature maps); the checkpoint's --thr is rescaled to keep the erased disk the same fraction of the image. Default: the checkpoint's, as trained.")]
 OccluderSizeOpt = Annotated[int, typer.Option(help="occlusion-gbp: occluder side, pixels of the occlusion input.")]
 OccluderStrideOpt = Annotated[int, typer.Option(help="occlusion-gbp: occluder stride, pixels.")]
 ChunkSizeOpt = Annotated[int, typer.Option(help="occlusion-gbp: occluded copies per forward pass (memory knob).")]
@@ -180,6 +181,7 @@ def predict(
     gate: GateOpt = None,
     flip: FlipOpt = False,
     output_stride: OutputStrideOpt = None,
+    image_size: TestImageSizeOpt = None,
     occluder_size: OccluderSizeOpt = 16,
     occluder_stride: OccluderStrideOpt = 8,
     chunk_size: ChunkSizeOpt = 32,
@@ -208,7 +210,7 @@ def predict(
         run_predict, inputs, out=out, json_format=json_format, vis_dir=vis_dir, heatmaps_dir=heatmaps,
         overwrite=overwrite, method_options=options.get(method, {}),
         weights=weights, method=method, k=k, thr=thr, num_filters=num_filters, iterations=iterations,
-        replica=replica, subcell=subcell, refine=refine, gate=gate, flip=flip, output_stride=output_stride, batch_size=batch_size, device=device, workers=workers,
+        replica=replica, subcell=subcell, refine=refine, gate=gate, flip=flip, output_stride=output_stride, image_size=image_size, batch_size=batch_size, device=device, workers=workers,
         on_error=on_error, progress=RichProgress(not quiet and out != "-"),
     )
     if not quiet:
@@ -234,6 +236,7 @@ def evaluate(
     gate: GateOpt = None,
     flip: FlipOpt = False,
     output_stride: OutputStrideOpt = None,
+    image_size: TestImageSizeOpt = None,
     occluder_size: OccluderSizeOpt = 16,
     occluder_stride: OccluderStrideOpt = 8,
     chunk_size: ChunkSizeOpt = 32,
@@ -268,7 +271,7 @@ def evaluate(
     report = run_guarded(
         run_evaluate, data, split=split, weights=weights, methods=[m.strip() for m in method.split(",") if m.strip()],
         baselines=baselines, k=k, thr=thr, num_filters=num_filters, iterations=iterations, replica=replica,
-        subcell=subcell, refine=refine, gate=gate, flip=flip, output_stride=output_stride, entropy=entropy, alpha=alpha,
+        subcell=subcell, refine=refine, gate=gate, flip=flip, output_stride=output_stride, image_size=image_size, entropy=entropy, alpha=alpha,
         method_options=method_options(method, occluder_size, occluder_stride, chunk_size, occlusion_input_size,
                                       coarse_weight, fine_weight, nms_radius, keep_fraction, cam_nms_radius), classes=parse_ids(classes), limit=limit,
         batch_size=batch_size, device=device, workers=workers, progress=RichProgress(not quiet),

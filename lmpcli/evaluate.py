@@ -53,6 +53,7 @@ def evaluate(
     gate: float | None = None,
     flip: bool = False,
     output_stride: int | None = None,
+    image_size: int | None = None,
     method_options: dict[str, dict] | None = None,
     variants: dict[str, dict] | None = None,
     entropy: bool = False,
@@ -82,6 +83,10 @@ def evaluate(
         output_stride: 16 runs both networks with twice as fine feature maps from the same
             weights (EfficientNet-Lite; the checkpoint's ``thr`` is doubled to keep its radius in
             pixels; docs/quality-log.md section 15); None/32 = as trained.
+        image_size: square network input side at test time, pixels, a multiple of 32 (None = the
+            checkpoint's, as trained); the checkpoint's ``thr`` is rescaled to keep the erased
+            disk the same fraction of the image (:meth:`lmpcli.model.LMPNet.set_image_size`;
+            docs/quality-log.md section 21).
         method_options: ``{method name: constructor keywords}`` for the other methods, e.g.
             ``{"occlusion-gbp": {"input_size": 112}, "cam": {"nms_radius": 1}}``.
         variants: extra LMPNet rows, ``{row name: settings}`` with settings among ``thr``,
@@ -103,14 +108,15 @@ def evaluate(
     Raises:
         InputError: not a CUB folder, unknown split, no images.
         CheckpointError: missing or foreign checkpoint.
-        ValueError: a variant named like a method, an unknown variant setting, or an unsupported
-            ``output_stride`` (BackboneError for a ResNet backbone).
+        ValueError: a variant named like a method, an unknown variant setting, an unsupported
+            ``output_stride`` (BackboneError for a ResNet backbone) or ``image_size``.
     """
     progress = progress or NullProgress()
     dev = resolve_device(device)
     model, ckpt = load_model(weights, "cpu")
     model = prepare_model(model, dev)
     model.set_output_stride(output_stride)
+    model.set_image_size(image_size)
     cfg = model.config
     root = Path(data)
     if not (root / "images.txt").is_file():

@@ -200,6 +200,28 @@ class LMPNetPair(nn.Module):
         self.config.thr *= self.config.output_stride / output_stride
         self.config.output_stride = output_stride
 
+    def set_image_size(self, image_size: int | None) -> None:
+        """Run both networks on ``image_size`` x ``image_size`` inputs (None: keep), weights unchanged (test time).
+
+        The feature maps grow with the input (448 px -> 14x14, 512 px -> 16x16 at output stride
+        32), and the forward cost grows with the pixel count. ``config.thr`` is in cells, so it
+        is rescaled by ``image_size / config.image_size`` to keep the erased disk the same
+        fraction of the image (1.2 cells of 14x14 -> 1.37 cells of 16x16); pass ``thr`` to the
+        keypoint branch to override it. Training with random resized crops shows objects larger
+        than a plain test-time resize does, which a larger test input compensates (Touvron et
+        al., 2019, "Fixing the train-test resolution discrepancy"; docs/quality-log.md, section 21).
+
+        Raises:
+            ValueError: ``image_size`` not a positive multiple of 32 (the cell grid would no
+                longer tile the input exactly).
+        """
+        if image_size is None or image_size == self.config.image_size:
+            return
+        if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 32 or image_size % 32:
+            raise ValueError(f"image size must be a positive multiple of 32 pixels, got {image_size!r}")
+        self.config.thr *= image_size / self.config.image_size
+        self.config.image_size = image_size
+
     def first_keypoint(self, features: Tensor, image_size: tuple[int, int]) -> Tensor:
         """(B, 2) first keypoint of the main network, input pixels: the region to mask out."""
         c = self.config

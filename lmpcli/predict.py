@@ -77,6 +77,7 @@ def predict_images(
     gate: float | None = None,
     flip: bool = False,
     output_stride: int | None = None,
+    image_size: int | None = None,
     method_options: dict | None = None,
     batch_size: int = 8,
     device: str = "auto",
@@ -103,6 +104,9 @@ def predict_images(
         output_stride: 16 runs both networks with twice as fine feature maps from the same
             weights (EfficientNet-Lite; about 1.4x the forward time; the checkpoint's ``thr``
             is doubled to keep its radius in pixels); None/32 = as trained.
+        image_size: square network input side, pixels, a multiple of 32 (None = the
+            checkpoint's, as trained); the checkpoint's ``thr`` is rescaled to keep the erased
+            disk the same fraction of the image (:meth:`lmpcli.model.LMPNet.set_image_size`).
         method_options: extra constructor keywords of the method (e.g. ``occluder_size``,
             ``input_size`` for ``occlusion-gbp``; ``nms_radius`` for ``cam``).
         on_error: called as ``on_error(path, reason)`` for each unreadable file (skipped).
@@ -110,7 +114,7 @@ def predict_images(
     Raises:
         InputError: missing paths, empty folders, no inputs.
         CheckpointError: missing or foreign checkpoint.
-        ValueError, BackboneError: an unsupported ``output_stride``.
+        ValueError, BackboneError: an unsupported ``output_stride`` or ``image_size``.
     """
     progress = progress or NullProgress()
     paths = expand_inputs(list(inputs), stdin)
@@ -118,6 +122,7 @@ def predict_images(
     model, ckpt = load_model(weights, "cpu")
     model = prepare_model(model, dev)
     model.set_output_stride(output_stride)
+    model.set_image_size(image_size)
     names = ckpt["class_names"]
     options = {"num_filters": num_filters, "iterations": iterations, "use_replica": replica,
                    "subcell": subcell, "refine": refine, "gate": gate, "flip": flip} if method == "lmpnet" else {}
