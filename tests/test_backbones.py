@@ -86,3 +86,25 @@ def test_pair_at_output_stride_16_keeps_pixel_geometry():
     top = dense.float().mean(1).flatten(1).argmax(1)
     expected = torch.stack([top % 8, top // 8], -1).float() * 16
     torch.testing.assert_close(base.xy[:, 0], expected)
+
+
+def test_pair_at_a_larger_input_keeps_the_erased_fraction_of_the_image():
+    """set_image_size: maps grow with the input, thr (cells) grows with them; bad sizes are refused."""
+    torch.manual_seed(0)
+    pair = LMPNetPair(LMPNetConfig(image_size=128, num_classes=3, thr=1.5), pretrained=False).eval()
+    pair.set_image_size(None)
+    assert (pair.config.image_size, pair.config.thr) == (128, 1.5)
+    for bad in (100, 0, True, 160.0):
+        with pytest.raises(ValueError, match="multiple of 32"):
+            pair.set_image_size(bad)
+    pair.set_image_size(192)
+    pair.set_image_size(192)  # idempotent: thr is rescaled once
+    assert (pair.config.image_size, pair.config.thr) == (192, 2.25)  # 1.5 cells of 4x4 -> 2.25 of 6x6
+    x = torch.randn(2, 3, 192, 192)
+    with torch.inference_mode():
+        _, features = pair.main(x)
+        kp = pair.predict(x)
+    assert features.shape[-2:] == (6, 6) and kp.xy.shape == (2, 5, 2)
+    found = ~kp.xy.isnan().any(-1)  # NaN: every proposal already erased (likely on 6x6 maps at 2.25 cells)
+    assert found[:, 0].all() and ((kp.xy[found] >= 0) & (kp.xy[found] <= 192)).all()
+    assert (kp.xy[found] > 128).any()  # keypoints in pixels of the 192-px input, not the 128-px one

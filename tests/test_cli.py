@@ -53,6 +53,7 @@ def test_predict_reports_bad_files_and_processes_the_rest(messy_folder, tiny_che
     (["predict", "{img}", "--weights", "{foreign}"], "not an lmp checkpoint"),
     (["predict", "{img}", "--out", "{afile}/x.csv"], "cannot create folder"),
     (["predict", "{img}", "--output-stride", "8"], "output stride must be 16 or 32"),
+    (["predict", "{img}", "--image-size", "100"], "multiple of 32"),
     (["predict", "{img}", "--device", "cuda:99" if torch.cuda.is_available() else "cuda"], "CUDA"),
 ])
 def test_bad_input_is_one_line_error(args, message, messy_folder, tiny_checkpoint, tmp_path):
@@ -136,6 +137,11 @@ def test_train_resume_and_evaluate_on_tiny_data(tiny_cub, tmp_path, monkeypatch)
     lmp_row = next(line for line in r.stdout.splitlines() if line.strip().startswith("lmpnet"))
     avg = json.loads(report.read_text())["results"][0]["avg"]
     assert "…" not in r.stdout and f"{avg:.1f}" in lmp_row.split()  # piped table: whole numbers, not truncated
+    r = run("evaluate", "--data", tiny_cub, "--weights", run_dir / "model.pt", "--k", 2, "--workers", 0,
+            "--out", report, "--overwrite", "--image-size", 96, "--baselines", "-q")
+    assert r.exit_code == 0, r.output
+    config = json.loads(report.read_text())["config"]
+    assert (config["image_size"], config["feature_map"], config["thr"]) == (96, 3, 1.5)  # trained at 64: thr 1 -> 1.5 cells
     r = run("evaluate", "--data", tiny_cub, "--weights", run_dir / "model.pt", "--gate", 2, "-q")
     assert r.exit_code == 2 and "Traceback" not in r.output
     rows = {row["method"]: row for row in json.loads(report.read_text())["results"]}
