@@ -7,7 +7,11 @@ section 17) and thr 1.2 with cell peaks (before section 18). The channel-mean ba
 each checkpoint's own feature maps. The last row gives mean ± sample sd over the checkpoints
 (quality log, section 20). Greedy PCK@0.1 average / part recall@0.1, in %.
 
-    python benchmarks/seed_spread.py --data ../shared/data/cub50 --weights weights/lmpnet-lite0-cub50.pt runs/seed1/model.pt [--limit 400] [--out table.md]
+``--image-size S`` runs every checkpoint on S x S inputs (the checkpoint's thr rescaled by
+S / training size; quality log, section 21) and adds a column that keeps thr at 1.2 cells; the
+variant columns give thr in cells of the maps at that size.
+
+    python benchmarks/seed_spread.py --data ../shared/data/cub50 --weights weights/lmpnet-lite0-cub50.pt runs/seed1/model.pt [--limit 400] [--image-size 512] [--out table.md]
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import time
 from _markdown import emit_table
 from lmpcli.evaluate import evaluate
 
-VARIANTS = {"thr2-cell": {"thr": 2.0, "subcell": False}, "thr1.2-cell": {"subcell": False}}
+VARIANTS = {"thr2-cell": {"thr": 2.0, "subcell": False}, "thr1.2-cell": {"thr": 1.2, "subcell": False}}
 COLUMNS = [("defaults", "lmpnet"), ("thr 2, cell peaks", "thr2-cell"), ("thr 1.2, cell peaks", "thr1.2-cell"),
            ("channel-mean baseline", "channel-mean")]
 
@@ -32,11 +36,17 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=None, help="N images spread evenly over the split")
     ap.add_argument("--out", default=None, help="also write the markdown table here")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--image-size", type=int, default=None, help="test-time input side, pixels (default: as trained)")
     args = ap.parse_args()
 
+    variants, columns = dict(VARIANTS), list(COLUMNS)
+    if args.image_size:
+        variants["thr1.2-cells"] = {"thr": 1.2}
+        columns.insert(1, ("thr 1.2 cells (not rescaled)", "thr1.2-cells"))
     start = time.time()
     tables = [evaluate(args.data, split=args.split, weights=w, methods=["lmpnet"], baselines=True, k=5,
-                       limit=args.limit, workers=args.workers, variants=VARIANTS)["table"].set_index("method")
+                       limit=args.limit, workers=args.workers, image_size=args.image_size,
+                       variants=variants)["table"].set_index("method")
               for w in args.weights]
 
     def cell(values: list[float]) -> str:
@@ -47,14 +57,15 @@ def main() -> None:
 
     def row(label: str, group: list) -> list[str]:
         return ([label] + [f"{cell([t.loc[key, 'avg'] for t in group])} / {cell([t.loc[key, 'recall'] for t in group])}"
-                           for _, key in COLUMNS] + [cell([t.loc["lmpnet", "acc"] for t in group])])
+                           for _, key in columns] + [cell([t.loc["lmpnet", "acc"] for t in group])])
 
     rows = [row(w, [t]) for w, t in zip(args.weights, tables)]
     if len(tables) > 1:
         rows.append(row("mean ± sd", tables))
-    emit_table(f"{args.data} {args.split}, {args.limit or 'all'} images, k = 5, {time.time() - start:.0f} s; "
+    size = f", {args.image_size} px" if args.image_size else ""
+    emit_table(f"{args.data} {args.split}, {args.limit or 'all'} images{size}, k = 5, {time.time() - start:.0f} s; "
                "greedy PCK avg / part recall (%)",
-               ["checkpoint"] + [name for name, _ in COLUMNS] + ["accuracy"], rows, args.out)
+               ["checkpoint"] + [name for name, _ in columns] + ["accuracy"], rows, args.out)
 
 
 if __name__ == "__main__":

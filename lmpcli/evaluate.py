@@ -85,7 +85,7 @@ def evaluate(
             pixels; docs/quality-log.md section 15); None/32 = as trained.
         image_size: square network input side at test time, pixels, a multiple of 32 (None = the
             checkpoint's, as trained); the checkpoint's ``thr`` is rescaled to keep the erased
-            disk the same fraction of the image (:meth:`lmpcli.model.LMPNet.set_image_size`;
+            disk the same fraction of the image (:meth:`lmpcli.model.LMPNetPair.set_image_size`;
             docs/quality-log.md section 21).
         method_options: ``{method name: constructor keywords}`` for the other methods, e.g.
             ``{"occlusion-gbp": {"input_size": 112}, "cam": {"nms_radius": 1}}``.

@@ -106,7 +106,7 @@ def predict_images(
             is doubled to keep its radius in pixels); None/32 = as trained.
         image_size: square network input side, pixels, a multiple of 32 (None = the
             checkpoint's, as trained); the checkpoint's ``thr`` is rescaled to keep the erased
-            disk the same fraction of the image (:meth:`lmpcli.model.LMPNet.set_image_size`).
+            disk the same fraction of the image (:meth:`lmpcli.model.LMPNetPair.set_image_size`).
         method_options: extra constructor keywords of the method (e.g. ``occluder_size``,
             ``input_size`` for ``occlusion-gbp``; ``nms_radius`` for ``cam``).
         on_error: called as ``on_error(path, reason)`` for each unreadable file (skipped).
