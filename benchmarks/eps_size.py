@@ -37,7 +37,7 @@ def main() -> None:
         for weights in args.weights:
             model, _ = load_model(weights, "cpu")
             net, cfg = model.main.eval(), model.config
-            trained_cells = (cfg.image_size // 32) ** 2
+            trained_cells = (cfg.image_size // cfg.output_stride) ** 2
             for size in args.sizes:
                 start = time.time()
                 data = CUBDataset(args.data, args.split, eval_transform(size, cfg.mean, cfg.std))

@@ -207,9 +207,9 @@ class LMPNetPair(nn.Module):
         32), and the forward cost grows with the pixel count. ``config.thr`` is in cells, so it
         is rescaled by ``image_size / config.image_size`` to keep the erased disk the same
         fraction of the image (1.2 cells of 14x14 -> 1.37 cells of 16x16); pass ``thr`` to the
-        keypoint branch to override it. Training with random resized crops shows objects larger
-        than a plain test-time resize does, which a larger test input compensates (Touvron et
-        al., 2019, "Fixing the train-test resolution discrepancy"; docs/quality-log.md, section 21).
+        keypoint branch to override it. An option, not a default: on the shipped recipe every
+        other size measured (384, 512, 576 px) traded greedy PCK against part recall and lowered
+        accuracy (docs/quality-log.md, sections 21-22); ``eps`` of the pooling is not changed.
 
         Raises:
             ValueError: ``image_size`` not a positive multiple of 32 (the cell grid would no
