@@ -11,7 +11,7 @@ each checkpoint's own feature maps. The last row gives mean ± sample sd over th
 S / training size; quality log, section 21) and adds a column that keeps thr at 1.2 cells; the
 variant columns give thr in cells of the maps at that size.
 
-    python benchmarks/seed_spread.py --data ../shared/data/cub50 --weights weights/lmpnet-lite0-cub50.pt runs/seed1/model.pt [--limit 400] [--image-size 512] [--out table.md]
+    python benchmarks/seed_spread.py --data ../shared/data/cub50 --weights weights/lmpnet-lite0-cub50.pt runs/seed1/model.pt [--limit 400] [--image-size 512] [--out table.md] [--reports a.json b.json]
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import statistics
 import time
 
 from _markdown import emit_table
-from lmpcli.evaluate import evaluate
+from lmpcli.evaluate import evaluate, write_report
 
 VARIANTS = {"thr2-cell": {"thr": 2.0, "subcell": False}, "thr1.2-cell": {"thr": 1.2, "subcell": False}}
 COLUMNS = [("defaults", "lmpnet"), ("thr 2, cell peaks", "thr2-cell"), ("thr 1.2, cell peaks", "thr1.2-cell"),
@@ -37,17 +37,24 @@ def main() -> None:
     ap.add_argument("--out", default=None, help="also write the markdown table here")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--image-size", type=int, default=None, help="test-time input side, pixels (default: as trained)")
+    ap.add_argument("--reports", nargs="+", default=None,
+                    help="one JSON path per checkpoint: its full evaluation report (ranks, part groups, variants)")
     args = ap.parse_args()
+    if args.reports and len(args.reports) != len(args.weights):
+        ap.error(f"--reports needs one path per checkpoint ({len(args.weights)}), got {len(args.reports)}")
 
     variants, columns = dict(VARIANTS), list(COLUMNS)
     if args.image_size:
         variants["thr1.2-cells"] = {"thr": 1.2}
         columns.insert(1, ("thr 1.2 cells (not rescaled)", "thr1.2-cells"))
     start = time.time()
-    tables = [evaluate(args.data, split=args.split, weights=w, methods=["lmpnet"], baselines=True, k=5,
-                       limit=args.limit, workers=args.workers, image_size=args.image_size,
-                       variants=variants)["table"].set_index("method")
-              for w in args.weights]
+    tables = []
+    for i, w in enumerate(args.weights):
+        report = evaluate(args.data, split=args.split, weights=w, methods=["lmpnet"], baselines=True, k=5,
+                          limit=args.limit, workers=args.workers, image_size=args.image_size, variants=variants)
+        if args.reports:
+            write_report(report, args.reports[i], overwrite=True)
+        tables.append(report["table"].set_index("method"))
 
     def cell(values: list[float]) -> str:
         """One value, or mean ± sample sd over the checkpoints."""
