@@ -257,7 +257,8 @@ def evaluate(
     overwrite: bool = typer.Option(False),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
-    """Greedy PCK@alpha per keypoint rank, part recall and accuracy, beside trivial baselines."""
+    """Greedy PCK@alpha per keypoint rank, part recall and accuracy, beside trivial baselines,
+    and where each keypoint rank lands (head, body, wings, tail, legs or a miss)."""
     from rich import box
     from rich.table import Table
 
@@ -301,6 +302,7 @@ def evaluate(
     console = Console(width=None if sys.stdout.isatty() else 160)
     console.print(main)
     console.print(parts)
+    console.print(landing_table(report, [m.strip() for m in method.split(",") if m.strip()], alpha))
     if "entropy" in cfg:
         e = cfg["entropy"]
         err.print("feature-map entropy (nats, uniform map = {:.2f}): ".format(e["uniform_map"])
@@ -308,6 +310,23 @@ def evaluate(
     if out is not None:
         run_guarded(write_report, report, out, overwrite=True)
         err.print(f"written {out}")
+
+
+def landing_table(report: dict, methods: list[str], alpha: float):
+    """Rich table of ``report["landing"]`` for ``methods``: where each keypoint rank lands."""
+    from rich import box
+    from rich.table import Table
+
+    df = report["landing"]
+    groups = [c for c in df.columns if c not in ("method", "rank")]
+    table = Table(box=box.SIMPLE_HEAD, title=f"where each keypoint lands (% of images; nearest visible part within {alpha})")
+    table.add_column("method", no_wrap=True)
+    table.add_column("rank", justify="right")
+    for col in groups:
+        table.add_column(col, justify="right", no_wrap=True, min_width=5)
+    for _, row in df[df["method"].isin(methods)].iterrows():
+        table.add_row(row["method"], f"KP{row['rank']}", *[f"{row[c]:.1f}" for c in groups])
+    return table
 
 
 def method_options(methods: str, occluder_size: int, occluder_stride: int, chunk_size: int,

@@ -18,7 +18,7 @@ from .data import PART_GROUPS, CUBDataset, InputError, eval_transform, spread_su
 from .device import prepare_model, resolve_device
 from .inference import iterate, make_loader
 from .methods import LMPNetMethod, create_method
-from .metrics import feature_map_entropy, greedy_pck, part_recall
+from .metrics import feature_map_entropy, greedy_pck, nearest_part, part_recall
 from .outputs import atomic_write_text, check_writable
 from .progress import NullProgress, Progress
 
@@ -102,8 +102,12 @@ def evaluate(
 
     Returns:
         ``{"table": DataFrame (one row per method: KP1..KPk, avg, recall, per-group
-        recall, acc, images/s), "config": {...}}``; PCK and recall in percent; acc and
-        images/s are NaN for a method that runs no network (``centre``).
+        recall, acc, images/s), "landing": DataFrame, "config": {...}}``; PCK and recall in
+        percent; acc and images/s are NaN for a method that runs no network (``centre``).
+        ``landing`` has one row per method and keypoint rank (columns ``method``, ``rank``,
+        one per part group, ``miss``): the percentage of images whose keypoint of that rank
+        has its nearest visible part within α in that group (:func:`lmpcli.metrics.nearest_part`);
+        a row's groups sum to its greedy PCK and ``miss`` is the rest.
 
     Raises:
         InputError: not a CUB folder, unknown split, no images.
@@ -147,7 +151,7 @@ def evaluate(
     top_m = num_filters or cfg.num_filters
     ent = {"all": 0.0, "active": 0.0, "top": 0.0, "n_all": 0, "n_active": 0, "n_top": 0}
     loader = make_loader(dataset, batch_size, workers, _collate, dev)
-    acc = {n: {"pck": [], "recall": [], "visible": [], "correct": [], "seconds": 0.0} for n in names}
+    acc = {n: {"pck": [], "recall": [], "visible": [], "nearest": [], "correct": [], "seconds": 0.0} for n in names}
     n_images = 0
     progress.start(f"evaluate {', '.join(names)}", len(dataset))
     try:
@@ -160,6 +164,7 @@ def evaluate(
                 a["pck"].append(greedy_pck(res["xy"], batch["keypoints"], batch["visible"], batch["size"], alpha))
                 a["recall"].append(part_recall(res["xy"], batch["keypoints"], batch["visible"], batch["size"], alpha))
                 a["visible"].append(batch["visible"])
+                a["nearest"].append(nearest_part(res["xy"], batch["keypoints"], batch["visible"], batch["size"], alpha))
                 if res["logits"] is not None:
                     a["correct"].append(res["logits"].argmax(-1) == labels)
                 a["seconds"] += res["seconds"]
@@ -167,7 +172,7 @@ def evaluate(
             progress.advance(len(batch["path"]))
     finally:
         progress.finish()
-    rows = []
+    rows, landing = [], []
     for n in names:
         a = acc[n]
         pck = torch.cat(a["pck"]).float()
@@ -185,6 +190,8 @@ def evaluate(
         row["acc"] = 100 * torch.cat(a["correct"]).float().mean().item() if ran_network else float("nan")
         row["images_per_s"] = n_images / max(a["seconds"], 1e-9) if ran_network else float("nan")
         rows.append(row)
+        landing.extend(_landing_rows(n, torch.cat(a["nearest"])))
+
     def pick(value, default):
         return default if value is None else value
 
@@ -204,7 +211,19 @@ def evaluate(
             "uniform_map": math.log((cfg.image_size // cfg.output_stride) ** 2),
             "dead_fraction": 1 - ent["n_active"] / max(ent["n_all"], 1),
         }
-    return {"table": pd.DataFrame(rows), "config": config}
+    return {"table": pd.DataFrame(rows), "landing": pd.DataFrame(landing), "config": config}
+
+
+def _landing_rows(method: str, nearest: torch.Tensor) -> list[dict]:
+    """(N, k) part indices from :func:`nearest_part` -> one row per rank: % of images per part group."""
+    rows = []
+    for r in range(nearest.shape[1]):
+        row = {"method": method, "rank": r + 1}
+        for group, parts in PART_GROUPS.items():
+            row[group] = 100 * torch.isin(nearest[:, r], torch.tensor([p - 1 for p in parts])).float().mean().item()
+        row["miss"] = 100 * (nearest[:, r] < 0).float().mean().item()
+        rows.append(row)
+    return rows
 
 
 def _accumulate_entropy(acc: dict, model, images: torch.Tensor, cache: dict, top_m: int, dev) -> None:
@@ -223,14 +242,18 @@ def _accumulate_entropy(acc: dict, model, images: torch.Tensor, cache: dict, top
 
 
 def write_report(report: dict, out: str | Path, overwrite: bool = False) -> None:
-    """Write the evaluation table as CSV, or as JSON (table records + config) for ``.json``.
+    """Write the evaluation table as CSV, or as JSON for ``.json`` (config, table records and,
+    when present, the ``landing`` records of :func:`evaluate`).
 
     Raises:
         OutputError: existing file without ``overwrite``, unwritable folder.
     """
     path = check_writable(out, overwrite)
     if path.suffix.lower() == ".json":
-        text = json.dumps({"config": report["config"], "results": report["table"].to_dict("records")}, indent=1)
+        doc = {"config": report["config"], "results": report["table"].to_dict("records")}
+        if "landing" in report:
+            doc["landing"] = report["landing"].to_dict("records")
+        text = json.dumps(doc, indent=1)
         atomic_write_text(path, text + "\n")
     else:
         atomic_write_text(path, report["table"].to_csv(index=False, float_format="%.2f"))

@@ -46,6 +46,30 @@ def part_recall(pred: Tensor, gt: Tensor, visible: Tensor, sizes: Tensor, alpha:
     return (_distances(pred, gt, visible).amin(dim=1) <= radius[:, None]) & visible
 
 
+def nearest_part(pred: Tensor, gt: Tensor, visible: Tensor, sizes: Tensor, alpha: float = 0.1) -> Tensor:
+    """Which visible part each prediction hits: the nearest one within ``alpha * min(W, H)``.
+
+    The evaluation of Sec. 4.2 counts a prediction as correct when any visible part lies within
+    the radius (:func:`greedy_pck`); this names that part, so that correct predictions can be
+    grouped by where they land (head, body, ... per keypoint rank; the issue's "first keypoint
+    on the head" check). ``nearest_part(...) >= 0`` equals :func:`greedy_pck`.
+
+    Args:
+        pred: (N, k, 2) predicted keypoints, (x, y) pixels of the original image; NaN = not found.
+        gt: (N, P, 2) ground-truth parts, same convention.
+        visible: (N, P) bool.
+        sizes: (N, 2) image (W, H) in pixels.
+        alpha: radius as a fraction of the shorter image side.
+
+    Returns:
+        (N, k) int64: index in ``0 .. P-1`` of the nearest visible part within the radius (ties:
+        the lower index), or -1 when there is none.
+    """
+    radius = alpha * sizes.float().min(dim=-1).values
+    dist, index = _distances(pred, gt, visible).min(dim=-1)
+    return torch.where(dist <= radius[:, None], index, torch.full_like(index, -1))
+
+
 def feature_map_entropy(features: Tensor, eps: float = 1e-12) -> Tensor:
     """Entropy (nats) of each feature map normalised to a distribution over its cells (Fig. 6).
 

@@ -137,6 +137,10 @@ def test_train_resume_and_evaluate_on_tiny_data(tiny_cub, tmp_path, monkeypatch)
     lmp_row = next(line for line in r.stdout.splitlines() if line.strip().startswith("lmpnet"))
     avg = json.loads(report.read_text())["results"][0]["avg"]
     assert "…" not in r.stdout and f"{avg:.1f}" in lmp_row.split()  # piped table: whole numbers, not truncated
+    landing = [row for row in json.loads(report.read_text())["landing"] if row["method"] == "lmpnet"]
+    assert [row["rank"] for row in landing] == [1, 2]
+    kp2 = next(line.split() for line in r.stdout.splitlines() if line.split()[:2] == ["lmpnet", "KP2"])
+    assert kp2[2:] == [f"{landing[1][c]:.1f}" for c in ("head", "body", "wings", "tail", "legs", "miss")]
     r = run("evaluate", "--data", tiny_cub, "--weights", run_dir / "model.pt", "--k", 2, "--workers", 0,
             "--out", report, "--overwrite", "--image-size", 96, "--baselines", "-q")
     assert r.exit_code == 0, r.output

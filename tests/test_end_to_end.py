@@ -34,6 +34,8 @@ def test_shipped_model_beats_chance_and_centre_on_real_test_images():
     assert report["config"]["images"] == 48
     assert t.loc["lmpnet", "acc"] > 30  # 50 classes: chance is 2 %
     assert t.loc["lmpnet", "KP1"] > 50  # the first keypoint lands on the bird
+    kp1 = report["landing"].set_index(["method", "rank"]).loc[("lmpnet", 1)]
+    assert kp1["head"] > kp1[["body", "wings", "tail", "legs"]].max()  # ... and mostly on its head
     assert not math.isnan(t.loc["channel-mean", "avg"]) and math.isnan(t.loc["centre", "acc"])
 
 

@@ -25,3 +25,16 @@ def test_flip_variant_matches_a_flip_run(tiny_checkpoint, tiny_cub):
     cols = ["KP1", "KP2", "avg", "recall"]
     pd.testing.assert_series_equal(rep["table"].set_index("method").loc["flip", cols],
                                    single["table"].set_index("method").loc["lmpnet", cols], check_names=False)
+
+
+def test_landing_splits_each_rank_by_part_group(tiny_checkpoint, tiny_cub):
+    """Where each keypoint rank lands: part-group shares sum to that rank's greedy PCK, misses to the rest."""
+    kw = dict(split="all", weights=tiny_checkpoint, k=3, workers=0, batch_size=4, device="cpu")
+    rep = evaluate(tiny_cub, variants={"thr2": {"thr": 2.0}}, **kw)
+    table, landing = rep["table"].set_index("method"), rep["landing"]
+    assert list(landing.columns) == ["method", "rank", "head", "body", "wings", "tail", "legs", "miss"]
+    assert len(landing) == 3 * len(table)  # every method and variant, k ranks each
+    for _, row in landing.iterrows():
+        pck = table.loc[row["method"], f"KP{row['rank']}"]
+        assert row[["head", "body", "wings", "tail", "legs"]].sum() == pytest.approx(pck)
+        assert row["miss"] == pytest.approx(100 - pck)
