@@ -130,7 +130,7 @@ def fit(
     epochs: int = 4,
     batch_size: int = 16,
     lr: float = 1e-3,
-    weight_decay: float = 1e-4,
+    weight_decay: float = 1.0,
     label_smoothing: float = 0.1,
     pooling: str = "lmp",
     eps: float = 0.1,
@@ -165,7 +165,10 @@ def fit(
     ``model.pt`` (weights + config + class names + metadata; float16 when ``half_weights``)
     and ``metrics.csv`` (one row per epoch). Other keywords are the :class:`LMPNetConfig`
     fields and the optimisation settings (AdamW, cosine schedule, label smoothing, ``cutmix``:
-    chance per batch of CutMix, see :func:`cutmix_batch`; 0 = off).
+    chance per batch of CutMix, see :func:`cutmix_batch`; 0 = off). ``weight_decay`` is
+    AdamW's decoupled decay; 1 (the default since docs/quality-log.md section 23, where it
+    raised greedy PCK and part recall on two seeds) shrinks the trained weights by about 16 %
+    over the shipped 4-epoch schedule.
 
     Raises:
         InputError: bad data folder, or ``out_dir`` holds a previous run and neither
