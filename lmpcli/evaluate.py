@@ -12,13 +12,14 @@ from pathlib import Path
 
 import pandas as pd
 import torch
+import torch.nn.functional as F
 
 from .checkpoint import load_model
 from .data import PART_GROUPS, CUBDataset, InputError, eval_transform, spread_subset
 from .device import prepare_model, resolve_device
 from .inference import iterate, make_loader
 from .methods import LMPNetMethod, create_method
-from .metrics import feature_map_entropy, greedy_pck, nearest_part, part_recall
+from .metrics import feature_map_entropy, nearest_part, part_recall
 from .outputs import atomic_write_text, check_writable
 from .progress import NullProgress, Progress
 
@@ -161,10 +162,11 @@ def evaluate(
             labels = batch["label"] if label_map is None else label_map[batch["label"]]
             for n, res in results.items():
                 a = acc[n]
-                a["pck"].append(greedy_pck(res["xy"], batch["keypoints"], batch["visible"], batch["size"], alpha))
+                near = nearest_part(res["xy"], batch["keypoints"], batch["visible"], batch["size"], alpha)
+                a["pck"].append(near >= 0)  # == greedy_pck (lmpcli.metrics.nearest_part)
+                a["nearest"].append(near)
                 a["recall"].append(part_recall(res["xy"], batch["keypoints"], batch["visible"], batch["size"], alpha))
                 a["visible"].append(batch["visible"])
-                a["nearest"].append(nearest_part(res["xy"], batch["keypoints"], batch["visible"], batch["size"], alpha))
                 if res["logits"] is not None:
                     a["correct"].append(res["logits"].argmax(-1) == labels)
                 a["seconds"] += res["seconds"]
@@ -215,15 +217,14 @@ def evaluate(
 
 
 def _landing_rows(method: str, nearest: torch.Tensor) -> list[dict]:
-    """(N, k) part indices from :func:`nearest_part` -> one row per rank: % of images per part group."""
-    rows = []
-    for r in range(nearest.shape[1]):
-        row = {"method": method, "rank": r + 1}
-        for group, parts in PART_GROUPS.items():
-            row[group] = 100 * torch.isin(nearest[:, r], torch.tensor([p - 1 for p in parts])).float().mean().item()
-        row["miss"] = 100 * (nearest[:, r] < 0).float().mean().item()
-        rows.append(row)
-    return rows
+    """(N, k) part indices from :func:`nearest_part` (-1 = miss) -> one row per rank: % of images per part group."""
+    groups = list(PART_GROUPS)
+    group_of = torch.full((nearest.max().clamp_min(0).item() + 2,), len(groups))  # index 0: miss
+    for g, parts in enumerate(PART_GROUPS.values()):
+        group_of[[p for p in parts if p < len(group_of)]] = g  # part p (1-based) sits at index p
+    share = 100 * F.one_hot(group_of[nearest + 1], len(groups) + 1).float().mean(0)  # (k, groups + miss)
+    return [{"method": method, "rank": r + 1, **dict(zip([*groups, "miss"], share[r].tolist()))}
+            for r in range(share.shape[0])]
 
 
 def _accumulate_entropy(acc: dict, model, images: torch.Tensor, cache: dict, top_m: int, dev) -> None:
