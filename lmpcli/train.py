@@ -167,7 +167,7 @@ def fit(
     fields and the optimisation settings (AdamW, cosine schedule, label smoothing, ``cutmix``:
     chance per batch of CutMix, see :func:`cutmix_batch`; 0 = off). ``weight_decay`` is
     AdamW's decoupled decay; 1 (the default since docs/quality-log.md section 23, where it
-    raised greedy PCK and part recall on two seeds) shrinks the trained weights by about 16 %
+    raised greedy PCK and part recall on two seeds, and section 24 on four) shrinks the trained weights by about 16 %
     over the shipped 4-epoch schedule.
 
     Raises:
