@@ -115,6 +115,7 @@ def train(
     workers: int = typer.Option(2, help="Data-loading processes."),
     resume: bool = typer.Option(False, help="Continue the run in --out from last.pt."),
     overwrite: bool = typer.Option(False, help="Replace a previous run in --out."),
+    bn_images: int = typer.Option(512, min=0, help="After training, re-estimate batch-norm statistics on this many training images (0 = off; quality-log section 26). --resume on a finished run without it does this step alone."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Train LMPNet and its replica network on labelled images (no keypoint labels needed)."""
@@ -126,7 +127,7 @@ def train(
         num_filters=num_filters, k=k, thr=thr, iterations=iterations, mask_size=mask_size, replica=replica,
         subcell=subcell, refine=refine, gate=gate, freeze=freeze, crop_scale=crop_scale, jitter=jitter, cutmix=cutmix, classes=parse_ids(classes), limit=limit,
         pretrained=pretrained, seed=seed, device=device, workers=workers, resume=resume, overwrite=overwrite,
-        progress=RichProgress(not quiet),
+        bn_images=bn_images, progress=RichProgress(not quiet),
     )
     err.print(f"weights written to {path}")
 

@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Subset
 from torchvision.transforms import v2
 
 from .checkpoint import read_checkpoint, save_checkpoint
-from .data import ClassFolderDataset, CUBDataset, InputError, train_transform
+from .data import ClassFolderDataset, CUBDataset, InputError, eval_transform, train_transform
 from .device import autocast, prepare_model, resolve_device
 from .model import LMPNetConfig, LMPNetPair
 from .outputs import atomic_write_text
@@ -116,6 +116,63 @@ def train_one_epoch(model: LMPNetPair, loader: DataLoader, optimizer, scheduler,
             "seconds": seconds, "images_per_s": n / max(seconds, 1e-9)}
 
 
+@torch.no_grad()
+def recalibrate_batchnorm(model: LMPNetPair, loader: DataLoader, device: torch.device,
+                          progress: Progress | None = None) -> int:
+    """Recompute the batch-norm running statistics of the trained layers ("precise BN").
+
+    The EfficientNet-Lite batch norms keep TensorFlow's momentum 0.01, so their running mean
+    and variance average over the last ~100 steps; when the weights still move fast at the end
+    of training (strong weight decay) those statistics lag behind the weights and eval-mode
+    outputs drift from what the network learned (docs/quality-log.md, section 26). This resets
+    the running statistics of every batch norm outside the frozen stages and re-estimates
+    them as the plain average over all batches of ``loader`` (PyTorch's ``momentum=None``),
+    with gradients off and every other layer as at test time (drop connect and dropout off); the replica sees the main network's
+    first keypoint masked out, as in training (Sec. 3.3). Weights are not changed. Frozen
+    stages keep their ImageNet statistics. The model is left in eval mode.
+
+    Args:
+        model: the trained pair, on ``device``.
+        loader: yields (images (B, 3, S, S) float normalised, labels (B,)); the images should
+            look like the ones seen at test time (``eval_transform`` of the training split).
+        device: where ``model`` lives.
+
+    Returns:
+        The number of images used.
+
+    Raises:
+        ValueError: ``loader`` yields no batch (the statistics are left untouched).
+    """
+    if len(loader) == 0:
+        raise ValueError("batch-norm recalibration needs at least one batch of images")
+    progress = progress or NullProgress()
+    norms = [m for m in model.modules()
+             if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    model.train()  # LMPNet.train keeps the frozen stages in eval mode
+    trained = [m for m in norms if m.training]
+    model.eval()  # drop connect and dropout off, as at test time; only the trained norms use batch statistics
+    momenta = [m.momentum for m in trained]
+    n = 0
+    try:
+        for m in trained:
+            m.train()
+            m.reset_running_stats()
+            m.momentum = None
+        for images, _ in loader:
+            images = images.to(device, non_blocking=True)
+            if device.type == "cuda":
+                images = images.contiguous(memory_format=torch.channels_last)
+            with autocast(device):
+                model(images)
+            n += images.shape[0]
+            progress.advance(images.shape[0])
+    finally:
+        for m, momentum in zip(trained, momenta):
+            m.momentum = momentum
+        model.eval()
+    return n
+
+
 def _seed_everything(seed: int) -> None:
     random.seed(seed)
     torch.manual_seed(seed)
@@ -156,6 +213,7 @@ def fit(
     resume: bool = False,
     overwrite: bool = False,
     half_weights: bool = True,
+    bn_images: int = 512,
     progress: Progress | None = None,
 ) -> Path:
     """Train LMPNet (+ replica) on ``data`` and return the path of the inference checkpoint.
@@ -168,7 +226,11 @@ def fit(
     chance per batch of CutMix, see :func:`cutmix_batch`; 0 = off). ``weight_decay`` is
     AdamW's decoupled decay; 1 (the default since docs/quality-log.md section 23, where it
     raised greedy PCK and part recall on two seeds, and section 24 on four) shrinks the trained weights by about 16 %
-    over the shipped 4-epoch schedule.
+    over the shipped 4-epoch schedule. ``bn_images`` > 0: after the last epoch, re-estimate
+    the batch-norm running statistics on that many training images (eval transform; see
+    :func:`recalibrate_batchnorm`, docs/quality-log.md section 26) and save both checkpoints
+    again; resuming a finished run that lacks this step performs it alone. 0 keeps the
+    statistics as training left them.
 
     Raises:
         InputError: bad data folder, or ``out_dir`` holds a previous run and neither
@@ -233,6 +295,10 @@ def fit(
         "machine": f"{platform.machine()} {os.cpu_count()} cpus, {platform.system()}",
         "cuda_device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "",
     }
+    if state is not None:  # the run's own settings, not this call's defaults (the optimizer state holds them)
+        kept = ("epochs", "device", "torch", "machine", "cuda_device", "train_images")
+        meta["resume_command"] = meta["command"]
+        meta.update({k: v for k, v in state.get("meta", {}).items() if k not in kept})
     for epoch in range(start_epoch, epochs):
         progress.start(f"epoch {epoch + 1}/{epochs}", len(dataset))
         row = {"epoch": epoch + 1, **train_one_epoch(model, loader, optimizer, scheduler, dev,
@@ -241,13 +307,33 @@ def fit(
         history.append(row)
         progress.log(f"epoch {epoch + 1}: loss {row['train_loss']:.3f}, train acc {row['train_acc']:.3f}, "
                      f"{row['images_per_s']:.2f} img/s")
-        meta.update(history=history, train_seconds=sum(h["seconds"] for h in history))
-        training_state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                          "rng": torch.get_rng_state(), "epoch": epoch + 1, "history": history}
-        save_checkpoint(last, model, class_names, meta, training_state)
-        save_checkpoint(out / "model.pt", model, class_names, meta, half=half_weights)
+        meta.update(history=history, train_seconds=sum(h["seconds"] for h in history), bn_recalibrated=0)
+        _save(out, model, class_names, meta, optimizer, scheduler, epoch + 1, history, half_weights)
         _write_metrics(out / "metrics.csv", history)
+    if bn_images > 0 and not meta.get("bn_recalibrated"):
+        recal = open_training_data(data, eval_transform(config.image_size, mean, std), classes=classes)
+        if limit:
+            recal = Subset(recal, dataset.indices)
+        g = torch.Generator().manual_seed(seed)
+        recal = Subset(recal, torch.randperm(len(recal), generator=g)[:bn_images].tolist())
+        progress.start("batch-norm statistics", len(recal))
+        start = time.perf_counter()
+        meta["bn_recalibrated"] = recalibrate_batchnorm(
+            model, DataLoader(recal, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=_collate),
+            dev, progress)
+        progress.finish()
+        meta["bn_seconds"] = time.perf_counter() - start
+        progress.log(f"batch-norm statistics re-estimated on {meta['bn_recalibrated']} images "
+                     f"in {meta['bn_seconds']:.0f} s")
+        _save(out, model, class_names, meta, optimizer, scheduler, max(start_epoch, epochs), history, half_weights)
     return out / "model.pt"
+
+
+def _save(out: Path, model, class_names, meta, optimizer, scheduler, epoch, history, half_weights) -> None:
+    training_state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                      "rng": torch.get_rng_state(), "epoch": epoch, "history": history}
+    save_checkpoint(out / "last.pt", model, class_names, meta, training_state)
+    save_checkpoint(out / "model.pt", model, class_names, meta, half=half_weights)
 
 
 def _write_metrics(path: Path, history: list[dict]) -> None:
