@@ -115,7 +115,7 @@ def train(
     workers: int = typer.Option(2, help="Data-loading processes."),
     resume: bool = typer.Option(False, help="Continue the run in --out from last.pt."),
     overwrite: bool = typer.Option(False, help="Replace a previous run in --out."),
-    bn_images: int = typer.Option(512, min=0, help="After training, re-estimate batch-norm statistics on this many training images (0 = off; quality-log section 26). --resume on a finished run without it does this step alone."),
+    bn_images: int = typer.Option(0, min=0, help="After training, re-estimate batch-norm statistics on this many training images (0 = off, the default: it fixes eval-mode accuracy under strong weight decay but lowered greedy PCK on the shipped recipe, quality-log section 26). --resume on a finished run without it does this step alone."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Train LMPNet and its replica network on labelled images (no keypoint labels needed)."""

@@ -125,6 +125,11 @@ def test_train_resume_and_evaluate_on_tiny_data(tiny_cub, tmp_path, monkeypatch)
     assert pd.read_csv(run_dir / "metrics.csv")["epoch"].tolist() == [1, 2]
     ckpt = torch.load(run_dir / "model.pt", weights_only=True)
     assert ckpt["class_names"] == ["Bird_3", "Bird_7"] and ckpt["meta"]["epochs"] == 2
+    assert not ckpt["meta"]["bn_recalibrated"]  # off by default
+    r = run(*common, "--epochs", 2, "--resume", "--bn-images", 3)  # finished run: the statistics step alone
+    assert r.exit_code == 0 and "re-estimated on 3 images" in r.output, r.output
+    ckpt = torch.load(run_dir / "model.pt", weights_only=True)
+    assert ckpt["meta"]["bn_recalibrated"] == 3 and len(ckpt["meta"]["history"]) == 2
     assert ckpt["config"]["gate"] == 0.3 and ckpt["config"]["thr"] == 1
     report = tmp_path / "eval.json"
     r = run("evaluate", "--data", tiny_cub, "--weights", run_dir / "model.pt", "--k", 2, "--workers", 0,
