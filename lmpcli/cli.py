@@ -81,7 +81,17 @@ def run_guarded(fn, *args, **kwargs):
         fail(str(e))
 
 
-@app.command(epilog="Example:  lmp train ../CUB_200_2011 --out runs/lite0 --epochs 4")
+TRAIN_EPILOG = """Examples:
+
+  lmp train ../CUB_200_2011 --out runs/lite0 --epochs 4
+
+  lmp train ../CUB_200_2011 --out runs/lite0 --epochs 6 --resume
+
+  lmp train ../CUB_200_2011 --out runs/wd3 --weight-decay 3 --bn-images 512
+"""
+
+
+@app.command(epilog=TRAIN_EPILOG)
 def train(
     data: Path = typer.Argument(..., help="CUB-200-2011-layout folder (train split used) or one sub-folder of images per class."),
     out: Path = typer.Option(Path("runs/lmpnet"), "--out", "-o", help="Run folder: last.pt (resumable), model.pt, metrics.csv."),
