@@ -127,8 +127,9 @@ def recalibrate_batchnorm(model: LMPNetPair, loader: DataLoader, device: torch.d
     outputs drift from what the network learned (docs/quality-log.md, section 26). This resets
     the running statistics of every batch norm outside the frozen stages and re-estimates
     them as the plain average over all batches of ``loader`` (PyTorch's ``momentum=None``),
-    with gradients off and every other layer as at test time (drop connect and dropout off); the replica sees the main network's
-    first keypoint masked out, as in training (Sec. 3.3). Weights are not changed. Frozen
+    with gradients off and every other layer as at test time (drop connect and dropout off);
+    the replica sees the main network's first keypoint masked out, as in training (Sec. 3.3).
+    Weights are not changed. Frozen
     stages keep their ImageNet statistics. The model is left in eval mode. It restores the
     accuracy of strongly decayed runs, but on the shipped recipe the keypoints were better
     with the statistics training left behind (section 26), so :func:`fit` runs it only on request.
@@ -300,8 +301,9 @@ def fit(
     }
     if state is not None:  # the run's own settings, not this call's defaults (the optimizer state holds them)
         kept = ("epochs", "device", "torch", "machine", "cuda_device", "train_images")
-        meta["resume_command"] = meta["command"]
+        this_command = meta["command"]
         meta.update({k: v for k, v in state.get("meta", {}).items() if k not in kept})
+        meta["resume_command"] = this_command
     for epoch in range(start_epoch, epochs):
         progress.start(f"epoch {epoch + 1}/{epochs}", len(dataset))
         row = {"epoch": epoch + 1, **train_one_epoch(model, loader, optimizer, scheduler, dev,

@@ -143,6 +143,7 @@ def test_fit_recalibrates_after_training_and_on_resume_of_a_finished_run(tiny_cu
     recal = torch.load(run / "last.pt", weights_only=True)
     assert recal["meta"]["bn_recalibrated"] == 3
     assert recal["meta"]["weight_decay"] == 0.5  # the run's setting, not this call's default
+    assert recal["meta"]["resume_command"] == "lmpcli.train.fit" and "command" in recal["meta"]
     assert len(recal["meta"]["history"]) == 1 and recal["training_state"]["epoch"] == 1
     changed = [k for k, v in plain["state_dict"].items() if not torch.equal(v, recal["state_dict"][k])]
     assert changed and all("running" in k or "num_batches" in k for k in changed)
