@@ -23,21 +23,15 @@ from torch.utils.data import DataLoader, Subset
 from _markdown import emit_table
 from lmpcli.checkpoint import load_model
 from lmpcli.data import CUBDataset, eval_transform, spread_subset
-
-
-def _collate(items):
-    return torch.stack([it["image"] for it in items]), torch.tensor([it["label"] for it in items])
+from lmpcli.train import _collate, trained_batchnorms
 
 
 def batch_statistics_copy(model: torch.nn.Module) -> torch.nn.Module:
     """A copy of ``model`` in eval mode whose trained batch norms normalise with batch statistics."""
-    trained = copy.deepcopy(model)
-    trained.train()  # LMPNet.train keeps the frozen stages in eval mode
-    norms = [m for m in trained.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.training]
-    trained.eval()
-    for m in norms:
+    copied = copy.deepcopy(model)
+    for m in trained_batchnorms(copied):
         m.train()
-    return trained
+    return copied
 
 
 @torch.inference_mode()

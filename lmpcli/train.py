@@ -116,6 +116,19 @@ def train_one_epoch(model: LMPNetPair, loader: DataLoader, optimizer, scheduler,
             "seconds": seconds, "images_per_s": n / max(seconds, 1e-9)}
 
 
+def trained_batchnorms(model: torch.nn.Module) -> list[torch.nn.modules.batchnorm._BatchNorm]:
+    """The batch norms that training updates (outside the frozen stages), in module order.
+
+    Asks the model itself: :meth:`lmpcli.model.LMPNet.train` keeps the frozen stages in eval
+    mode. Leaves ``model`` in eval mode.
+    """
+    model.train()
+    norms = [m for m in model.modules()
+             if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.track_running_stats and m.training]
+    model.eval()
+    return norms
+
+
 @torch.no_grad()
 def recalibrate_batchnorm(model: LMPNetPair, loader: DataLoader, device: torch.device,
                           progress: Progress | None = None) -> int:
@@ -149,11 +162,7 @@ def recalibrate_batchnorm(model: LMPNetPair, loader: DataLoader, device: torch.d
     if len(loader) == 0:
         raise ValueError("batch-norm recalibration needs at least one batch of images")
     progress = progress or NullProgress()
-    norms = [m for m in model.modules()
-             if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
-    model.train()  # LMPNet.train keeps the frozen stages in eval mode
-    trained = [m for m in norms if m.training]
-    model.eval()  # drop connect and dropout off, as at test time; only the trained norms use batch statistics
+    trained = trained_batchnorms(model)  # the rest stays in eval mode: drop connect and dropout off
     momenta = [m.momentum for m in trained]
     n = 0
     try:
