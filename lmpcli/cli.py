@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, List, Optional
@@ -71,12 +72,26 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     return (InputError, CheckpointError, BackboneError, OutputError, ValueError, OSError)
 
 
+def _stdout_closed() -> None:
+    """The reader of stdout went away (``lmp predict ... | head``): exit quietly like other Unix
+    tools, with 141 (128 + SIGPIPE); stdout is pointed at /dev/null so the interpreter's final
+    flush cannot raise again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # not a real file (e.g. a test runner's buffer)
+        pass
+    raise typer.Exit(141)
+
+
 def run_guarded(fn, *args, **kwargs):
     """Call a library function; known user errors become a one-line message and exit 1."""
     try:
         return fn(*args, **kwargs)
     except KeyboardInterrupt:
         fail("interrupted", 130)
+    except BrokenPipeError:
+        _stdout_closed()
     except _user_errors() as e:
         fail(str(e))
 
@@ -143,6 +158,7 @@ def train(
 
 
 # Options shared by predict and evaluate (keywords of predict_images / evaluate).
+WeightsOpt = Annotated[Optional[List[Path]], typer.Option(help="Checkpoint (default: the shipped weights). Repeat it for an LMPNet ensemble: every checkpoint's proposals are fused before one clustering and the logits averaged (extension; one forward of both networks per checkpoint).")]
 ThrOpt = Annotated[Optional[float], typer.Option(help="LMPNet: clustering erase radius in feature-map cells (default: checkpoint's, 1.2 for the shipped weights; 2 puts more keypoints on the tail at 5 points lower greedy PCK; the paper: 3).")]
 NumFiltersOpt = Annotated[Optional[int], typer.Option(help="LMPNet: filters kept per image and network (Sec. 3.2; default: checkpoint's).")]
 IterationsOpt = Annotated[Optional[int], typer.Option(help="LMPNet: clustering iterations per keypoint (Algorithm 1).")]
@@ -180,7 +196,7 @@ def predict(
     out: str = typer.Option("-", "--out", "-o", help="Output .csv or .json file; - streams CSV to stdout."),
     json_format: bool = typer.Option(False, "--json", help="Write JSON (COCO-style keypoint triplets + class)."),
     vis_dir: Optional[Path] = typer.Option(None, help="Write annotated images (numbered markers) here."),
-    weights: Optional[Path] = typer.Option(None, help="Checkpoint (default: the shipped weights)."),
+    weights: WeightsOpt = None,
     method: str = typer.Option("lmpnet", help="Keypoint method: lmpnet, occlusion-gbp, cam, channel-mean or centre."),
     k: int = typer.Option(5, min=1, help="Keypoints per image."),
     thr: ThrOpt = None,
@@ -220,7 +236,7 @@ def predict(
     summary = run_guarded(
         run_predict, inputs, out=out, json_format=json_format, vis_dir=vis_dir, heatmaps_dir=heatmaps,
         overwrite=overwrite, method_options=options.get(method, {}),
-        weights=weights, method=method, k=k, thr=thr, num_filters=num_filters, iterations=iterations,
+        weights=weights or None, method=method, k=k, thr=thr, num_filters=num_filters, iterations=iterations,
         replica=replica, subcell=subcell, refine=refine, gate=gate, flip=flip, output_stride=output_stride, image_size=image_size, batch_size=batch_size, device=device, workers=workers,
         on_error=on_error, progress=RichProgress(not quiet and out != "-"),
     )
@@ -234,7 +250,7 @@ def predict(
 def evaluate(
     data: Path = typer.Option(..., help="CUB-200-2011-layout folder."),
     split: str = typer.Option("test", help="train, test or all."),
-    weights: Optional[Path] = typer.Option(None, help="Checkpoint (default: the shipped weights)."),
+    weights: WeightsOpt = None,
     method: str = typer.Option("lmpnet", "--method", help="Comma-separated methods to score: lmpnet, occlusion-gbp, cam (baselines are added)."),
     baselines: bool = typer.Option(True, help="Also score the centre and channel-mean baselines."),
     k: int = typer.Option(5, min=1),
@@ -281,7 +297,7 @@ def evaluate(
 
         run_guarded(check_writable, out, overwrite)
     report = run_guarded(
-        run_evaluate, data, split=split, weights=weights, methods=[m.strip() for m in method.split(",") if m.strip()],
+        run_evaluate, data, split=split, weights=weights or None, methods=[m.strip() for m in method.split(",") if m.strip()],
         baselines=baselines, k=k, thr=thr, num_filters=num_filters, iterations=iterations, replica=replica,
         subcell=subcell, refine=refine, gate=gate, flip=flip, output_stride=output_stride, image_size=image_size, entropy=entropy, alpha=alpha,
         method_options=method_options(method, occluder_size, occluder_stride, chunk_size, occlusion_input_size,

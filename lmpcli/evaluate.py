@@ -14,10 +14,9 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from .checkpoint import load_model
 from .data import PART_GROUPS, CUBDataset, InputError, eval_transform, spread_subset
-from .device import prepare_model, resolve_device
-from .inference import iterate, make_loader
+from .device import resolve_device
+from .inference import iterate, load_for_inference, make_loader
 from .methods import LMPNetMethod, create_method
 from .metrics import feature_map_entropy, nearest_part, part_recall
 from .outputs import atomic_write_text, check_writable
@@ -41,7 +40,7 @@ def evaluate(
     data: str | Path,
     *,
     split: str = "test",
-    weights: str | Path | None = None,
+    weights: str | Path | Sequence[str | Path] | None = None,
     methods: Sequence[str] = ("lmpnet",),
     baselines: bool = True,
     k: int = 5,
@@ -71,7 +70,9 @@ def evaluate(
     Args:
         data: CUB-layout folder (``images.txt``, ``parts/part_locs.txt``, ...).
         split: ``train``, ``test`` or ``all``.
-        weights: checkpoint (None = shipped weights).
+        weights: checkpoint (None = shipped weights), or several: LMPNet then fuses the
+            proposals of every pair and averages their logits (an ensemble, an extension;
+            :class:`lmpcli.methods.LMPNetMethod`); the baselines use the first.
         methods: keypoint methods to score (see :data:`lmpcli.methods.METHODS`).
         baselines: also score :data:`BASELINES` on the same images.
         k: keypoints per image. thr: LMPNet erase radius in cells (None = checkpoint's).
@@ -91,8 +92,9 @@ def evaluate(
         method_options: ``{method name: constructor keywords}`` for the other methods, e.g.
             ``{"occlusion-gbp": {"input_size": 112}, "cam": {"nms_radius": 1}}``.
         variants: extra LMPNet rows, ``{row name: settings}`` with settings among ``thr``,
-            ``num_filters``, ``iterations``, ``subcell``, ``refine``, ``gate``, ``replica``, ``flip`` (e.g.
-            ``{"thr3": {"thr": 3.0}, "no-fusion": {"replica": False}}``); they share the
+            ``num_filters``, ``iterations``, ``subcell``, ``refine``, ``gate``, ``replica``, ``flip``,
+            ``members`` (fuse only the first n of ``weights``) (e.g. ``{"thr3": {"thr": 3.0},
+            "no-fusion": {"replica": False}, "first": {"members": 1}}``); they share the
             networks' forward passes, so a test-time sweep costs about one evaluation.
         entropy: also report the mean entropy of the main network's normalised feature maps
             (Fig. 6) on the same images: over all filters, over the maps that fire, and over
@@ -118,10 +120,7 @@ def evaluate(
     """
     progress = progress or NullProgress()
     dev = resolve_device(device)
-    model, ckpt = load_model(weights, "cpu")
-    model = prepare_model(model, dev)
-    model.set_output_stride(output_stride)
-    model.set_image_size(image_size)
+    (model, *ensemble), ckpt = load_for_inference(weights, dev, output_stride, image_size)
     cfg = model.config
     root = Path(data)
     if not (root / "images.txt").is_file():
@@ -137,7 +136,7 @@ def evaluate(
         dataset = torch.utils.data.Subset(dataset, spread_subset(len(dataset), limit))
     names = list(dict.fromkeys([*methods, *(BASELINES if baselines else ())]))
     lmp_options = {"num_filters": num_filters, "iterations": iterations, "use_replica": replica,
-                   "subcell": subcell, "refine": refine, "gate": gate, "flip": flip}
+                   "subcell": subcell, "refine": refine, "gate": gate, "flip": flip, "ensemble": ensemble}
     extra = method_options or {}
     kp_methods = [create_method(n, model, k=k, thr=thr, **(lmp_options if n == "lmpnet" else {}), **extra.get(n, {}))
                   for n in names]
@@ -146,7 +145,12 @@ def evaluate(
             raise ValueError(f"variant name {vname!r} is already a method row")
         opts = {**lmp_options, "thr": thr}
         for key, value in settings.items():
-            opts["use_replica" if key == "replica" else key] = value
+            if key == "members":
+                if not 1 <= value <= 1 + len(ensemble):
+                    raise ValueError(f"variant {vname!r}: members must be 1 to {1 + len(ensemble)}, got {value}")
+                opts["ensemble"] = ensemble[:value - 1]
+            else:
+                opts["use_replica" if key == "replica" else key] = value
         kp_methods.append(LMPNetMethod(model, k=k, name=vname, **opts))
         names.append(vname)
     top_m = num_filters or cfg.num_filters
@@ -202,7 +206,7 @@ def evaluate(
               "iterations": pick(iterations, cfg.iterations), "replica": bool(replica and cfg.replica),
               "subcell": pick(subcell, cfg.subcell), "refine": pick(refine, cfg.refine),
               "gate": pick(gate, cfg.gate), "flip": flip, "output_stride": cfg.output_stride,
-              "weights": str(weights or "shipped"), "device": str(dev), "backbone": cfg.backbone,
+              "weights": _weights_names(weights), "device": str(dev), "backbone": cfg.backbone,
               "image_size": cfg.image_size, "classes": classes, "feature_map": cfg.image_size // cfg.output_stride,
               "method_options": {n: o for n, o in extra.items() if n in names}, "variants": variants or {}}
     if entropy:
@@ -214,6 +218,13 @@ def evaluate(
             "dead_fraction": 1 - ent["n_active"] / max(ent["n_all"], 1),
         }
     return {"table": pd.DataFrame(rows), "landing": pd.DataFrame(landing), "config": config}
+
+
+def _weights_names(weights) -> str | list[str]:
+    """The checkpoint(s) for the report's config: a path, a list of paths, or ``"shipped"``."""
+    paths = [weights] if weights is None or isinstance(weights, (str, Path)) else list(weights)
+    names = [str(p) for p in paths if p is not None] or ["shipped"]
+    return names[0] if len(names) == 1 else names
 
 
 def _landing_rows(method: str, nearest: torch.Tensor) -> list[dict]:

@@ -4,12 +4,46 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
 
-from .device import autocast
+from .checkpoint import CheckpointError, load_model
+from .device import autocast, prepare_model
 from .methods.base import KeypointMethod
+
+
+def load_for_inference(weights: str | Path | Sequence[str | Path] | None, device: torch.device,
+                       output_stride: int | None = None, image_size: int | None = None) -> tuple[list, dict]:
+    """Load one checkpoint, or several for an ensemble, ready for inference on ``device``.
+
+    Args:
+        weights: a checkpoint path, several (the first leads: its config, class names and
+            feature maps drive the baselines; the rest are ensemble members, docs/quality-log.md
+            section 27), or None / an empty sequence for the shipped weights.
+        output_stride, image_size: test-time settings applied to every pair (see
+            :meth:`lmpcli.model.LMPNetPair.set_output_stride` / ``set_image_size``).
+
+    Returns:
+        (pairs in eval mode on ``device``, the first checkpoint's dict without its state dict).
+
+    Raises:
+        CheckpointError: a missing or foreign checkpoint, or members trained on other classes.
+        ValueError, BackboneError: an unsupported ``output_stride`` or ``image_size``.
+    """
+    paths = [weights] if weights is None or isinstance(weights, (str, Path)) else list(weights) or [None]
+    pairs, first = [], None
+    for path in paths:
+        model, ckpt = load_model(path, "cpu")
+        if first is not None and ckpt["class_names"] != first["class_names"]:
+            raise CheckpointError(f"{path} was trained on other classes than {paths[0]}; an ensemble needs the same classes")
+        model = prepare_model(model, device)
+        model.set_output_stride(output_stride)
+        model.set_image_size(image_size)
+        pairs.append(model)
+        first = first or ckpt
+    return pairs, first
 
 
 def make_loader(dataset, batch_size: int, workers: int, collate_fn, device: torch.device) -> DataLoader:

@@ -6,16 +6,15 @@ import json
 import math
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import load_model
 from .data import ImagePathDataset, collate_skip_errors, eval_transform, expand_inputs, load_rgb
-from .device import prepare_model, resolve_device
-from .inference import iterate, make_loader
+from .device import resolve_device
+from .inference import iterate, load_for_inference, make_loader
 from .methods import create_method
 from .outputs import OutputError, atomic_write_image, atomic_write_text, check_writable, draw_keypoints
 from .progress import NullProgress, Progress
@@ -65,7 +64,7 @@ class ImageKeypoints:
 def predict_images(
     inputs: Iterable[str],
     *,
-    weights: str | Path | None = None,
+    weights: str | Path | Sequence[str | Path] | None = None,
     method: str = "lmpnet",
     k: int = 5,
     thr: float | None = None,
@@ -91,7 +90,9 @@ def predict_images(
     Args:
         inputs: image files, folders (searched recursively), glob patterns, or ``-`` for
             newline-separated paths on ``stdin``.
-        weights: checkpoint path; None = the shipped weights.
+        weights: checkpoint path; None = the shipped weights; several paths: an LMPNet ensemble
+            (extension): every pair's proposals are fused before one clustering and the class
+            probabilities come from the averaged logits (docs/quality-log.md section 27).
         method: keypoint method name (see :data:`lmpcli.methods.METHODS`).
         k: keypoints per image. thr: clustering erase radius in cells (None = checkpoint's).
         num_filters, iterations, replica: LMPNet filter selection size, clustering iterations,
@@ -119,13 +120,12 @@ def predict_images(
     progress = progress or NullProgress()
     paths = expand_inputs(list(inputs), stdin)
     dev = resolve_device(device)
-    model, ckpt = load_model(weights, "cpu")
-    model = prepare_model(model, dev)
-    model.set_output_stride(output_stride)
-    model.set_image_size(image_size)
+    (model, *ensemble), ckpt = load_for_inference(weights, dev, output_stride, image_size)
+    if ensemble and method != "lmpnet":
+        raise ValueError(f"several --weights (an ensemble) work with the lmpnet method only, not {method!r}")
     names = ckpt["class_names"]
-    options = {"num_filters": num_filters, "iterations": iterations, "use_replica": replica,
-                   "subcell": subcell, "refine": refine, "gate": gate, "flip": flip} if method == "lmpnet" else {}
+    options = {"num_filters": num_filters, "iterations": iterations, "use_replica": replica, "subcell": subcell,
+               "refine": refine, "gate": gate, "flip": flip, "ensemble": ensemble} if method == "lmpnet" else {}
     options.update(method_options or {})
     kp_method = create_method(method, model, k=k, thr=thr, **options)
     cfg = model.config

@@ -97,6 +97,20 @@ def test_existing_output_needs_overwrite_and_interrupted_run_leaves_no_file(mess
     assert not list(tmp_path.glob(".fresh.csv*"))  # no temporary leftovers
 
 
+def test_predict_exits_quietly_when_the_reader_of_stdout_goes_away(messy_folder, tiny_checkpoint):
+    """``lmp predict ... | head``: a closed pipe ends the run with 141 (128 + SIGPIPE), no error message."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "lmpcli.cli", "predict", messy_folder / "ok.jpg", "--weights",
+                             tiny_checkpoint, "--out", "-", "--workers", "0", "--device", "cpu"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader is gone before the first row is written
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141, stderr
+    assert "error" not in stderr.lower() and "Traceback" not in stderr
+
+
 def test_stdin_paths_and_json(messy_folder, tiny_checkpoint, tmp_path):
     paths = f"{messy_folder / 'ok.jpg'}\n{messy_folder / 'gray.jpg'}\n"
     r = run("predict", "-", "--weights", tiny_checkpoint, "--out", "-", "--workers", 0, input=paths)
@@ -108,6 +122,20 @@ def test_stdin_paths_and_json(messy_folder, tiny_checkpoint, tmp_path):
     rec = json.loads(out.read_text())[0]
     assert rec["category"] in ["a", "b", "c"] and 0 <= rec["score"] <= 1
     assert len(rec["keypoints"]) == 3 * rec["num_keypoints"] and rec["num_keypoints"] >= 1
+
+
+def test_predict_with_an_ensemble_of_checkpoints(messy_folder, tiny_checkpoint, tmp_path):
+    """Repeated --weights fuse the checkpoints' proposals (section 27); other methods refuse."""
+    ok = messy_folder / "ok.jpg"
+    r = run("predict", ok, "--weights", tiny_checkpoint, "--weights", tiny_checkpoint, "--out", "-", "--workers", 0)
+    assert r.exit_code == 0, r.output
+    rows = r.stdout.splitlines()
+    assert rows[0] == "image,rank,x,y,score" and len(rows) >= 2
+    single = run("predict", ok, "--weights", tiny_checkpoint, "--out", "-", "--workers", 0).stdout.splitlines()
+    assert [row.split(",")[1] for row in rows] == [row.split(",")[1] for row in single]  # same ranks found
+    r = run("predict", ok, "--weights", tiny_checkpoint, "--weights", tiny_checkpoint, "--method", "cam",
+            "--out", "-", "--workers", 0)
+    assert r.exit_code == 1 and "lmpnet method only" in r.output and "Traceback" not in r.output
 
 
 def test_train_resume_and_evaluate_on_tiny_data(tiny_cub, tmp_path, monkeypatch):
