@@ -255,8 +255,12 @@ def active_entropy(e: dict) -> float | None:
 
 
 def figure_entropy(results: dict[str, dict], path: Path) -> bool:
-    """Bar chart of mean feature-map entropy per training variant (Fig. 6)."""
-    import matplotlib
+    """Bar chart of mean feature-map entropy per training variant (Fig. 6); False without matplotlib."""
+    try:
+        import matplotlib
+    except ImportError:
+        print('no matplotlib: the entropy figure is skipped (pip install -e ".[bench]")')
+        return False
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

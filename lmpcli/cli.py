@@ -187,6 +187,8 @@ PREDICT_EPILOG = """Examples:
   lmp predict 'photos/**/*.jpg' --json --out kps.json --vis-dir annotated/
 
   find photos -name '*.jpg' | lmp predict - --out - | head
+
+  lmp predict photos/ --weights runs/seed0/model.pt --weights runs/seed1/model.pt --out kps.csv   # an ensemble
 """
 
 
@@ -246,7 +248,15 @@ def predict(
                   f"{summary['seconds']:.1f} s{where}", highlight=False)
 
 
-@app.command(epilog="Example:  lmp evaluate --data ../CUB_200_2011 --split test --k 5 --thr 3 --out results.csv")
+EVALUATE_EPILOG = """Examples:
+
+  lmp evaluate --data ../CUB_200_2011 --split test --k 5 --thr 3 --out results.csv
+
+  lmp evaluate --data ../CUB_200_2011 --limit 400 --weights runs/seed0/model.pt --weights runs/seed1/model.pt
+"""
+
+
+@app.command(epilog=EVALUATE_EPILOG)
 def evaluate(
     data: Path = typer.Option(..., help="CUB-200-2011-layout folder."),
     split: str = typer.Option("test", help="train, test or all."),
