@@ -12,11 +12,17 @@ from lmpcli.evaluate import _collate
 from lmpcli.inference import make_loader
 
 
-def cub_parser(description: str) -> argparse.ArgumentParser:
-    """Arguments every such script takes: --data, --weights, --split, --limit, --out, --batch-size, --workers."""
+def cub_parser(description: str, several_weights: str | None = None) -> argparse.ArgumentParser:
+    """Arguments every such script takes: --data, --weights, --split, --limit, --out, --batch-size, --workers.
+
+    ``several_weights``: help text of a required ``--weights A.pt B.pt ...`` (a list); None: one
+    optional checkpoint (default the shipped weights)."""
     ap = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", required=True)
-    ap.add_argument("--weights", default=None)
+    if several_weights:
+        ap.add_argument("--weights", nargs="+", required=True, help=several_weights)
+    else:
+        ap.add_argument("--weights", default=None)
     ap.add_argument("--split", default="test")
     ap.add_argument("--limit", type=int, default=None, help="N images spread evenly over the split")
     ap.add_argument("--out", default=None, help="also write the markdown table here")

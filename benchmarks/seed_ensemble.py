@@ -13,10 +13,10 @@ Cost: 2 N forwards of both networks per image (N alone, N for the ensembles, whi
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 
+from _cub import cub_parser
 from _markdown import emit_table
 from lmpcli.evaluate import evaluate
 
@@ -24,19 +24,14 @@ MEASURES = ("KP1", "KP2", "KP3", "KP4", "KP5", "avg", "recall", "acc")
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", required=True)
-    ap.add_argument("--weights", nargs="+", required=True, help="two or more checkpoints of one recipe, e.g. one per seed")
-    ap.add_argument("--split", default="test")
-    ap.add_argument("--limit", type=int, default=None, help="N images spread evenly over the split")
-    ap.add_argument("--out", default=None, help="also write the markdown table here")
-    ap.add_argument("--workers", type=int, default=2)
+    ap = cub_parser(__doc__, several_weights="two or more checkpoints of one recipe, e.g. one per seed")
     args = ap.parse_args()
     if len(args.weights) < 2:
         ap.error("an ensemble needs at least two checkpoints")
 
     start = time.time()
-    common = dict(split=args.split, k=5, limit=args.limit, workers=args.workers, baselines=False)
+    common = dict(split=args.split, k=5, limit=args.limit, workers=args.workers, batch_size=args.batch_size,
+                  baselines=False)
     alone = [evaluate(args.data, weights=w, **common)["table"].set_index("method").loc["lmpnet"] for w in args.weights]
     n = len(args.weights)
     variants = {f"first{m}": {"members": m} for m in range(2, n)}

@@ -16,10 +16,10 @@ variant columns give thr in cells of the maps at that size.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 
+from _cub import cub_parser
 from _markdown import emit_table
 from lmpcli.evaluate import evaluate, write_report
 
@@ -29,13 +29,7 @@ COLUMNS = [("defaults", "lmpnet"), ("thr 2, cell peaks", "thr2-cell"), ("thr 1.2
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", required=True)
-    ap.add_argument("--weights", nargs="+", required=True, help="checkpoints of one recipe, e.g. one per seed")
-    ap.add_argument("--split", default="test")
-    ap.add_argument("--limit", type=int, default=None, help="N images spread evenly over the split")
-    ap.add_argument("--out", default=None, help="also write the markdown table here")
-    ap.add_argument("--workers", type=int, default=2)
+    ap = cub_parser(__doc__, several_weights="checkpoints of one recipe, e.g. one per seed")
     ap.add_argument("--image-size", type=int, default=None, help="test-time input side, pixels (default: as trained)")
     ap.add_argument("--reports", nargs="+", default=None,
                     help="one JSON path per checkpoint: its full evaluation report (ranks, part groups, variants)")
@@ -51,7 +45,8 @@ def main() -> None:
     tables = []
     for i, w in enumerate(args.weights):
         report = evaluate(args.data, split=args.split, weights=w, methods=["lmpnet"], baselines=True, k=5,
-                          limit=args.limit, workers=args.workers, image_size=args.image_size, variants=variants)
+                          limit=args.limit, workers=args.workers, batch_size=args.batch_size, image_size=args.image_size,
+                          variants=variants)
         if args.reports:
             write_report(report, args.reports[i], overwrite=True)
         tables.append(report["table"].set_index("method"))
