@@ -72,7 +72,8 @@ def evaluate(
         split: ``train``, ``test`` or ``all``.
         weights: checkpoint (None = shipped weights), or several: LMPNet then fuses the
             proposals of every pair and averages their logits (an ensemble, an extension;
-            :class:`lmpcli.methods.LMPNetMethod`); the baselines use the first.
+            :class:`lmpcli.methods.LMPNetMethod`); the other methods, the baselines and
+            ``entropy`` use the first.
         methods: keypoint methods to score (see :data:`lmpcli.methods.METHODS`).
         baselines: also score :data:`BASELINES` on the same images.
         k: keypoints per image. thr: LMPNet erase radius in cells (None = checkpoint's).
