@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from .data import PART_GROUPS, CUBDataset, InputError, eval_transform, spread_subset
 from .device import resolve_device
-from .inference import iterate, load_for_inference, make_loader
+from .inference import checkpoint_paths, iterate, load_for_inference, make_loader
 from .methods import LMPNetMethod, create_method
 from .metrics import feature_map_entropy, nearest_part, part_recall
 from .outputs import atomic_write_text, check_writable
@@ -202,12 +202,13 @@ def evaluate(
     def pick(value, default):
         return default if value is None else value
 
+    checkpoints = [str(p or "shipped") for p in checkpoint_paths(weights)]
     config = {"data": str(data), "split": split, "images": n_images, "k": k, "alpha": alpha,
               "thr": pick(thr, cfg.thr), "num_filters": pick(num_filters, cfg.num_filters),
               "iterations": pick(iterations, cfg.iterations), "replica": bool(replica and cfg.replica),
               "subcell": pick(subcell, cfg.subcell), "refine": pick(refine, cfg.refine),
               "gate": pick(gate, cfg.gate), "flip": flip, "output_stride": cfg.output_stride,
-              "weights": _weights_names(weights), "device": str(dev), "backbone": cfg.backbone,
+              "weights": checkpoints[0] if len(checkpoints) == 1 else checkpoints, "device": str(dev), "backbone": cfg.backbone,
               "image_size": cfg.image_size, "classes": classes, "feature_map": cfg.image_size // cfg.output_stride,
               "method_options": {n: o for n, o in extra.items() if n in names}, "variants": variants or {}}
     if entropy:
@@ -219,13 +220,6 @@ def evaluate(
             "dead_fraction": 1 - ent["n_active"] / max(ent["n_all"], 1),
         }
     return {"table": pd.DataFrame(rows), "landing": pd.DataFrame(landing), "config": config}
-
-
-def _weights_names(weights) -> str | list[str]:
-    """The checkpoint(s) for the report's config: a path, a list of paths, or ``"shipped"``."""
-    paths = [weights] if weights is None or isinstance(weights, (str, Path)) else list(weights)
-    names = [str(p) for p in paths if p is not None] or ["shipped"]
-    return names[0] if len(names) == 1 else names
 
 
 def _landing_rows(method: str, nearest: torch.Tensor) -> list[dict]:

@@ -14,6 +14,13 @@ from .device import autocast, prepare_model
 from .methods.base import KeypointMethod
 
 
+def checkpoint_paths(weights: str | Path | Sequence[str | Path] | None) -> list:
+    """``weights`` as a list of checkpoint paths; ``[None]`` (the shipped weights) for None or an empty list."""
+    if weights is None or isinstance(weights, (str, Path)):
+        return [weights]
+    return list(weights) or [None]
+
+
 def load_for_inference(weights: str | Path | Sequence[str | Path] | None, device: torch.device,
                        output_stride: int | None = None, image_size: int | None = None) -> tuple[list, dict]:
     """Load one checkpoint, or several for an ensemble, ready for inference on ``device``.
@@ -32,7 +39,7 @@ def load_for_inference(weights: str | Path | Sequence[str | Path] | None, device
         CheckpointError: a missing or foreign checkpoint, or members trained on other classes.
         ValueError, BackboneError: an unsupported ``output_stride`` or ``image_size``.
     """
-    paths = [weights] if weights is None or isinstance(weights, (str, Path)) else list(weights) or [None]
+    paths = checkpoint_paths(weights)
     pairs, first = [], None
     for path in paths:
         model, ckpt = load_model(path, "cpu")
