@@ -16,7 +16,23 @@ from .outputs import atomic_path
 
 FORMAT = "lmpcli.lmpnet"
 VERSION = 1
-DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "lmpnet-lite0-cub50.pt"
+WEIGHTS_NAME = "lmpnet-lite0-cub50.pt"
+
+
+def _shipped_weights() -> Path:
+    """Where the shipped weights are: in the installed package (``lmpcli/_weights``, a wheel or an
+    editable install, where it is a link to the repository's ``weights/``), else the source tree's
+    ``weights/`` (a checkout whose links were not kept, e.g. on Windows)."""
+    here = Path(__file__).resolve().parent
+    candidates = (here / "_weights" / WEIGHTS_NAME, here.parent / "weights" / WEIGHTS_NAME)
+    for path in candidates:
+        if path.is_file() and path.stat().st_size > 1024:  # not a link stored as a text file
+            return path
+    return candidates[0]
+
+
+#: The shipped checkpoint, used when no ``--weights`` is given.
+DEFAULT_WEIGHTS = _shipped_weights()
 
 
 class CheckpointError(RuntimeError):
