@@ -1,4 +1,5 @@
-import pandas as pd, pytest
+import pandas as pd
+import pytest
 from lmpcli.evaluate import evaluate
 
 def test_variants_share_forwards_and_match_separate_runs(tiny_checkpoint, tiny_cub):
