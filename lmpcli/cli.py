@@ -57,6 +57,12 @@ class RichProgress:
         err.print(message)
 
 
+#: Exit statuses of every command (docs/robustness.md): 0 every input processed; 1 an error during
+#: the run; 2 a usage error, refused before any work (click's own code for bad options); 3
+#: finished, outputs written, but some inputs were skipped (each reported on stderr).
+EXIT_ERROR, EXIT_USAGE, EXIT_SKIPPED = 1, 2, 3
+
+
 def fail(message: str, code: int = 1) -> None:
     """Print a one-line error to stderr and exit non-zero."""
     err.print(f"[red]error:[/red] {message}", highlight=False)
@@ -246,6 +252,8 @@ def predict(
         where = "" if out == "-" else f" -> {out}"
         err.print(f"{summary['images']} images, {len(summary['errors'])} skipped, "
                   f"{summary['seconds']:.1f} s{where}", highlight=False)
+    if summary["errors"]:
+        raise typer.Exit(EXIT_SKIPPED)
 
 
 EVALUATE_EPILOG = """Examples:

@@ -396,7 +396,7 @@ def tile_maps(model: LMPNetPair, paths: Sequence[str], filters: Tensor, *, netwo
     """
     dev = torch.device(device) if device is not None else _model_device(model)
     cfg = model.config
-    dataset = ImagePathDataset(list(paths), eval_transform(cfg.image_size, cfg.mean, cfg.std))
+    dataset = ImagePathDataset(list(paths), eval_transform(cfg.image_size, cfg.mean, cfg.std), cfg.image_size)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_skip_errors)
     mean = torch.tensor(cfg.mean, device=dev)[None, :, None, None]
     std = torch.tensor(cfg.std, device=dev)[None, :, None, None]
@@ -616,7 +616,7 @@ def visualize_filters(
     if network == "replica" and model.replica is None:
         raise ValueError("this checkpoint has no replica network (trained with --no-replica)")
     cfg = model.config
-    loader = make_loader(ImagePathDataset(paths, eval_transform(cfg.image_size, cfg.mean, cfg.std)),
+    loader = make_loader(ImagePathDataset(paths, eval_transform(cfg.image_size, cfg.mean, cfg.std), cfg.image_size),
                          batch_size, workers, collate_skip_errors, dev)
     stats = collect_filter_peaks(model, loader, network, dev, progress)
     selection = choose_grid(stats.peaks, n_filters=n_filters, n_rows=n_rows, filters=filters)

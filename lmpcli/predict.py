@@ -28,11 +28,13 @@ class ImageKeypoints:
 
     Attributes:
         image: path as given.
-        width, height: original image size, pixels.
-        xy: (k, 2) float32 keypoints (x, y) in original-image pixels, rank order; NaN = not found.
+        width, height: original image size, pixels, in the displayed frame (EXIF orientation applied).
+        xy: (k, 2) float32 keypoints (x, y) in original-image pixels of the displayed frame, rank
+            order; NaN = not found.
         score: (k,) confidences in [0, 1].
         class_index, class_name, class_prob: the main network's prediction (None for
             class-agnostic methods).
+        orientation: the EXIF orientation tag applied before inference (1 = none).
     """
 
     image: str
@@ -44,19 +46,21 @@ class ImageKeypoints:
     class_name: str | None = None
     class_prob: float | None = None
     extras: dict = field(default_factory=dict)
+    orientation: int = 1
 
     def csv_rows(self) -> list[list]:
         return [[self.image, r + 1, round(float(x), 2), round(float(y), 2), round(float(s), 4)]
                 for r, ((x, y), s) in enumerate(zip(self.xy, self.score)) if math.isfinite(x)]
 
     def to_json(self) -> dict:
-        """COCO-style record: ``keypoints`` is a flat list of [x, y, score] triplets."""
+        """COCO-style record: ``keypoints`` is a flat list of [x, y, score] triplets in pixels of the
+        displayed frame (``"frame": "displayed"``: EXIF orientation ``exif_orientation`` applied)."""
         trip: list[float] = []
         for (x, y), s in zip(self.xy, self.score):
             if math.isfinite(x):
                 trip += [round(float(x), 2), round(float(y), 2), round(float(s), 4)]
         return {"image": self.image, "width": self.width, "height": self.height,
-                "num_keypoints": len(trip) // 3, "keypoints": trip,
+                "frame": "displayed", "exif_orientation": self.orientation, "num_keypoints": len(trip) // 3, "keypoints": trip,
                 "category_id": self.class_index, "category": self.class_name,
                 "score": None if self.class_prob is None else round(self.class_prob, 4)}
 
@@ -129,7 +133,7 @@ def predict_images(
     options.update(method_options or {})
     kp_method = create_method(method, model, k=k, thr=thr, **options)
     cfg = model.config
-    dataset = ImagePathDataset(paths, eval_transform(cfg.image_size, cfg.mean, cfg.std))
+    dataset = ImagePathDataset(paths, eval_transform(cfg.image_size, cfg.mean, cfg.std), cfg.image_size)
     loader = make_loader(dataset, batch_size, workers, collate_skip_errors, dev)
     progress.start(f"predict ({method})", len(paths))
     try:
@@ -144,7 +148,8 @@ def predict_images(
             probs = None if res["logits"] is None else res["logits"].softmax(-1)
             for i, path in enumerate(batch["path"]):
                 w, h = (int(v) for v in batch["size"][i].tolist())
-                item = ImageKeypoints(path, w, h, res["xy"][i].numpy(), res["score"][i].numpy())
+                item = ImageKeypoints(path, w, h, res["xy"][i].numpy(), res["score"][i].numpy(),
+                                      orientation=int(batch["orientation"][i]))
                 if probs is not None:
                     p, c = probs[i].max(-1)
                     item.class_index, item.class_name, item.class_prob = int(c), names[int(c)], float(p)

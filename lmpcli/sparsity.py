@@ -129,7 +129,7 @@ def split_entropy(
     model, _ = load_model(weights, "cpu")
     model = prepare_model(model, dev)
     cfg = model.config
-    dataset = ImagePathDataset(paths, eval_transform(cfg.image_size, cfg.mean, cfg.std))
+    dataset = ImagePathDataset(paths, eval_transform(cfg.image_size, cfg.mean, cfg.std), cfg.image_size)
     loader = make_loader(dataset, batch_size, workers, collate_skip_errors, dev)
     m = cfg.num_filters if top_m is None else top_m
     return mean_feature_map_entropy(model, loader, network, dev, top_m=m, progress=progress)

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from .io import IMAGE_EXTENSIONS, InputError, load_rgb
+from .io import IMAGE_EXTENSIONS, ImageTooLargeError, InputError, decode_image, load_rgb
 
 
 class ClassFolderDataset(Dataset):
@@ -49,10 +49,16 @@ class ClassFolderDataset(Dataset):
 
 class ImagePathDataset(Dataset):
     """Images from a list of paths; an unreadable file yields ``{"error": msg}`` instead of raising,
-    so a batch loader can report and skip it."""
+    so a batch loader can report and skip it.
 
-    def __init__(self, paths: list[str], transform=None) -> None:
-        self.paths, self.transform = list(paths), transform
+    Items are dicts with ``image`` (transformed), ``size`` (W, H) float32 of the full-resolution
+    image in the displayed frame (EXIF orientation applied), ``orientation`` (the EXIF tag
+    applied, 1 = none), ``path``, ``index``. ``min_side`` (the network input side) lets large
+    images be reduced while decoding (:func:`lmpcli.data.io.decode_image`); None decodes fully.
+    """
+
+    def __init__(self, paths: list[str], transform=None, min_side: int | None = None) -> None:
+        self.paths, self.transform, self.min_side = list(paths), transform, min_side
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -60,13 +66,16 @@ class ImagePathDataset(Dataset):
     def __getitem__(self, index: int) -> dict:
         path = self.paths[index]
         try:
-            image = load_rgb(path)
+            decoded = decode_image(path, self.min_side)
+        except ImageTooLargeError as e:
+            return {"error": f"too large: {e}", "path": path, "index": index}
         except (OSError, ValueError) as e:
             return {"error": f"{type(e).__name__}: {e}", "path": path, "index": index}
-        size = torch.tensor(image.size, dtype=torch.float32)
+        image = decoded.image
+        size = torch.tensor(decoded.size, dtype=torch.float32)
         if self.transform is not None:
             image = self.transform(image)
-        return {"image": image, "size": size, "path": path, "index": index}
+        return {"image": image, "size": size, "orientation": decoded.orientation, "path": path, "index": index}
 
 
 def collate_skip_errors(items: list[dict]) -> dict:
