@@ -1,6 +1,6 @@
 """Print an ``lmp evaluate --out X.json`` report as markdown tables (for the README and docs).
 
-    python benchmarks/report_table.py docs/eval-test.json [--groups]
+    python benchmarks/report_table.py docs/experiments/s23-weight-decay/eval-test.json [--groups]
 """
 
 from __future__ import annotations
