@@ -43,13 +43,13 @@ def test_centre_baseline_returns_the_image_centre_in_original_pixels(images, tin
 
 @pytest.fixture(scope="module")
 def two_checkpoints(tmp_path_factory):
-    """Two untrained 128-px pairs (4x4 feature maps) that differ only in their seed."""
+    """Two untrained 96-px pairs (3x3 feature maps) that differ only in their seed."""
     d = tmp_path_factory.mktemp("seeds")
     paths = []
     for seed in (0, 1):
         torch.manual_seed(seed)
         path = d / f"seed{seed}.pt"
-        save_checkpoint(path, LMPNetPair(LMPNetConfig(image_size=128, num_classes=3, thr=1.0), pretrained=False),
+        save_checkpoint(path, LMPNetPair(LMPNetConfig(image_size=96, num_classes=3, thr=1.0), pretrained=False),
                         ["a", "b", "c"], half=True)
         paths.append(path)
     return paths
