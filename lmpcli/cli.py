@@ -183,6 +183,8 @@ CoarseWeightOpt = Annotated[float, typer.Option(help="occlusion-gbp: weight of t
 FineWeightOpt = Annotated[float, typer.Option(help="occlusion-gbp: weight of the guided-backprop map in the fusion.")]
 NmsRadiusOpt = Annotated[int, typer.Option(help="occlusion-gbp: non-maximum suppression radius, pixels.")]
 KeepFractionOpt = Annotated[float, typer.Option(help="occlusion-gbp: keep this top share of peaks by confidence.")]
+BackendOpt = Annotated[str, typer.Option(help="Network runtime: auto (ONNX Runtime on the CPU, torch on CUDA), torch or onnxruntime. ONNX graphs are exported once per checkpoint and cached (LMP_CACHE_DIR, default ~/.cache/lmp/onnx).")]
+WorkersOpt = Annotated[Optional[int], typer.Option(min=0, help="Image-decoding processes (default: the CPU cores, at most 8; 0 decodes in the main process).")]
 CamNmsRadiusOpt = Annotated[int, typer.Option(help="cam: non-maximum suppression radius, feature-map cells.")]
 
 
@@ -229,7 +231,8 @@ def predict(
     heatmaps: Optional[Path] = typer.Option(None, "--heatmaps", help="occlusion-gbp: write heat-map panels (input | occlusion | guided backprop | keypoints) here."),
     batch_size: int = typer.Option(8, min=1),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
-    workers: int = typer.Option(2, min=0, help="Image-decoding processes."),
+    backend: BackendOpt = "auto",
+    workers: WorkersOpt = None,
     overwrite: bool = typer.Option(False, help="Replace existing output files."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
 ) -> None:
@@ -245,7 +248,7 @@ def predict(
         run_predict, inputs, out=out, json_format=json_format, vis_dir=vis_dir, heatmaps_dir=heatmaps,
         overwrite=overwrite, method_options=options.get(method, {}),
         weights=weights or None, method=method, k=k, thr=thr, num_filters=num_filters, iterations=iterations,
-        replica=replica, subcell=subcell, refine=refine, gate=gate, flip=flip, output_stride=output_stride, image_size=image_size, batch_size=batch_size, device=device, workers=workers,
+        replica=replica, subcell=subcell, refine=refine, gate=gate, flip=flip, output_stride=output_stride, image_size=image_size, batch_size=batch_size, device=device, backend=backend, workers=workers,
         on_error=on_error, progress=RichProgress(not quiet and out != "-"),
     )
     if not quiet:
@@ -297,7 +300,8 @@ def evaluate(
     limit: Optional[int] = typer.Option(None, help="Only N images, spread evenly over the split (every class)."),
     batch_size: int = typer.Option(8, min=1),
     device: str = typer.Option("auto"),
-    workers: int = typer.Option(2, min=0),
+    backend: BackendOpt = "auto",
+    workers: WorkersOpt = None,
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Also write the table to .csv or .json."),
     overwrite: bool = typer.Option(False),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
@@ -320,7 +324,7 @@ def evaluate(
         subcell=subcell, refine=refine, gate=gate, flip=flip, output_stride=output_stride, image_size=image_size, entropy=entropy, alpha=alpha,
         method_options=method_options(method, occluder_size, occluder_stride, chunk_size, occlusion_input_size,
                                       coarse_weight, fine_weight, nms_radius, keep_fraction, cam_nms_radius), classes=parse_ids(classes), limit=limit,
-        batch_size=batch_size, device=device, workers=workers, progress=RichProgress(not quiet),
+        batch_size=batch_size, device=device, backend=backend, workers=workers, progress=RichProgress(not quiet),
     )
     cfg = report["config"]
     df = report["table"]
@@ -434,6 +438,35 @@ def visualize_filters(
     if not quiet:
         err.print(f"{summary['images']} images, {len(summary['errors'])} skipped, columns {summary['columns']} -> {out}",
                   highlight=False)
+
+
+EXPORT_EPILOG = """Examples:
+
+  lmp export --out lmpnet-main.onnx
+
+  lmp export --weights runs/lite0/model.pt --network replica --out replica.onnx
+"""
+
+
+@app.command(epilog=EXPORT_EPILOG)
+def export(
+    out: Path = typer.Option(..., "--out", "-o", help="The .onnx file to write."),
+    weights: Optional[Path] = typer.Option(None, help="Checkpoint (default: the shipped weights)."),
+    format: str = typer.Option("onnx", "--format", help="Output format: onnx."),
+    network: str = typer.Option("main", help="main or replica (the replica is fed the image with the main network's first keypoint masked out)."),
+    output_stride: OutputStrideOpt = None,
+    image_size: TestImageSizeOpt = None,
+    overwrite: bool = typer.Option(False, help="Replace an existing output file."),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+) -> None:
+    """Export a network to ONNX for deployment elsewhere: images (B, 3, S, S) -> logits, feature maps."""
+    from .backends.onnx import export_checkpoint
+
+    summary = run_guarded(export_checkpoint, out, weights=weights, format=format, network=network,
+                          image_size=image_size, output_stride=output_stride, overwrite=overwrite)
+    if not quiet:
+        err.print(f"{summary['network']} network, {summary['image_size']} px, output stride {summary['output_stride']}, "
+                  f"{summary['bytes'] / 1e6:.1f} MB -> {out}", highlight=False)
 
 
 def parse_ids(spec: str | None) -> list[int] | None:

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from .data import PART_GROUPS, CUBDataset, InputError, eval_transform, spread_subset
+from .backends import resolve_backend
 from .device import resolve_device
 from .inference import checkpoint_paths, iterate, load_for_inference, make_loader
 from .methods import LMPNetMethod, create_method
@@ -62,7 +63,8 @@ def evaluate(
     limit: int | None = None,
     batch_size: int = 8,
     device: str = "auto",
-    workers: int = 2,
+    backend: str = "auto",
+    workers: int | None = None,
     progress: Progress | None = None,
 ) -> dict:
     """Score keypoint methods on a CUB-200-2011-layout split.
@@ -103,6 +105,9 @@ def evaluate(
         alpha: PCK radius as a fraction of the shorter image side.
         classes: only these CUB class ids (e.g. classes held out from training).
         limit: evaluate ``limit`` images spread evenly over the split (quick checks; every class).
+        backend: network runtime, ``auto`` (ONNX Runtime on the CPU, torch on CUDA), ``torch``
+            or ``onnxruntime`` (:mod:`lmpcli.backends`; docs/speed.md).
+        workers: image-decoding processes (None = :func:`lmpcli.inference.default_workers`).
 
     Returns:
         ``{"table": DataFrame (one row per method: KP1..KPk, avg, recall, per-group
@@ -121,7 +126,7 @@ def evaluate(
     """
     progress = progress or NullProgress()
     dev = resolve_device(device)
-    (model, *ensemble), ckpt = load_for_inference(weights, dev, output_stride, image_size)
+    (model, *ensemble), ckpt = load_for_inference(weights, dev, output_stride, image_size, backend)
     cfg = model.config
     root = Path(data)
     if not (root / "images.txt").is_file():
@@ -208,7 +213,7 @@ def evaluate(
               "iterations": pick(iterations, cfg.iterations), "replica": bool(replica and cfg.replica),
               "subcell": pick(subcell, cfg.subcell), "refine": pick(refine, cfg.refine),
               "gate": pick(gate, cfg.gate), "flip": flip, "output_stride": cfg.output_stride,
-              "weights": checkpoints[0] if len(checkpoints) == 1 else checkpoints, "device": str(dev), "backbone": cfg.backbone,
+              "weights": checkpoints[0] if len(checkpoints) == 1 else checkpoints, "device": str(dev), "backend": resolve_backend(backend, dev), "backbone": cfg.backbone,
               "image_size": cfg.image_size, "classes": classes, "feature_map": cfg.image_size // cfg.output_stride,
               "method_options": {n: o for n, o in extra.items() if n in names}, "variants": variants or {}}
     if entropy:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
+from .backends import apply_backend, resolve_backend
 from .checkpoint import CheckpointError, load_model
 from .device import autocast, prepare_model
 from .methods.base import KeypointMethod
@@ -22,7 +24,8 @@ def checkpoint_paths(weights: str | Path | Sequence[str | Path] | None) -> list:
 
 
 def load_for_inference(weights: str | Path | Sequence[str | Path] | None, device: torch.device,
-                       output_stride: int | None = None, image_size: int | None = None) -> tuple[list, dict]:
+                       output_stride: int | None = None, image_size: int | None = None,
+                       backend: str = "torch") -> tuple[list, dict]:
     """Load one checkpoint, or several for an ensemble, ready for inference on ``device``.
 
     Args:
@@ -31,14 +34,17 @@ def load_for_inference(weights: str | Path | Sequence[str | Path] | None, device
             section 27), or None / an empty sequence for the shipped weights.
         output_stride, image_size: test-time settings applied to every pair (see
             :meth:`lmpcli.model.LMPNetPair.set_output_stride` / ``set_image_size``).
+        backend: ``torch``, ``onnxruntime`` or ``auto`` (:func:`lmpcli.backends.apply_backend`:
+            ONNX Runtime on the CPU, torch on CUDA), installed after the test-time settings.
 
     Returns:
         (pairs in eval mode on ``device``, the first checkpoint's dict without its state dict).
 
     Raises:
         CheckpointError: a missing or foreign checkpoint, or members trained on other classes.
-        ValueError, BackboneError: an unsupported ``output_stride`` or ``image_size``.
+        ValueError, BackboneError: an unsupported ``output_stride``, ``image_size`` or ``backend``.
     """
+    resolve_backend(backend, device)  # fail on a bad name before loading anything
     paths = checkpoint_paths(weights)
     pairs, first = [], None
     for path in paths:
@@ -48,13 +54,26 @@ def load_for_inference(weights: str | Path | Sequence[str | Path] | None, device
         model = prepare_model(model, device)
         model.set_output_stride(output_stride)
         model.set_image_size(image_size)
+        apply_backend(model, backend, device)
         pairs.append(model)
         first = first or ckpt
     return pairs, first
 
 
-def make_loader(dataset, batch_size: int, workers: int, collate_fn, device: torch.device) -> DataLoader:
-    """DataLoader that decodes images in ``workers`` processes, overlapping with compute."""
+def default_workers() -> int:
+    """Image-decoding processes by default: the CPU cores this process may use, at most 8."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, 8))
+
+
+def make_loader(dataset, batch_size: int, workers: int | None, collate_fn, device: torch.device) -> DataLoader:
+    """DataLoader that decodes images in ``workers`` processes (None: :func:`default_workers`),
+    overlapping with compute; at most two batches per worker are decoded ahead, so memory does
+    not grow with the number of images."""
+    workers = default_workers() if workers is None else workers
     return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
                       collate_fn=collate_fn, pin_memory=device.type == "cuda",
                       prefetch_factor=2 if workers > 0 else None)

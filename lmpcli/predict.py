@@ -84,7 +84,8 @@ def predict_images(
     method_options: dict | None = None,
     batch_size: int = 8,
     device: str = "auto",
-    workers: int = 2,
+    backend: str = "auto",
+    workers: int | None = None,
     stdin: Iterable[str] | None = None,
     on_error: Callable[[str, str], None] | None = None,
     progress: Progress | None = None,
@@ -114,6 +115,9 @@ def predict_images(
             disk the same fraction of the image (:meth:`lmpcli.model.LMPNetPair.set_image_size`).
         method_options: extra constructor keywords of the method (e.g. ``occluder_size``,
             ``input_size`` for ``occlusion-gbp``; ``nms_radius`` for ``cam``).
+        backend: network runtime, ``auto`` (ONNX Runtime on the CPU, torch on CUDA), ``torch``
+            or ``onnxruntime`` (:mod:`lmpcli.backends`; docs/speed.md).
+        workers: image-decoding processes (None = :func:`lmpcli.inference.default_workers`).
         on_error: called as ``on_error(path, reason)`` for each unreadable file (skipped).
 
     Raises:
@@ -124,7 +128,7 @@ def predict_images(
     progress = progress or NullProgress()
     paths = expand_inputs(list(inputs), stdin)
     dev = resolve_device(device)
-    (model, *ensemble), ckpt = load_for_inference(weights, dev, output_stride, image_size)
+    (model, *ensemble), ckpt = load_for_inference(weights, dev, output_stride, image_size, backend)
     if ensemble and method != "lmpnet":
         raise ValueError(f"several --weights (an ensemble) work with the lmpnet method only, not {method!r}")
     names = ckpt["class_names"]

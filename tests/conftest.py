@@ -26,6 +26,15 @@ def _threads():
     torch.set_num_threads(2)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _onnx_cache(request):
+    """ONNX graphs of the onnxruntime backend go to pytest's cache (kept between runs), not ~/.cache."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("LMP_CACHE_DIR", str(request.config.cache.mkdir("lmp-onnx")))
+    yield
+    mp.undo()
+
+
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory) -> Path:
     """An untrained 64-px LMPNet pair (2x2 feature maps), 3 classes, saved like a real one."""

@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..backends.onnx import torch_network
 from ..model import KeypointOutput
 from .base import main_forward
 
@@ -581,7 +582,7 @@ class OcclusionGBPMethod:
             if coarse.shape[-2:] != s:
                 coarse = F.interpolate(coarse[:, None], size=tuple(s), mode="bilinear", align_corners=False)[:, 0]
             coarse = _normalise_max(coarse.clamp_min(0))
-        grad = guided_backprop(self.model.main, images, target, self.gbp_objective, forward=self._forward)
+        grad = guided_backprop(torch_network(self.model.main), images, target, self.gbp_objective)  # torch: gradients
         fine = gbp_heatmap(grad)
         if self.fine_sigma > 0:
             fine = _normalise_max(gaussian_blur(fine, self.fine_sigma))
