@@ -421,7 +421,8 @@ def visualize_filters(
     limit: Optional[int] = typer.Option(None, help="Only N images, spread evenly over the split (every class)."),
     batch_size: int = typer.Option(8, min=1),
     device: str = typer.Option("auto"),
-    workers: int = typer.Option(2, min=0),
+    backend: BackendOpt = "auto",
+    workers: WorkersOpt = None,
     overwrite: bool = typer.Option(False),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
@@ -432,7 +433,7 @@ def visualize_filters(
     summary = run_guarded(
         run_visualize, inputs, weights=weights, out=out, split=split, n_filters=n_filters, n_rows=n_rows, tile=tile,
         network=network, filters=ids, classes=parse_ids(classes), normalize=normalize, colormap=colormap, alpha=alpha,
-        limit=limit, batch_size=batch_size, device=device, workers=workers, overwrite=overwrite,
+        limit=limit, batch_size=batch_size, device=device, backend=backend, workers=workers, overwrite=overwrite,
         progress=RichProgress(not quiet),
     )
     if not quiet:

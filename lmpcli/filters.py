@@ -552,7 +552,8 @@ def visualize_filters(
     limit: int | None = None,
     batch_size: int = 8,
     device: str = "auto",
-    workers: int = 2,
+    backend: str = "auto",
+    workers: int | None = None,
     overwrite: bool = False,
     progress: Progress | None = None,
 ) -> dict:
@@ -573,7 +574,10 @@ def visualize_filters(
         classes: CUB only: restrict to these official class ids (1-based).
         normalize, colormap, alpha: colouring, see :func:`render_filter_grid`.
         limit: only ``limit`` images, spread evenly over the inputs.
-        batch_size, device, workers: inference settings (``device``: auto, cpu, cuda).
+        batch_size, device, workers: inference settings (``device``: auto, cpu, cuda;
+            ``workers`` None: :func:`lmpcli.inference.default_workers`).
+        backend: network runtime, ``auto`` (ONNX Runtime on the CPU, torch on CUDA), ``torch`` or
+            ``onnxruntime`` (:mod:`lmpcli.backends`).
         overwrite: replace an existing ``out``.
 
     Returns:
@@ -590,6 +594,7 @@ def visualize_filters(
     """
     import cv2
 
+    from .backends import apply_backend
     from .checkpoint import load_model
     from .device import prepare_model, resolve_device
     from .inference import make_loader
@@ -615,6 +620,7 @@ def visualize_filters(
     model = prepare_model(model, dev)
     if network == "replica" and model.replica is None:
         raise ValueError("this checkpoint has no replica network (trained with --no-replica)")
+    apply_backend(model, backend, dev)
     cfg = model.config
     loader = make_loader(ImagePathDataset(paths, eval_transform(cfg.image_size, cfg.mean, cfg.std), cfg.image_size),
                          batch_size, workers, collate_skip_errors, dev)

@@ -153,19 +153,23 @@ class OnnxNetwork(nn.Module):
             its attributes (``backbone``, ``pool``, ``classifier``) and for gradients.
         session: ``onnxruntime.InferenceSession`` of ``network`` (:func:`cached_session`).
         image_size: the input side S the graph was exported for, pixels.
+        cache, threads: see :func:`cached_session`; used for the graphs of other input sizes.
 
     Calling it on (B, 3, S, S) float normalised images (any device, any memory format) returns
-    (logits (B, K), feature maps (B, C, h, w)), float32 CPU tensors without gradients.
+    (logits (B, K), feature maps (B, C, h, w)), float32 CPU tensors without gradients. Another
+    square size S' gets its own graph, exported (or read from the cache) on first use.
 
     Raises:
-        ValueError: (on call) inputs not (B, 3, S, S).
+        ValueError: (on call) inputs not (B, 3, S', S') square images.
     """
 
-    def __init__(self, network: nn.Module, session, image_size: int) -> None:
+    def __init__(self, network: nn.Module, session, image_size: int, cache: str | os.PathLike | None = None,
+                 threads: int | None = None) -> None:
         super().__init__()
         self.network = network
-        self.session = session
+        self.sessions = {int(image_size): session}
         self.image_size = int(image_size)
+        self.cache, self.threads = cache, threads
 
     @property
     def backbone(self) -> nn.Module:
@@ -180,11 +184,13 @@ class OnnxNetwork(nn.Module):
         return self.network.classifier
 
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
-        s = self.image_size
-        if images.dim() != 4 or tuple(images.shape[1:]) != (3, s, s):
-            raise ValueError(f"the ONNX graph takes (B, 3, {s}, {s}) images, got {tuple(images.shape)}")
+        if images.dim() != 4 or images.shape[1] != 3 or images.shape[2] != images.shape[3]:
+            raise ValueError(f"the ONNX graphs take (B, 3, S, S) images, got {tuple(images.shape)}")
+        s = int(images.shape[-1])
+        if s not in self.sessions:  # another square size (e.g. occlusion at 112 px): its own graph, cached
+            self.sessions[s] = cached_session(self.network, s, self.cache, self.threads)[0]
         x = images.detach().to("cpu", torch.float32).contiguous().numpy()
-        logits, features = self.session.run(None, {"images": x})
+        logits, features = self.sessions[s].run(None, {"images": x})
         return torch.from_numpy(logits), torch.from_numpy(features)
 
 
@@ -209,7 +215,7 @@ def install_onnxruntime(pair, cache_dir: str | os.PathLike | None = None, thread
         if net is None or isinstance(net, OnnxNetwork):
             continue
         session, path = cached_session(net.eval(), pair.config.image_size, cache_dir, threads)
-        setattr(pair, name, OnnxNetwork(net, session, pair.config.image_size))
+        setattr(pair, name, OnnxNetwork(net, session, pair.config.image_size, cache_dir, threads))
         paths.append(path)
     return paths
 

@@ -1,0 +1,87 @@
+"""Do the ONNX Runtime and torch backends give the same keypoints? One table (docs/speed.md).
+
+Both backends run LMPNet keypoints (the checkpoint's test-time defaults, k = 5) on the same
+decoded batches of a CUB-layout split: the torch pair as loaded, and a second copy of it with
+its networks replaced by ONNX Runtime (:func:`lmpcli.backends.onnx.install_onnxruntime`).
+Reported: the largest keypoint difference in original-image pixels, the images with any
+keypoint more than 0.5 px apart (or found by one backend only), greedy PCK@0.1 per rank
+under each backend and the images whose hits differ, and the accuracy of each.
+Per-batch results go to ``--state`` so a killed run continues where it stopped.
+
+    python benchmarks/backend_agreement.py --data ../shared/data/cub50 [--limit 200] [--out table.md]
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from pathlib import Path
+
+import torch
+
+from _cub import cub_parser, load_split
+from _markdown import emit_table
+from lmpcli.backends.onnx import install_onnxruntime
+from lmpcli.checkpoint import atomic_torch_save
+from lmpcli.methods import create_method
+from lmpcli.metrics import nearest_part
+
+TOLERANCE = 0.5  # pixels of the original image
+
+
+def main() -> None:
+    ap = cub_parser(__doc__)
+    ap.add_argument("--state", default="runs/backend_agreement.pt", help="per-batch results, for resuming")
+    args = ap.parse_args()
+    torch.set_grad_enabled(False)
+    ref, _, _, loader = load_split(args)
+    fast = copy.deepcopy(ref)
+    install_onnxruntime(fast)
+    methods = {"torch": create_method("lmpnet", ref), "onnxruntime": create_method("lmpnet", fast)}
+    state_path = Path(args.state)
+    state = torch.load(state_path, weights_only=False) if state_path.is_file() else {"batches": {}, "seconds": {}}
+    start = time.time()
+    for b, batch in enumerate(loader):
+        if b in state["batches"]:
+            continue
+        s = batch["image"].shape[-1]
+        scale = batch["size"] / s  # (B, 2) original pixels per input pixel
+        row = {}
+        for name, method in methods.items():
+            t = time.perf_counter()
+            with torch.inference_mode():
+                out = method(batch["image"])
+            state["seconds"][name] = state["seconds"].get(name, 0.0) + time.perf_counter() - t
+            xy = out.xy * scale[:, None]
+            near = nearest_part(xy, batch["keypoints"], batch["visible"], batch["size"], 0.1)
+            row[name] = {"xy": xy, "hit": near >= 0, "pred": out.logits.argmax(-1)}
+        row["label"] = batch["label"]
+        state["batches"][b] = row
+        if b % 10 == 9:
+            atomic_torch_save(state, state_path)
+        print(f"batch {b + 1}/{len(loader)} {time.time() - start:.0f} s", flush=True)
+    atomic_torch_save(state, state_path)
+
+    rows = [state["batches"][b] for b in sorted(state["batches"])]
+    cat = {n: {k: torch.cat([r[n][k] for r in rows]) for k in ("xy", "hit", "pred")} for n in methods}
+    labels = torch.cat([r["label"] for r in rows])
+    a, o = cat["torch"]["xy"], cat["onnxruntime"]["xy"]
+    same_nan = torch.isnan(a) == torch.isnan(o)
+    diff = torch.where(same_nan, (a - o).nan_to_num().abs(), torch.tensor(float("inf"))).amax((1, 2))  # (N,)
+    n = len(diff)
+    caption = (f"{n} images ({args.split} split of {args.data}), LMPNet k=5: max keypoint difference {diff.max():.4f} px; "
+               f"{int((diff > TOLERANCE).sum())} images beyond {TOLERANCE} px; images whose greedy-PCK hits differ: "
+               f"{int((cat['torch']['hit'] != cat['onnxruntime']['hit']).any(1).sum())}; "
+               f"predicted class differs: {int((cat['torch']['pred'] != cat['onnxruntime']['pred']).sum())}")
+    header = ["backend", "KP1", "KP2", "KP3", "KP4", "KP5", "avg", "acc", "keypoint s/img"]
+    table = []
+    for name in methods:
+        hit = cat[name]["hit"].float()
+        table.append([name, *[f"{100 * hit[:, r].mean():.2f}" for r in range(hit.shape[1])], f"{100 * hit.mean():.2f}",
+                      f"{100 * (cat[name]['pred'] == labels).float().mean():.2f}",
+                      f"{state['seconds'][name] / n:.3f}"])
+    emit_table(caption, header, table, args.out)
+
+
+if __name__ == "__main__":
+    main()
