@@ -1,0 +1,323 @@
+"""Part model: K parts with fixed identities, learned from class labels only (issue 25).
+
+LMPNet's keypoints are ranked by prominence, so a rank names no part across images. The part
+model turns the main network's final-conv feature map (B, C, h, w) into K part response maps
+(B, K, h, w) whose index is the part's identity on every image. It is fitted on training images
+without keypoint labels (the network itself saw only class labels) and stored in the checkpoint
+under :data:`CHECKPOINT_KEY` as plain tensors, strings and numbers, so the checkpoint still loads
+with ``torch.load(weights_only=True)``.
+
+Fitting methods (docs/quality-log.md section 29 chose between them by measurement):
+
+* ``filters``: spectral clustering of the filters by where their peaks co-occur across images
+  (the part-detector route of Xiao et al. 2015 and Simon & Rodner 2015); a part's map is the sum
+  of its filters' maps, each divided by that filter's 99th-percentile peak.
+* ``kmeans``: spherical k-means of foreground cell descriptors; a part's map is each cell's
+  descriptor dotted with the unit centroid.
+* ``kmeans-centred``: as ``kmeans``, but each image's foreground descriptors are first centred
+  on their own mean, which removes what all cells of one bird share (mostly its species) and
+  leaves what tells its parts apart; a cell's response is its cosine with the centroid times
+  its channel sum relative to the image's strongest cell (added after a pilot, quality log 29).
+* ``nmf``: non-negative matrix factorisation of foreground cell descriptors (Deep Feature
+  Factorization, Collins et al. ECCV 2018); a part's map is the image's coefficient map, from
+  multiplicative updates with the fitted basis fixed.
+
+At test time part j sits at the 3 x 3 sub-cell centroid of its map's peak; it is visible when the
+peak reaches ``threshold[j]`` and reported absent (NaN) otherwise, never invented.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .layers.selection import _centroid3x3
+from .progress import NullProgress, Progress
+
+#: Checkpoint key holding :meth:`PartModel.to_dict`.
+CHECKPOINT_KEY = "parts"
+#: Fitting methods of :func:`fit_part_model`.
+PART_METHODS = ("filters", "kmeans", "kmeans-centred", "nmf")
+#: Cells per image whose descriptors ``kmeans`` and ``nmf`` fit on: the strongest by channel sum.
+FOREGROUND_CELLS = 16
+#: Visible when the peak reaches this fraction of the part's median training peak.
+VISIBLE_FRACTION = 0.3
+#: Multiplicative updates of the ``nmf`` coefficients at test time.
+NMF_ITERATIONS = 30
+
+
+class PartModelError(ValueError):
+    """A part model that cannot be fitted, read or applied (bad K, method or shapes)."""
+
+
+@dataclass
+class PartModel:
+    """K parts with fixed identities over a C-channel feature map.
+
+    Attributes:
+        method: one of :data:`PART_METHODS`.
+        projection: (K, C) float32; part maps are ``projection @ features`` per cell (``filters``,
+            ``kmeans``) or the NMF basis H (``nmf``).
+        threshold: (K,) peak response at which a part counts as visible.
+        scale: (K,) peak response that scores 1 (the 95th percentile of training peaks).
+        iterations: multiplicative updates for ``nmf`` (0 for the linear methods).
+        meta: plain data about the fit (images, seconds, data folder).
+    """
+
+    method: str
+    projection: Tensor
+    threshold: Tensor
+    scale: Tensor
+    iterations: int = 0
+    meta: dict | None = None
+
+    @property
+    def k(self) -> int:
+        """Number of parts K."""
+        return int(self.projection.shape[0])
+
+    def to_dict(self) -> dict:
+        """Plain tensors / strings / numbers for the checkpoint (``weights_only`` loadable)."""
+        return {"method": self.method, "projection": self.projection.float().contiguous(),
+                "threshold": self.threshold.float(), "scale": self.scale.float(),
+                "iterations": int(self.iterations), "meta": dict(self.meta or {})}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> PartModel:
+        """Inverse of :meth:`to_dict`.
+
+        Raises:
+            PartModelError: missing keys or inconsistent shapes.
+        """
+        try:
+            model = cls(str(d["method"]), d["projection"].float(), d["threshold"].float(), d["scale"].float(),
+                        int(d.get("iterations", 0)), dict(d.get("meta") or {}))
+        except (KeyError, AttributeError, TypeError) as e:
+            raise PartModelError(f"not a part model: {e}") from e
+        if model.projection.ndim != 2 or model.threshold.shape != (model.k,) or model.scale.shape != (model.k,):
+            raise PartModelError("part model tensors have inconsistent shapes")
+        return model
+
+    def responses(self, features: Tensor) -> Tensor:
+        """Part response maps.
+
+        Args:
+            features: (B, C, h, w) final-conv maps of the main network (any float dtype).
+
+        Returns:
+            (B, K, h, w) float32, non-negative.
+
+        Raises:
+            PartModelError: C differs from the fitted one.
+        """
+        b, c, h, w = features.shape
+        if c != self.projection.shape[1]:
+            raise PartModelError(f"the part model was fitted on {self.projection.shape[1]}-channel maps, got {c}")
+        p = self.projection.to(features.device)
+        f = features.float().flatten(2).transpose(1, 2)  # (B, hw, C)
+        if self.method == "nmf":
+            r = _nmf_coefficients(f.reshape(-1, c), p, self.iterations).reshape(b, h * w, -1)
+        elif self.method == "kmeans-centred":
+            energy = f.sum(-1)  # (B, hw)
+            centred = torch.nn.functional.normalize(f - _foreground_mean(f, energy)[:, None, :], dim=-1)
+            r = (centred @ p.T).clamp_min(0) * (energy / energy.amax(-1, keepdim=True).clamp_min(1e-12))[..., None]
+        else:
+            r = (f @ p.T).clamp_min(0)
+        return r.transpose(1, 2).reshape(b, -1, h, w)
+
+    def locate(self, features: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Where each part is, in feature-map cells.
+
+        Args:
+            features: (B, C, h, w) final-conv maps.
+
+        Returns:
+            (xy (B, K, 2) float32 cells (x, y), sub-cell centroid of the peak's 3 x 3 window,
+            NaN where absent; score (B, K) in [0, 1], 0 where absent; visible (B, K) bool;
+            peak (B, K) raw peak response).
+        """
+        r = self.responses(features)
+        w = r.shape[-1]
+        peak, idx = r.flatten(2).max(-1)  # (B, K)
+        xy = torch.stack([idx % w, torch.div(idx, w, rounding_mode="floor")], -1).float()
+        xy = _centroid3x3(r, xy)
+        visible = peak >= self.threshold.to(peak.device)
+        score = (peak / self.scale.to(peak.device)).clamp(0, 1)
+        xy = torch.where(visible[..., None], xy, float("nan"))
+        return xy, torch.where(visible, score, 0.0), visible, peak
+
+
+def _nmf_coefficients(v: Tensor, h: Tensor, iterations: int) -> Tensor:
+    """W >= 0 minimising ||V - W H||_F for fixed H: (N, C), (K, C) -> (N, K) (Lee & Seung updates)."""
+    v = v.clamp_min(0)
+    hht = h @ h.T
+    vht = v @ h.T
+    w = torch.linalg.lstsq(hht, vht.T).solution.T.clamp_min(1e-6)  # least-squares start
+    for _ in range(iterations):
+        w = w * vht / (w @ hht).clamp_min(1e-9)
+    return w
+
+
+@torch.inference_mode()
+def extract_features(model, loader, progress: Progress | None = None) -> Iterator[tuple[dict, Tensor]]:
+    """Yield (batch, main-network final-conv maps (B, C, h, w) float32 CPU) for each batch of ``loader``.
+
+    Runs the main network only (the part model does not use the replica), in channels_last
+    memory format under :func:`torch.inference_mode`. Batches without images (all unreadable)
+    are skipped.
+    """
+    progress = progress or NullProgress()
+    net = model.main.to(memory_format=torch.channels_last)
+    device = next(net.parameters()).device
+    for batch in loader:
+        if "image" not in batch:
+            progress.advance(len(batch.get("errors", ())))
+            continue
+        images = batch["image"].to(device).contiguous(memory_format=torch.channels_last)
+        features = net(images)[1].float().contiguous().cpu()
+        progress.advance(len(images) + len(batch.get("errors", ())))
+        yield batch, features
+
+
+def _foreground_mean(f: Tensor, energy: Tensor, cells: int = FOREGROUND_CELLS) -> Tensor:
+    """(B, hw, C) descriptors, (B, hw) channel sums -> (B, C) mean descriptor of each image's strongest cells."""
+    top = energy.topk(min(cells, energy.shape[-1]), -1).indices
+    return f.gather(1, top[..., None].expand(-1, -1, f.shape[-1])).mean(1)
+
+
+def _chunks(features: Tensor, size: int = 64) -> Iterator[Tensor]:
+    for i in range(0, len(features), size):
+        yield features[i: i + size].float()
+
+
+def foreground_descriptors(features: Tensor, cells: int = FOREGROUND_CELLS) -> Tensor:
+    """(N, C, h, w) maps -> (N * cells, C) float32 descriptors of each image's strongest cells (channel sum)."""
+    out = []
+    for f in _chunks(features):
+        flat = f.flatten(2)  # (n, C, hw)
+        top = flat.sum(1).topk(min(cells, flat.shape[-1]), -1).indices  # (n, cells)
+        out.append(flat.gather(2, top[:, None, :].expand(-1, flat.shape[1], -1)).transpose(1, 2).reshape(-1, flat.shape[1]))
+    return torch.cat(out)
+
+
+def _fit_filters(features: Tensor, k: int, seed: int, num_filters: int = 128, min_share: float = 0.01) -> Tensor:
+    from sklearn.cluster import SpectralClustering
+
+    n, c = features.shape[:2]
+    w = features.shape[-1]
+    affinity = torch.zeros(c, c, dtype=torch.float64)
+    count = torch.zeros(c, dtype=torch.float64)
+    peaks = []
+    for f in _chunks(features):
+        peak, idx = f.flatten(2).max(-1)  # (n, C)
+        peaks.append(peak)
+        _, sel = peak.topk(min(num_filters, c), -1)  # (n, M)
+        cell = idx.gather(1, sel)
+        xy = torch.stack([cell % w, torch.div(cell, w, rounding_mode="floor")], -1).float()
+        d2 = ((xy[:, :, None] - xy[:, None]) ** 2).sum(-1)  # (n, M, M)
+        rows = sel[:, :, None].expand_as(d2)
+        cols = sel[:, None, :].expand_as(d2)
+        affinity.index_put_((rows.reshape(-1), cols.reshape(-1)), torch.exp(-d2 / 2).double().reshape(-1), accumulate=True)
+        count.index_put_((sel.reshape(-1),), torch.ones(sel.numel(), dtype=torch.float64), accumulate=True)
+    keep = torch.nonzero(count >= max(1.0, min_share * n)).squeeze(1)
+    if len(keep) < k:
+        raise PartModelError(f"only {len(keep)} filters fire often enough to form {k} parts")
+    a = affinity[keep][:, keep] / torch.sqrt(count[keep][:, None] * count[keep][None])
+    labels = SpectralClustering(k, affinity="precomputed", random_state=seed,
+                                assign_labels="cluster_qr").fit_predict(a.numpy())
+    norm = torch.quantile(torch.cat(peaks), 0.99, dim=0).clamp_min(1e-6)  # (C,)
+    proj = torch.zeros(k, c)
+    proj[torch.as_tensor(labels), keep] = 1.0 / norm[keep]
+    return proj
+
+
+def _fit_kmeans(features: Tensor, k: int, seed: int) -> Tensor:
+    from sklearn.cluster import KMeans
+
+    x = torch.nn.functional.normalize(foreground_descriptors(features), dim=1).numpy()
+    centres = KMeans(k, n_init=3, random_state=seed).fit(x).cluster_centers_
+    return torch.nn.functional.normalize(torch.as_tensor(centres, dtype=torch.float32), dim=1)
+
+
+def _fit_kmeans_centred(features: Tensor, k: int, seed: int) -> Tensor:
+    from sklearn.cluster import KMeans
+
+    x = []
+    for f in _chunks(features):
+        flat = f.flatten(2).transpose(1, 2)  # (n, hw, C)
+        energy = flat.sum(-1)
+        top = energy.topk(min(FOREGROUND_CELLS, energy.shape[-1]), -1).indices
+        cells = flat.gather(1, top[..., None].expand(-1, -1, flat.shape[-1]))  # (n, cells, C)
+        x.append((cells - cells.mean(1, keepdim=True)).reshape(-1, flat.shape[-1]))
+    x = torch.nn.functional.normalize(torch.cat(x), dim=1).numpy()
+    centres = KMeans(k, n_init=3, random_state=seed).fit(x).cluster_centers_
+    return torch.nn.functional.normalize(torch.as_tensor(centres, dtype=torch.float32), dim=1)
+
+
+def _fit_nmf(features: Tensor, k: int, seed: int) -> Tensor:
+    from sklearn.decomposition import NMF
+
+    x = foreground_descriptors(features).clamp_min(0).numpy()
+    return torch.as_tensor(NMF(k, init="nndsvda", max_iter=300, random_state=seed).fit(x).components_,
+                           dtype=torch.float32)
+
+
+def fit_part_model(features: Tensor, k: int = 8, method: str = "nmf", seed: int = 0) -> PartModel:
+    """Fit K parts to the main network's maps of training images (no keypoint labels).
+
+    Args:
+        features: (N, C, h, w) final-conv maps (float16 or float32; N >= 2 images).
+        k: number of parts, >= 1.
+        method: one of :data:`PART_METHODS` (see the module docstring).
+        seed: random state of the clustering / factorisation.
+
+    Returns:
+        :class:`PartModel` whose thresholds come from these images: visible at
+        :data:`VISIBLE_FRACTION` of the median peak, score 1 at the 95th percentile.
+
+    Raises:
+        PartModelError: unknown method, K < 1, fewer than 2 images, or too few active filters.
+    """
+    if method not in PART_METHODS:
+        raise PartModelError(f"unknown part method {method!r}; choose one of {', '.join(PART_METHODS)}")
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise PartModelError(f"the number of parts must be a positive integer, got {k!r}")
+    if features.ndim != 4 or len(features) < 2:
+        raise PartModelError("fitting parts needs the (N, C, h, w) maps of at least 2 images")
+    fit = {"filters": _fit_filters, "kmeans": _fit_kmeans, "kmeans-centred": _fit_kmeans_centred,
+           "nmf": _fit_nmf}[method]
+    proj = fit(features, k, seed)
+    model = PartModel(method, proj, torch.zeros(k), torch.ones(k), NMF_ITERATIONS if method == "nmf" else 0)
+    peaks = torch.cat([model.responses(f).flatten(2).amax(-1) for f in _chunks(features)])  # (N, K)
+    model.threshold = VISIBLE_FRACTION * peaks.median(0).values
+    model.scale = torch.quantile(peaks, 0.95, dim=0).clamp_min(1e-6)
+    model.meta = {"images": len(features), "seed": int(seed)}
+    return model
+
+
+def part_keypoints(part_model: PartModel, features: Tensor, image_size: tuple[int, int],
+                   cell_centre: float = 0.5) -> tuple[Tensor, Tensor, Tensor]:
+    """Part locations in network-input pixels.
+
+    Args:
+        features: (B, C, h, w) final-conv maps of the main network.
+        image_size: (H, W) of the network input, pixels.
+        cell_centre: where a cell sits, fraction of the stride (:func:`lmpcli.model.cells_to_pixels`).
+
+    Returns:
+        (xy (B, K, 2) float32 (x, y) input pixels, index = part id, NaN where absent;
+        score (B, K) in [0, 1]; visible (B, K) bool).
+    """
+    from .model import cells_to_pixels
+
+    xy, score, visible, _ = part_model.locate(features)
+    return cells_to_pixels(xy, features.shape[-2:], image_size, cell_centre), score, visible
+
+
+def part_model_from_checkpoint(ckpt: dict) -> PartModel | None:
+    """The checkpoint's part model, or None for checkpoints without one (older files)."""
+    d = ckpt.get(CHECKPOINT_KEY)
+    return None if d is None else PartModel.from_dict(d)
