@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader, Subset
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from lmpcli.checkpoint import atomic_torch_save, load_model
-from lmpcli.data import CUBDataset, eval_transform
+from lmpcli.data import CUBDataset, eval_transform, spread_subset
 from lmpcli.parts import extract_features
 
 CHUNK = 100
@@ -41,54 +41,53 @@ def cache(args) -> None:
     ds = CUBDataset(args.data, args.split, eval_transform(cfg.image_size, cfg.mean, cfg.std))
     out = Path(args.cache) / args.split
     out.mkdir(parents=True, exist_ok=True)
+    order = spread_subset(len(ds), args.limit)
     start = time.perf_counter()
-    for c in range(0, len(ds), CHUNK):
+    for c in range(0, len(order), CHUNK):
         path = out / f"chunk_{c // CHUNK:03d}.pt"
         if path.exists():
             continue
-        idx = list(range(c, min(c + CHUNK, len(ds))))
+        idx = order[c: c + CHUNK]
         loader = DataLoader(Subset(ds, idx), batch_size=args.batch_size, num_workers=1,
                             collate_fn=lambda items: {"image": torch.stack([i["image"] for i in items])})
         feats = torch.cat([f.half() for _, f in extract_features(model, loader)])
         atomic_torch_save({"features": feats, "index": torch.tensor(idx)}, path)
-        print(f"{args.split} {idx[-1] + 1}/{len(ds)} {time.perf_counter() - start:.0f} s", flush=True)
+        print(f"{args.split} {c + len(idx)}/{len(order)} {time.perf_counter() - start:.0f} s", flush=True)
 
 
-def load_cache(cache_dir, split: str) -> torch.Tensor:
-    """(N, C, h, w) float16 maps of a split in dataset order. Raises SystemExit when incomplete."""
+def load_cache(cache_dir, split: str) -> tuple[torch.Tensor, list[int]]:
+    """((N, C, h, w) float16 maps, their N dataset indices) of a cached split."""
     chunks = sorted((Path(cache_dir) / split).glob("chunk_*.pt"))
     if not chunks:
         raise SystemExit(f"no cache for {split}; run the cache step first")
     parts = [torch.load(c, weights_only=True) for c in chunks]
-    index = torch.cat([p["index"] for p in parts])
-    if not torch.equal(index, torch.arange(len(index))):
-        raise SystemExit(f"the {split} cache is incomplete; rerun the cache step")
-    return torch.cat([p["features"] for p in parts])
+    return torch.cat([p["features"] for p in parts]), torch.cat([p["index"] for p in parts]).tolist()
 
 
-def ground_truth(data, split: str):
-    """(landmarks (N, 15, 2) pixels, visible (N, 15), boxes (N, 4) bx, by, bw, bh, sizes (N, 2) W, H)."""
+def ground_truth(data, split: str, index: list[int]):
+    """(landmarks (N, 15, 2) pixels, visible (N, 15), boxes (N, 4) bx, by, bw, bh, sizes (N, 2) W, H) of ``index``."""
     from PIL import Image
 
     ds = CUBDataset(data, split)
-    boxes = torch.tensor(ds.table[["bx", "by", "bw", "bh"]].to_numpy(), dtype=torch.float64)
-    sizes = torch.tensor([Image.open(ds.path(i)).size for i in range(len(ds))], dtype=torch.float64)
-    return ds.keypoints.double(), ds.visible, boxes, sizes
+    boxes = torch.tensor(ds.table[["bx", "by", "bw", "bh"]].to_numpy()[index], dtype=torch.float64)
+    sizes = torch.tensor([Image.open(ds.path(i)).size for i in index], dtype=torch.float64)
+    return ds.keypoints[index].double(), ds.visible[index], boxes, sizes
 
 
 def score(args) -> None:
     import json
 
     from lmpcli.landmarks import normalise_to_box, part_discovery_metrics
-
     from lmpcli.parts import fit_part_model, part_keypoints
 
     model, _ = load_model(args.weights)
     size = model.config.image_size
-    train = load_cache(args.cache, "train")
-    gt_train = ground_truth(args.data, "train")
+    train, index = load_cache(args.cache, "train")
+    gt_train = ground_truth(args.data, "train", index)
     if args.test:
-        test, gt_test = load_cache(args.cache, "test"), ground_truth(args.data, "test")
+        test, index = load_cache(args.cache, "test")
+        gt_test = ground_truth(args.data, "test", index)
+    print(f"{len(train)} train images" + (f", {len(test)} test images" if args.test else ""), flush=True)
     results_path = Path(args.results)
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
     setting = "test" if args.test else "train-halves"
@@ -138,6 +137,7 @@ def main() -> None:
     c.add_argument("--cache", default="runs/parts-cache")
     c.add_argument("--weights", default=None)
     c.add_argument("--batch-size", type=int, default=16)
+    c.add_argument("--limit", type=int, default=None, help="N images spread evenly over the split (every class)")
     s = sub.add_parser("score")
     s.add_argument("--data", required=True)
     s.add_argument("--cache", default="runs/parts-cache")

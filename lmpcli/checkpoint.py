@@ -13,6 +13,8 @@ import torch
 
 from .model import LMPNetConfig, LMPNetPair
 from .outputs import atomic_path
+from .parts import CHECKPOINT_KEY as PARTS_KEY
+from .parts import PartModelError, part_model_from_checkpoint
 
 FORMAT = "lmpcli.lmpnet"
 VERSION = 1
@@ -63,6 +65,8 @@ def save_checkpoint(path, model: LMPNetPair, class_names: list[str], meta: dict 
            "class_names": list(class_names), "state_dict": state, "meta": meta or {}}
     if training_state is not None:
         obj["training_state"] = training_state
+    if getattr(model, "part_model", None) is not None:
+        obj[PARTS_KEY] = model.part_model.to_dict()
     atomic_torch_save(obj, path)
 
 
@@ -88,7 +92,9 @@ def load_model(path=None, device: torch.device | str = "cpu") -> tuple[LMPNetPai
     """Rebuild the :class:`LMPNetPair` of a checkpoint (default: the shipped weights), in eval mode.
 
     Returns:
-        (model on ``device``, checkpoint dict without the state dict).
+        (model on ``device``, checkpoint dict without the state dict). ``model.part_model`` is
+        the checkpoint's :class:`lmpcli.parts.PartModel` (key ``"parts"``), or None for
+        checkpoints without one.
 
     Raises:
         CheckpointError: see :func:`read_checkpoint`, or weights that do not fit the config.
@@ -101,4 +107,8 @@ def load_model(path=None, device: torch.device | str = "cpu") -> tuple[LMPNetPai
         model.load_state_dict(state)
     except RuntimeError as e:
         raise CheckpointError(f"weights do not match their config: {str(e).splitlines()[0]}") from e
+    try:
+        model.part_model = part_model_from_checkpoint(obj)
+    except PartModelError as e:
+        raise CheckpointError(f"{path or DEFAULT_WEIGHTS}: {e}") from e
     return model.to(device).eval(), obj

@@ -470,6 +470,48 @@ def export(
                   f"{summary['bytes'] / 1e6:.1f} MB -> {out}", highlight=False)
 
 
+FIT_PARTS_EPILOG = """Examples:
+
+  lmp fit-parts weights/lmpnet-lite0-cub50.pt --data ../CUB_200_2011 --out runs/parts.pt
+
+  lmp fit-parts runs/lite0/model.pt --data my_photos/ --k 16 --out runs/lite0/model-parts16.pt
+
+  lmp predict examples/ --weights runs/parts.pt --method parts --out parts.csv
+"""
+
+
+@app.command("fit-parts", epilog=FIT_PARTS_EPILOG)
+def fit_parts(
+    weights: Path = typer.Argument(..., help="Input checkpoint (never written over)."),
+    data: List[str] = typer.Option(..., "--data", help="Training images, no keypoint labels needed: a CUB-200-2011-layout folder (its --split) or image files, folders (recursive), globs."),
+    out: Path = typer.Option(..., "--out", "-o", help="New checkpoint: the input's weights, bit for bit, plus the part model."),
+    k: Optional[int] = typer.Option(None, min=1, help="Number of parts K (default: the one chosen in quality-log section 29)."),
+    method: Optional[str] = typer.Option(None, help="Part model: kmeans-centred, kmeans, nmf or filters (default: the one chosen in quality-log section 29)."),
+    split: str = typer.Option("train", help="train, test or all (CUB folders)."),
+    limit: Optional[int] = typer.Option(None, min=2, help="Only N images, spread evenly over the list (every class)."),
+    seed: int = typer.Option(0, help="Random state of the clustering."),
+    batch_size: int = typer.Option(8, min=1),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    workers: int = typer.Option(2, min=0, help="Image-decoding processes."),
+    overwrite: bool = typer.Option(False, help="Replace an existing --out (never the input checkpoint)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
+) -> None:
+    """Fit K parts with fixed identities to a checkpoint's main network (class labels only; no keypoint labels)."""
+    from .parts import fit_parts as run_fit_parts
+
+    def on_error(path: str, reason: str) -> None:
+        err.print(f"[yellow]skipped[/yellow] {path}: {reason}", highlight=False)
+
+    summary = run_guarded(
+        run_fit_parts, weights, data[0] if len(data) == 1 else data, out, k=k, method=method, split=split,
+        limit=limit, seed=seed, batch_size=batch_size, workers=workers, device=device, overwrite=overwrite,
+        progress=RichProgress(not quiet), on_error=on_error,
+    )
+    if not quiet:
+        err.print(f"{summary['images']} images, K = {summary['k']} ({summary['method']}), features "
+                  f"{summary['extract_seconds']:.0f} s, fit {summary['fit_seconds']:.0f} s -> {out}", highlight=False)
+
+
 def parse_ids(spec: str | None) -> list[int] | None:
     """``"1-40"`` / ``"1,3,5-7"`` -> list of ints; None stays None."""
     if not spec:

@@ -175,6 +175,7 @@ class LMPNetPair(nn.Module):
         self.config = config
         self.main = LMPNet(config, pretrained)
         self.replica = LMPNet(config, pretrained) if config.replica else None
+        self.part_model = None  # lmpcli.parts.PartModel of the checkpoint, when it has one (issue 25)
 
     def cell_centre(self) -> float:
         """Where a feature-map cell sits, as a fraction of the output stride (:func:`cells_to_pixels`)."""

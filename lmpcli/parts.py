@@ -321,3 +321,112 @@ def part_model_from_checkpoint(ckpt: dict) -> PartModel | None:
     """The checkpoint's part model, or None for checkpoints without one (older files)."""
     d = ckpt.get(CHECKPOINT_KEY)
     return None if d is None else PartModel.from_dict(d)
+
+
+#: Default number of parts and fitting method (docs/quality-log.md section 29).
+DEFAULT_PARTS = 8
+DEFAULT_PART_METHOD = "kmeans-centred"
+
+
+def fit_parts_on_images(model, paths: list[str], *, k: int = DEFAULT_PARTS, method: str = DEFAULT_PART_METHOD,
+                        seed: int = 0, batch_size: int = 8, workers: int = 2,
+                        progress: Progress | None = None, on_error=None) -> PartModel:
+    """Extract the main network's maps of ``paths`` (no labels) and fit a :class:`PartModel`.
+
+    Args:
+        model: :class:`lmpcli.model.LMPNetPair` in eval mode (its device is used).
+        paths: image files; unreadable ones are skipped (``on_error(path, reason)``).
+        k, method, seed: see :func:`fit_part_model`.
+
+    Raises:
+        PartModelError: fewer than 2 readable images, or see :func:`fit_part_model`.
+    """
+    import time
+
+    from .data import ImagePathDataset, collate_skip_errors, eval_transform
+    from .inference import make_loader
+
+    progress = progress or NullProgress()
+    cfg = model.config
+    device = next(model.parameters()).device
+    loader = make_loader(ImagePathDataset(paths, eval_transform(cfg.image_size, cfg.mean, cfg.std)),
+                         batch_size, workers, collate_skip_errors, device)
+    start = time.perf_counter()
+    progress.start("fit-parts (features)", len(paths))
+    chunks = []
+    try:
+        for batch, features in extract_features(model, loader, progress):
+            chunks.append(features.half())
+            for path, reason in batch.get("errors", ()):
+                if on_error is not None:
+                    on_error(path, reason)
+    finally:
+        progress.finish()
+    if sum(len(c) for c in chunks) < 2:
+        raise PartModelError("fitting parts needs at least 2 readable images")
+    extract_s = time.perf_counter() - start
+    part_model = fit_part_model(torch.cat(chunks), k, method, seed)
+    part_model.meta.update({"extract_seconds": round(extract_s, 1),
+                            "fit_seconds": round(time.perf_counter() - start - extract_s, 1)})
+    return part_model
+
+
+def fit_parts(weights, data, out, *, k: int | None = None, method: str | None = None,
+              split: str = "train", limit: int | None = None, seed: int = 0, batch_size: int = 8,
+              workers: int = 2, device: str = "auto", overwrite: bool = False,
+              progress: Progress | None = None, on_error=None) -> dict:
+    """Fit a part model for an existing checkpoint and write a new checkpoint holding it (``lmp fit-parts``).
+
+    The new file is the input checkpoint's dict, unchanged (network weights bit-identical), plus
+    the part model under :data:`CHECKPOINT_KEY` (replacing an earlier one). No keypoint labels
+    are read.
+
+    Args:
+        weights: input checkpoint (None: the shipped weights).
+        data: a CUB-200-2011-layout folder (its ``split`` is used) or image files / folders / globs.
+        out: the new checkpoint. Never the input itself, even with ``overwrite``.
+        k, method, seed: see :func:`fit_part_model`; None: :data:`DEFAULT_PARTS`,
+            :data:`DEFAULT_PART_METHOD`.
+        limit: use N images spread evenly over the list (every class of a CUB split).
+        overwrite: replace an existing ``out`` (never the input).
+
+    Returns:
+        ``{"out", "images", "k", "method", "extract_seconds", "fit_seconds", "seconds"}``.
+
+    Raises:
+        OutputError: ``out`` is the input checkpoint, or exists without ``overwrite``.
+        CheckpointError, InputError, PartModelError: bad checkpoint, data or settings.
+    """
+    import time
+    from pathlib import Path
+
+    from .checkpoint import (
+        DEFAULT_WEIGHTS,
+        atomic_torch_save,
+        load_model,
+        read_checkpoint,
+    )
+    from .device import resolve_device
+    from .filters import resolve_image_paths
+    from .outputs import OutputError, check_writable
+
+    start = time.perf_counter()
+    k = DEFAULT_PARTS if k is None else k
+    method = DEFAULT_PART_METHOD if method is None else method
+    source = Path(DEFAULT_WEIGHTS if weights is None else weights)
+    if Path(out).resolve() == source.resolve():
+        raise OutputError(f"{out} is the input checkpoint; fit-parts never writes over its input, choose another --out")
+    check_writable(out, overwrite)
+    if method not in PART_METHODS:
+        raise PartModelError(f"unknown part method {method!r}; choose one of {', '.join(PART_METHODS)}")
+    obj = read_checkpoint(source)
+    model, _ = load_model(source, resolve_device(device))
+    paths = resolve_image_paths(data, split, limit)
+    part_model = fit_parts_on_images(model, paths, k=k, method=method, seed=seed, batch_size=batch_size,
+                                     workers=workers, progress=progress, on_error=on_error)
+    part_model.meta.update({"data": str(data), "split": split})
+    obj[CHECKPOINT_KEY] = part_model.to_dict()
+    atomic_torch_save(obj, out)
+    return {"out": str(out), "images": part_model.meta["images"], "k": k, "method": method,
+            "extract_seconds": part_model.meta["extract_seconds"], "fit_seconds": part_model.meta["fit_seconds"],
+            "seconds": time.perf_counter() - start}

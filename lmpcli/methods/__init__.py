@@ -8,8 +8,9 @@ from .baselines import CentreBaseline, ChannelMeanBaseline
 from .cam import CAMMethod
 from .lmpnet import LMPNetMethod
 from .occlusion_gbp import OcclusionGBPMethod
+from .parts import PartsMethod
 
-METHODS = ("lmpnet", "centre", "channel-mean", "occlusion-gbp", "cam")
+METHODS = ("lmpnet", "centre", "channel-mean", "occlusion-gbp", "cam", "parts")
 
 
 def create_method(name: str, model: LMPNetPair, k: int = 5, thr: float | None = None, **options) -> KeypointMethod:
@@ -18,7 +19,8 @@ def create_method(name: str, model: LMPNetPair, k: int = 5, thr: float | None = 
     ``options`` are passed to the method's constructor (``lmpnet``: see
     :class:`LMPNetMethod`; ``occlusion-gbp``: see :class:`OcclusionGBPMethod`, e.g.
     ``occluder_size``, ``chunk_size``, ``input_size``, ``nms_radius``; ``cam``: ``nms_radius``
-    in cells). ``thr`` (clustering radius in cells) only applies to ``lmpnet``.
+    in cells; ``parts``: ``part_model``, default the checkpoint's, and ``k`` is the part model's K).
+    ``thr`` (clustering radius in cells) only applies to ``lmpnet``.
 
     Raises:
         ValueError: unknown method name or invalid option values.
@@ -30,6 +32,8 @@ def create_method(name: str, model: LMPNetPair, k: int = 5, thr: float | None = 
         return OcclusionGBPMethod(model, k=k, **options)
     if name == "cam":
         return CAMMethod(model, k=k, **options)
+    if name == "parts":
+        return PartsMethod(model, **options)
     if name == "centre":
         return CentreBaseline(k)
     if name == "channel-mean":
@@ -38,4 +42,4 @@ def create_method(name: str, model: LMPNetPair, k: int = 5, thr: float | None = 
 
 
 __all__ = ["KeypointMethod", "LMPNetMethod", "OcclusionGBPMethod", "CAMMethod", "CentreBaseline",
-           "ChannelMeanBaseline", "METHODS", "create_method"]
+           "ChannelMeanBaseline", "PartsMethod", "METHODS", "create_method"]

@@ -1,0 +1,44 @@
+"""``parts``: keypoints with fixed identities from the checkpoint's part model (issue 25)."""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from ..model import KeypointOutput
+from ..parts import PartModel, part_keypoints
+from .base import main_forward
+
+
+class PartsMethod:
+    """One keypoint per part of the checkpoint's :class:`lmpcli.parts.PartModel`, in part order.
+
+    Unlike LMPNet's ranked keypoints, index j is the same part on every image. Runs the main
+    network only (no replica, no clustering).
+
+    Args:
+        model: :class:`lmpcli.model.LMPNetPair` whose main network the part model was fitted on.
+        part_model: the fitted parts (default: ``model.part_model``, set by
+            :func:`lmpcli.checkpoint.load_model` from the checkpoint).
+
+    Returns (``__call__``): :class:`KeypointOutput` with xy (B, K, 2) in network-input pixels,
+    index = part id, NaN where the part is absent; score (B, K) in [0, 1], 0 where absent; the
+    main network's logits (B, classes).
+
+    Raises:
+        ValueError: the checkpoint has no part model.
+    """
+
+    name = "parts"
+    uses_main = True
+
+    def __init__(self, model, part_model: PartModel | None = None) -> None:
+        part_model = part_model if part_model is not None else getattr(model, "part_model", None)
+        if part_model is None:
+            raise ValueError("this checkpoint has no part model; fit one with "
+                             "`lmp fit-parts WEIGHTS --data DIR --out NEW.pt`")
+        self.model, self.part_model, self.k = model, part_model, part_model.k
+
+    def __call__(self, images: Tensor, cache: dict | None = None) -> KeypointOutput:
+        logits, features = main_forward(self.model, images, cache)
+        xy, score, _ = part_keypoints(self.part_model, features, images.shape[-2:], self.model.cell_centre())
+        return KeypointOutput(xy, score, logits.float())
