@@ -207,7 +207,7 @@ def predict(
     json_format: bool = typer.Option(False, "--json", help="Write JSON (COCO-style keypoint triplets + class)."),
     vis_dir: Optional[Path] = typer.Option(None, help="Write annotated images (numbered markers) here."),
     weights: WeightsOpt = None,
-    method: str = typer.Option("lmpnet", help="Keypoint method: lmpnet, occlusion-gbp, cam, channel-mean or centre."),
+    method: str = typer.Option("lmpnet", help="Keypoint method: lmpnet, occlusion-gbp, cam, channel-mean, centre, or parts (one point per part of the checkpoint's part model, in part order; CSV image, part, x, y, score, visible; --k is ignored)."),
     k: int = typer.Option(5, min=1, help="Keypoints per image."),
     thr: ThrOpt = None,
     num_filters: NumFiltersOpt = None,
@@ -510,6 +510,47 @@ def fit_parts(
     if not quiet:
         err.print(f"{summary['images']} images, K = {summary['k']} ({summary['method']}), features "
                   f"{summary['extract_seconds']:.0f} s, fit {summary['fit_seconds']:.0f} s -> {out}", highlight=False)
+
+
+PARTS_EPILOG = """Examples:
+
+  lmp visualize-parts ../CUB_200_2011 --split test --limit 300 --out parts.png
+
+  lmp visualize-parts photos/ --weights runs/parts.pt --per-part 10 --out parts.png
+"""
+
+
+@app.command("visualize-parts", epilog=PARTS_EPILOG)
+def visualize_parts(
+    inputs: List[str] = typer.Argument(..., help="CUB-200-2011-layout folder (its --split is used) or image files, folders (recursive), globs."),
+    out: Path = typer.Option(Path("parts.png"), "--out", "-o", help="Output image (.png or .jpg)."),
+    weights: Optional[Path] = typer.Option(None, help="Checkpoint with a part model (default: the shipped weights; see lmp fit-parts)."),
+    split: str = typer.Option("test", help="train, test or all (CUB folders)."),
+    per_part: int = typer.Option(8, min=1, help="Columns: images per part, at most one per predicted class, highest part score first."),
+    tile: int = typer.Option(112, min=32, help="Tile side in pixels."),
+    crop: float = typer.Option(0.4, min=0.05, max=1.0, help="Crop side around the part, fraction of the image's shorter side."),
+    limit: Optional[int] = typer.Option(300, min=1, help="Scan N images spread evenly over the list (every class)."),
+    classes: Optional[str] = typer.Option(None, help="Only these CUB class ids, e.g. 1-10."),
+    batch_size: int = typer.Option(8, min=1),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    workers: int = typer.Option(2, min=0, help="Image-decoding processes."),
+    overwrite: bool = typer.Option(False, help="Replace an existing --out."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
+) -> None:
+    """Draw the same part across many birds: one row per part, one crop per image, centred on the part."""
+    from .part_outputs import visualize_parts as run_visualize
+
+    def on_error(path: str, reason: str) -> None:
+        err.print(f"[yellow]skipped[/yellow] {path}: {reason}", highlight=False)
+
+    summary = run_guarded(
+        run_visualize, inputs, weights=weights, out=out, split=split, per_part=per_part, tile=tile, crop=crop,
+        limit=limit, classes=parse_ids(classes), batch_size=batch_size, device=device, workers=workers,
+        overwrite=overwrite, progress=RichProgress(not quiet), on_error=on_error,
+    )
+    if not quiet:
+        err.print(f"{summary['images']} images, {len(summary['errors'])} skipped, {summary['parts']} parts -> {out}",
+                  highlight=False)
 
 
 def parse_ids(spec: str | None) -> list[int] | None:

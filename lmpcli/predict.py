@@ -165,14 +165,14 @@ def predict_images(
         progress.finish()
 
 
-def _csv_text(rows: list[list], header: bool = True) -> str:
+def _csv_text(rows: list[list], header: bool = True, columns: list[str] = CSV_COLUMNS) -> str:
     import csv
     import io
 
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     if header:
-        writer.writerow(CSV_COLUMNS)
+        writer.writerow(columns)
     writer.writerows(rows)
     return buf.getvalue()
 
@@ -246,6 +246,12 @@ def run_predict(
         if user_on_error is not None:
             user_on_error(path, reason)
 
+    parts = options.get("method") == "parts"  # identities: one entry per part, absent ones kept
+    if parts:
+        from .part_outputs import PART_CSV_COLUMNS, draw_parts, part_csv_rows, part_json
+    columns = PART_CSV_COLUMNS if parts else CSV_COLUMNS
+    csv_rows, to_json = (part_csv_rows, part_json) if parts else (ImageKeypoints.csv_rows, ImageKeypoints.to_json)
+    draw = draw_parts if parts else draw_keypoints
     start = time.perf_counter()
     rows: list[list] = []
     records: list[dict] = []
@@ -256,13 +262,13 @@ def run_predict(
     for item in predict_images(inputs, on_error=on_error, **options):
         n += 1
         if json_format:
-            records.append(item.to_json())
+            records.append(to_json(item))
         elif to_stdout:
-            stdout.write(_csv_text(item.csv_rows(), header))
+            stdout.write(_csv_text(csv_rows(item), header, columns))
             stdout.flush()
             header = False
         else:
-            rows.extend(item.csv_rows())
+            rows.extend(csv_rows(item))
         if vis is not None or heat is not None:
             import cv2
 
@@ -272,7 +278,7 @@ def run_predict(
             target = _vis_name(vis, item.image, used)
             if target.exists() and not overwrite:
                 raise OutputError(f"{target} exists; pass --overwrite to replace it")
-            atomic_write_image(target, draw_keypoints(bgr, item.xy, item.score, label))
+            atomic_write_image(target, draw(bgr, item.xy, item.score, label))
         if heat is not None and "heatmaps" in item.extras:
             from .heatmaps import draw_heatmap_panel
 
@@ -290,7 +296,7 @@ def run_predict(
         else:
             atomic_write_text(out, text)
     elif not to_stdout:
-        atomic_write_text(out, _csv_text(rows))
+        atomic_write_text(out, _csv_text(rows, columns=columns))
     elif header:  # streamed nothing (no keypoint found): still print a header
-        stdout.write(_csv_text([]))
+        stdout.write(_csv_text([], columns=columns))
     return {"images": n, "errors": errors, "seconds": time.perf_counter() - start, "out": out}

@@ -95,3 +95,55 @@ def test_fit_parts_cli_writes_a_new_checkpoint_and_never_its_input(tiny_checkpoi
     # a checkpoint without parts: a clear error for the parts method
     with pytest.raises(ValueError, match="no part model"):
         create_method("parts", load_model(tiny_checkpoint)[0])
+
+
+@pytest.fixture(scope="module")
+def parts_checkpoint(tiny_checkpoint, tmp_path_factory):
+    """tiny_checkpoint plus a hand-made 3-part model: part 1 always seen, part 2 never, part 3 on strong cells."""
+    from lmpcli.checkpoint import atomic_torch_save
+
+    obj = read_checkpoint(tiny_checkpoint)
+    c = obj["state_dict"]["main.classifier.weight"].shape[1]
+    proj = torch.zeros(3, c)
+    proj[0, 0] = proj[2, :] = 1.0
+    obj["parts"] = PartModel("kmeans", proj, torch.tensor([-1.0, float("inf"), -1.0]), torch.ones(3)).to_dict()
+    path = tmp_path_factory.mktemp("parts") / "parts.pt"
+    atomic_torch_save(obj, path)
+    return path
+
+
+def test_predict_parts_writes_one_entry_per_part_in_part_order(parts_checkpoint, tiny_cub, tmp_path):
+    import json
+
+    import pandas as pd
+
+    images = sorted((tiny_cub / "images").rglob("*.jpg"))[:3]
+    out = tmp_path / "parts.csv"
+    r = runner.invoke(app, ["predict", *map(str, images), "--weights", str(parts_checkpoint), "--method", "parts",
+                            "--out", str(out), "--vis-dir", str(tmp_path / "vis"), "--workers", "0", "-q"])
+    assert r.exit_code == 0, r.output
+    df = pd.read_csv(out)
+    assert list(df.columns) == ["image", "part", "x", "y", "score", "visible"]
+    assert len(df) == 9 and df.groupby("image")["part"].apply(list).map(lambda p: p == [1, 2, 3]).all()
+    absent = df[df.part == 2]
+    assert (absent.visible == 0).all() and absent.x.isna().all() and (absent.score == 0).all()
+    assert (df[df.part != 2].visible == 1).all() and df[df.part != 2].x.notna().all()
+    assert len(list((tmp_path / "vis").glob("*.jpg"))) == 3
+    r = runner.invoke(app, ["predict", str(images[0]), "--weights", str(parts_checkpoint), "--method", "parts",
+                            "--json", "--out", "-", "--workers", "0", "-q"])
+    rec = json.loads(r.output)[0]
+    assert rec["parts"] == ["part1", "part2", "part3"] and rec["num_keypoints"] == 2
+    assert rec["keypoints"][3:6] == [0, 0, 0] and rec["keypoints"][2] == 2 and rec["keypoints"][8] == 2
+
+
+def test_visualize_parts_draws_one_row_per_part(parts_checkpoint, tiny_cub, tmp_path):
+    import cv2
+
+    out = tmp_path / "grid.png"
+    r = runner.invoke(app, ["visualize-parts", str(tiny_cub), "--weights", str(parts_checkpoint), "--split", "all",
+                            "--per-part", "4", "--tile", "64", "--out", str(out), "--workers", "0", "-q"])
+    assert r.exit_code == 0, r.output
+    grid = cv2.imread(str(out))
+    assert grid.shape[:2] == (3 * 64, 112 + 4 * 64)
+    # part 2 is never seen: its row of tiles stays blank (white); parts 1 and 3 have crops
+    assert (grid[64:128, 112:] == 255).all() and not (grid[:64, 112:] == 255).all()
