@@ -147,6 +147,7 @@ def train(
     resume: bool = typer.Option(False, help="Continue the run in --out from last.pt."),
     overwrite: bool = typer.Option(False, help="Replace a previous run in --out."),
     bn_images: int = typer.Option(0, min=0, help="After training, re-estimate batch-norm statistics on this many training images (0 = off, the default: it fixes eval-mode accuracy under strong weight decay but lowered greedy PCK on the shipped recipe, quality-log section 26). --resume on a finished run without it does this step alone."),
+    parts: int = typer.Option(8, min=0, help="After training, fit this many parts with fixed identities on the training images (lmp predict --method parts; docs/parts.md); 0 = none."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Train LMPNet and its replica network on labelled images (no keypoint labels needed)."""
@@ -158,7 +159,7 @@ def train(
         num_filters=num_filters, k=k, thr=thr, iterations=iterations, mask_size=mask_size, replica=replica,
         subcell=subcell, refine=refine, gate=gate, freeze=freeze, crop_scale=crop_scale, jitter=jitter, cutmix=cutmix, classes=parse_ids(classes), limit=limit,
         pretrained=pretrained, seed=seed, device=device, workers=workers, resume=resume, overwrite=overwrite,
-        bn_images=bn_images, progress=RichProgress(not quiet),
+        bn_images=bn_images, parts=parts, progress=RichProgress(not quiet),
     )
     err.print(f"weights written to {path}")
 

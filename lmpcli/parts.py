@@ -173,12 +173,13 @@ def extract_features(model, loader, progress: Progress | None = None) -> Iterato
     net = model.main.to(memory_format=torch.channels_last)
     device = next(net.parameters()).device
     for batch in loader:
-        if "image" not in batch:
+        images = batch.get("image") if isinstance(batch, dict) else batch[0]
+        if images is None:
             progress.advance(len(batch.get("errors", ())))
             continue
-        images = batch["image"].to(device).contiguous(memory_format=torch.channels_last)
+        images = images.to(device).contiguous(memory_format=torch.channels_last)
         features = net(images)[1].float().contiguous().cpu()
-        progress.advance(len(images) + len(batch.get("errors", ())))
+        progress.advance(len(images) + (len(batch.get("errors", ())) if isinstance(batch, dict) else 0))
         yield batch, features
 
 
@@ -287,6 +288,8 @@ def fit_part_model(features: Tensor, k: int = 8, method: str = "nmf", seed: int 
         raise PartModelError(f"the number of parts must be a positive integer, got {k!r}")
     if features.ndim != 4 or len(features) < 2:
         raise PartModelError("fitting parts needs the (N, C, h, w) maps of at least 2 images")
+    if method != "filters" and len(features) * min(FOREGROUND_CELLS, features[0, 0].numel()) < k:
+        raise PartModelError(f"{len(features)} images give fewer foreground cells than {k} parts")
     fit = {"filters": _fit_filters, "kmeans": _fit_kmeans, "kmeans-centred": _fit_kmeans_centred,
            "nmf": _fit_nmf}[method]
     proj = fit(features, k, seed)
@@ -328,14 +331,15 @@ DEFAULT_PARTS = 8
 DEFAULT_PART_METHOD = "kmeans-centred"
 
 
-def fit_parts_on_images(model, paths: list[str], *, k: int = DEFAULT_PARTS, method: str = DEFAULT_PART_METHOD,
-                        seed: int = 0, batch_size: int = 8, workers: int = 2,
-                        progress: Progress | None = None, on_error=None) -> PartModel:
-    """Extract the main network's maps of ``paths`` (no labels) and fit a :class:`PartModel`.
+def fit_parts_from_loader(model, loader, total: int, *, k: int = DEFAULT_PARTS, method: str = DEFAULT_PART_METHOD,
+                          seed: int = 0, progress: Progress | None = None, on_error=None) -> PartModel:
+    """Extract the main network's maps of the images of ``loader`` (no labels) and fit a :class:`PartModel`.
 
     Args:
-        model: :class:`lmpcli.model.LMPNetPair` in eval mode (its device is used).
-        paths: image files; unreadable ones are skipped (``on_error(path, reason)``).
+        model: :class:`lmpcli.model.LMPNetPair` (put in eval mode here; its device is used).
+        loader: batches of (B, 3, S, S) normalised images: dicts with ``image`` (and ``errors``,
+            (path, reason) pairs reported to ``on_error``) or ``(images, labels)`` tuples.
+        total: images in ``loader``, for the progress bar.
         k, method, seed: see :func:`fit_part_model`.
 
     Raises:
@@ -343,21 +347,15 @@ def fit_parts_on_images(model, paths: list[str], *, k: int = DEFAULT_PARTS, meth
     """
     import time
 
-    from .data import ImagePathDataset, collate_skip_errors, eval_transform
-    from .inference import make_loader
-
     progress = progress or NullProgress()
-    cfg = model.config
-    device = next(model.parameters()).device
-    loader = make_loader(ImagePathDataset(paths, eval_transform(cfg.image_size, cfg.mean, cfg.std)),
-                         batch_size, workers, collate_skip_errors, device)
+    model.eval()
     start = time.perf_counter()
-    progress.start("fit-parts (features)", len(paths))
+    progress.start("fit-parts (features)", total)
     chunks = []
     try:
         for batch, features in extract_features(model, loader, progress):
             chunks.append(features.half())
-            for path, reason in batch.get("errors", ()):
+            for path, reason in (batch.get("errors", ()) if isinstance(batch, dict) else ()):
                 if on_error is not None:
                     on_error(path, reason)
     finally:
@@ -400,14 +398,11 @@ def fit_parts(weights, data, out, *, k: int | None = None, method: str | None = 
     import time
     from pathlib import Path
 
-    from .checkpoint import (
-        DEFAULT_WEIGHTS,
-        atomic_torch_save,
-        load_model,
-        read_checkpoint,
-    )
+    from .checkpoint import DEFAULT_WEIGHTS, atomic_torch_save, load_model, read_checkpoint
+    from .data import ImagePathDataset, collate_skip_errors, eval_transform
     from .device import resolve_device
     from .filters import resolve_image_paths
+    from .inference import make_loader
     from .outputs import OutputError, check_writable
 
     start = time.perf_counter()
@@ -420,10 +415,14 @@ def fit_parts(weights, data, out, *, k: int | None = None, method: str | None = 
     if method not in PART_METHODS:
         raise PartModelError(f"unknown part method {method!r}; choose one of {', '.join(PART_METHODS)}")
     obj = read_checkpoint(source)
-    model, _ = load_model(source, resolve_device(device))
+    dev = resolve_device(device)
+    model, _ = load_model(source, dev)
     paths = resolve_image_paths(data, split, limit)
-    part_model = fit_parts_on_images(model, paths, k=k, method=method, seed=seed, batch_size=batch_size,
-                                     workers=workers, progress=progress, on_error=on_error)
+    cfg = model.config
+    loader = make_loader(ImagePathDataset(paths, eval_transform(cfg.image_size, cfg.mean, cfg.std)),
+                         batch_size, workers, collate_skip_errors, dev)
+    part_model = fit_parts_from_loader(model, loader, len(paths), k=k, method=method, seed=seed,
+                                       progress=progress, on_error=on_error)
     part_model.meta.update({"data": str(data), "split": split})
     obj[CHECKPOINT_KEY] = part_model.to_dict()
     atomic_torch_save(obj, out)

@@ -226,6 +226,7 @@ def fit(
     overwrite: bool = False,
     half_weights: bool = True,
     bn_images: int = 0,
+    parts: int = 8,
     progress: Progress | None = None,
 ) -> Path:
     """Train LMPNet (+ replica) on ``data`` and return the path of the inference checkpoint.
@@ -243,7 +244,9 @@ def fit(
     :func:`recalibrate_batchnorm`) and save both checkpoints again; resuming a finished run
     that lacks this step performs it alone. 0 (the default) keeps the statistics as training
     left them: on the shipped recipe the step kept accuracy but lowered greedy PCK by 3.2 and
-    part recall by 1.6 on two seeds (docs/quality-log.md, section 26).
+    part recall by 1.6 on two seeds (docs/quality-log.md, section 26). ``parts`` > 0: then fit
+    a part model with that many parts on the training images, no labels read
+    (:func:`lmpcli.parts.fit_parts_from_loader`, docs/parts.md), and save both checkpoints again.
 
     Raises:
         InputError: bad data folder, or ``out_dir`` holds a previous run and neither
@@ -339,6 +342,21 @@ def fit(
         meta["bn_seconds"] = time.perf_counter() - start
         progress.log(f"batch-norm statistics re-estimated on {meta['bn_recalibrated']} images "
                      f"in {meta['bn_seconds']:.0f} s")
+        _save(out, model, class_names, meta, optimizer, scheduler, max(start_epoch, epochs), history, half_weights)
+    if parts > 0 and meta.get("parts") != parts:
+        from .parts import PartModelError, fit_parts_from_loader
+
+        images = open_training_data(data, eval_transform(config.image_size, mean, std), classes=classes)
+        images = Subset(images, dataset.indices) if limit else images
+        try:
+            model.part_model = fit_parts_from_loader(
+                model, DataLoader(images, batch_size=batch_size, shuffle=False, num_workers=workers,
+                                  collate_fn=_collate), len(images), k=parts, seed=seed, progress=progress)
+        except PartModelError as e:  # e.g. fewer feature-map cells than parts on a tiny data set
+            progress.log(f"no part model: {e}")
+            return out / "model.pt"
+        meta["parts"] = parts
+        progress.log(f"part model: {parts} parts fitted on {len(images)} images")
         _save(out, model, class_names, meta, optimizer, scheduler, max(start_epoch, epochs), history, half_weights)
     return out / "model.pt"
 
