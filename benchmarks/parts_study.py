@@ -4,6 +4,7 @@
     python benchmarks/parts_study.py cache --data ../shared/data/cub50 --split test
     python benchmarks/parts_study.py score --data ../shared/data/cub50                  # the choice (train halves)
     python benchmarks/parts_study.py score --data ../shared/data/cub50 --methods nmf --test   # the test split
+    python benchmarks/parts_study.py ship --data ../shared/data/cub50 --method nmf --k 8 --out NEW.pt
 
 ``cache`` writes ``CACHE/SPLIT/chunk_NNN.pt`` holding the main network's final-conv maps
 ``features`` (n, C, h, w) float16 and ``index`` (n,) dataset indices; an existing chunk is
@@ -128,6 +129,25 @@ def score(args) -> None:
         print(f"| {st} | {method} | {k} | {r['Kp']:.2f} | {r['NMI']:.1f} | {r['ARI']:.1f} | {r['absent']:.1f} | {r['fit_s']:.0f} |")
 
 
+def ship(args) -> None:
+    """Fit the chosen part model on the cached train maps and write a new checkpoint (as lmp fit-parts does)."""
+    from lmpcli.checkpoint import DEFAULT_WEIGHTS, read_checkpoint
+    from lmpcli.outputs import check_writable
+    from lmpcli.parts import fit_part_model, write_part_checkpoint
+
+    source = Path(args.weights or DEFAULT_WEIGHTS)
+    if Path(args.out).resolve() == source.resolve():
+        raise SystemExit("--out must not be the input checkpoint")
+    check_writable(args.out, False)
+    train, index = load_cache(args.cache, "train")
+    start = time.perf_counter()
+    pm = fit_part_model(train, args.k, args.method, seed=args.seed)
+    pm.meta.update({"data": str(args.data), "split": "train", "fit_seconds": round(time.perf_counter() - start, 1),
+                    "command": " ".join(["python", *sys.argv])})
+    write_part_checkpoint(read_checkpoint(source), pm, args.out)
+    print(f"{len(index)} train images, K = {args.k} ({args.method}), fit {pm.meta['fit_seconds']:.0f} s -> {args.out}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -147,9 +167,17 @@ def main() -> None:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--test", action="store_true", help="fit regressors on all train images, score the test split")
     s.add_argument("--results", default="runs/parts-study.json")
+    h = sub.add_parser("ship", help="fit on the cached train maps and write WEIGHTS + parts to --out")
+    h.add_argument("--data", required=True)
+    h.add_argument("--cache", default="runs/parts-cache")
+    h.add_argument("--weights", default=None)
+    h.add_argument("--out", required=True)
+    h.add_argument("--method", required=True)
+    h.add_argument("--k", type=int, required=True)
+    h.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    {"cache": cache, "score": score}[args.cmd](args)
+    {"cache": cache, "score": score, "ship": ship}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -398,7 +398,7 @@ def fit_parts(weights, data, out, *, k: int | None = None, method: str | None = 
     import time
     from pathlib import Path
 
-    from .checkpoint import DEFAULT_WEIGHTS, atomic_torch_save, load_model, read_checkpoint
+    from .checkpoint import DEFAULT_WEIGHTS, load_model, read_checkpoint
     from .data import ImagePathDataset, collate_skip_errors, eval_transform
     from .device import resolve_device
     from .filters import resolve_image_paths
@@ -424,8 +424,16 @@ def fit_parts(weights, data, out, *, k: int | None = None, method: str | None = 
     part_model = fit_parts_from_loader(model, loader, len(paths), k=k, method=method, seed=seed,
                                        progress=progress, on_error=on_error)
     part_model.meta.update({"data": str(data), "split": split})
-    obj[CHECKPOINT_KEY] = part_model.to_dict()
-    atomic_torch_save(obj, out)
+    write_part_checkpoint(obj, part_model, out)
     return {"out": str(out), "images": part_model.meta["images"], "k": k, "method": method,
             "extract_seconds": part_model.meta["extract_seconds"], "fit_seconds": part_model.meta["fit_seconds"],
             "seconds": time.perf_counter() - start}
+
+
+def write_part_checkpoint(checkpoint: dict, part_model: PartModel, out) -> None:
+    """Write ``checkpoint`` (a raw dict from :func:`lmpcli.checkpoint.read_checkpoint`, its tensors
+    untouched, so the network weights stay bit-identical) with ``part_model`` under
+    :data:`CHECKPOINT_KEY`, atomically. The caller checks that ``out`` may be written."""
+    from .checkpoint import atomic_torch_save
+
+    atomic_torch_save({**checkpoint, CHECKPOINT_KEY: part_model.to_dict()}, out)
