@@ -344,6 +344,7 @@ def fit(
                      f"in {meta['bn_seconds']:.0f} s")
         _save(out, model, class_names, meta, optimizer, scheduler, max(start_epoch, epochs), history, half_weights)
     if parts > 0 and meta.get("parts") != parts:
+        from .data import collate_skip_errors
         from .parts import PartModelError, fit_parts_from_loader
 
         images = open_training_data(data, eval_transform(config.image_size, mean, std), classes=classes)
@@ -351,7 +352,7 @@ def fit(
         try:
             model.part_model = fit_parts_from_loader(
                 model, DataLoader(images, batch_size=batch_size, shuffle=False, num_workers=workers,
-                                  collate_fn=_collate), len(images), k=parts, seed=seed, progress=progress)
+                                  collate_fn=collate_skip_errors), len(images), k=parts, seed=seed, progress=progress)
         except PartModelError as e:  # e.g. fewer feature-map cells than parts on a tiny data set
             progress.log(f"no part model: {e}")
             return out / "model.pt"
