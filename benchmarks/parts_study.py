@@ -1,4 +1,4 @@
-"""Issue 25 part-model study (docs/quality-log.md section 29): which part model, which K.
+"""Issue 25 part-model study (docs/quality-log.md section 30): which part model, which K.
 
     python benchmarks/parts_study.py cache --data ../shared/data/cub50 --split train
     python benchmarks/parts_study.py cache --data ../shared/data/cub50 --split test

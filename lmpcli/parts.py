@@ -7,7 +7,7 @@ without keypoint labels (the network itself saw only class labels) and stored in
 under :data:`CHECKPOINT_KEY` as plain tensors, strings and numbers, so the checkpoint still loads
 with ``torch.load(weights_only=True)``.
 
-Fitting methods (docs/quality-log.md section 29 chose between them by measurement):
+Fitting methods (docs/quality-log.md section 30 chose between them by measurement):
 
 * ``filters``: spectral clustering of the filters by where their peaks co-occur across images
   (the part-detector route of Xiao et al. 2015 and Simon & Rodner 2015); a part's map is the sum
@@ -17,7 +17,7 @@ Fitting methods (docs/quality-log.md section 29 chose between them by measuremen
 * ``kmeans-centred``: as ``kmeans``, but each image's foreground descriptors are first centred
   on their own mean, which removes what all cells of one bird share (mostly its species) and
   leaves what tells its parts apart; a cell's response is its cosine with the centroid times
-  its channel sum relative to the image's strongest cell (added after a pilot, quality log 29).
+  its channel sum relative to the image's strongest cell (added after a pilot, quality log 30).
 * ``nmf``: non-negative matrix factorisation of foreground cell descriptors (Deep Feature
   Factorization, Collins et al. ECCV 2018); a part's map is the image's coefficient map, from
   multiplicative updates with the fitted basis fixed.
@@ -143,7 +143,8 @@ class PartModel:
         w = r.shape[-1]
         peak, idx = r.flatten(2).max(-1)  # (B, K)
         xy = torch.stack([idx % w, torch.div(idx, w, rounding_mode="floor")], -1).float()
-        xy = _centroid3x3(r, xy)
+        parts = torch.arange(r.shape[1], device=r.device).expand(r.shape[0], -1)  # (B, K)
+        xy = _centroid3x3(r, parts, xy)
         visible = peak >= self.threshold.to(peak.device)
         score = (peak / self.scale.to(peak.device)).clamp(0, 1)
         xy = torch.where(visible[..., None], xy, float("nan"))
@@ -326,7 +327,7 @@ def part_model_from_checkpoint(ckpt: dict) -> PartModel | None:
     return None if d is None else PartModel.from_dict(d)
 
 
-#: Default number of parts and fitting method (docs/quality-log.md section 29).
+#: Default number of parts and fitting method (docs/quality-log.md section 30).
 DEFAULT_PARTS = 8
 DEFAULT_PART_METHOD = "kmeans-centred"
 
