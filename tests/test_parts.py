@@ -9,6 +9,8 @@ from lmpcli.cli import app
 from lmpcli.methods import create_method
 from lmpcli.parts import PART_METHODS, PartModel, PartModelError, fit_part_model, part_keypoints
 
+from .conftest import EXAMPLES, needs_weights
+
 runner = CliRunner()
 
 
@@ -147,3 +149,19 @@ def test_visualize_parts_draws_one_row_per_part(parts_checkpoint, tiny_cub, tmp_
     assert grid.shape[:2] == (3 * 64, 112 + 4 * 64)
     # part 2 is never seen: its row of tiles stays blank (white); parts 1 and 3 have crops
     assert (grid[64:128, 112:] == 255).all() and not (grid[:64, 112:] == 255).all()
+
+
+@needs_weights
+def test_shipped_weights_carry_eight_parts_and_name_them_on_real_birds():
+    from lmpcli.predict import predict_images
+
+    images = sorted(str(p) for p in EXAMPLES.glob("*.jpg"))[:3]
+    items = list(predict_images(images, method="parts", workers=0, device="cpu"))
+    assert len(items) == 3 and all(it.xy.shape == (8, 2) for it in items)
+    seen = torch.tensor([[float(v == v) for v in it.xy[:, 0]] for it in items])
+    assert seen.mean() > 0.7  # most parts are seen on these birds
+    # each seen part lies inside its image
+    for it in items:
+        ok = ~torch.isnan(torch.as_tensor(it.xy[:, 0]))
+        xy = torch.as_tensor(it.xy)[ok]
+        assert ((xy >= 0) & (xy <= torch.tensor([it.width, it.height]))).all()
