@@ -109,6 +109,8 @@ TRAIN_EPILOG = """Examples:
   lmp train ../CUB_200_2011 --out runs/lite0 --epochs 6 --resume
 
   lmp train ../CUB_200_2011 --out runs/wd3 --weight-decay 3 --bn-images 512
+
+  torchrun --standalone --nproc-per-node 4 -m lmpcli train ../CUB_200_2011 --out runs/ddp --batch-size 4   # docs/distributed.md
 """
 
 
@@ -148,6 +150,7 @@ def train(
     overwrite: bool = typer.Option(False, help="Replace a previous run in --out."),
     bn_images: int = typer.Option(0, min=0, help="After training, re-estimate batch-norm statistics on this many training images (0 = off, the default: it fixes eval-mode accuracy under strong weight decay but lowered greedy PCK on the shipped recipe, quality-log section 26). --resume on a finished run without it does this step alone."),
     parts: int = typer.Option(8, min=0, help="After training, fit this many parts with fixed identities on the training images (lmp predict --method parts; docs/parts.md); 0 = none."),
+    sync_bn: bool = typer.Option(False, help="Under torchrun: batch-norm statistics over all processes' images in the trained blocks (SyncBatchNorm, CUDA only)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Train LMPNet and its replica network on labelled images (no keypoint labels needed)."""
@@ -159,9 +162,10 @@ def train(
         num_filters=num_filters, k=k, thr=thr, iterations=iterations, mask_size=mask_size, replica=replica,
         subcell=subcell, refine=refine, gate=gate, freeze=freeze, crop_scale=crop_scale, jitter=jitter, cutmix=cutmix, classes=parse_ids(classes), limit=limit,
         pretrained=pretrained, seed=seed, device=device, workers=workers, resume=resume, overwrite=overwrite,
-        bn_images=bn_images, parts=parts, progress=RichProgress(not quiet),
+        bn_images=bn_images, parts=parts, sync_bn=sync_bn, progress=RichProgress(not quiet),
     )
-    err.print(f"weights written to {path}")
+    if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 writes (and says so)
+        err.print(f"weights written to {path}")
 
 
 # Options shared by predict and evaluate (keywords of predict_images / evaluate).
@@ -198,6 +202,10 @@ PREDICT_EPILOG = """Examples:
   find photos -name '*.jpg' | lmp predict - --out - | head
 
   lmp predict photos/ --weights runs/seed0/model.pt --weights runs/seed1/model.pt --out kps.csv   # an ensemble
+
+  lmp predict photos/ --shard 3/8 --out kps.csv --resume   # writes kps.shard-00003-of-00008.csv
+
+  lmp merge-shards kps.csv
 """
 
 
@@ -206,6 +214,9 @@ def predict(
     inputs: List[str] = typer.Argument(..., help="Image files, folders (recursive), globs, or - to read paths from stdin."),
     out: str = typer.Option("-", "--out", "-o", help="Output .csv or .json file; - streams CSV to stdout."),
     json_format: bool = typer.Option(False, "--json", help="Write JSON (COCO-style keypoint triplets + class)."),
+    jsonl: bool = typer.Option(False, "--jsonl", help="Write JSON Lines, one image a line (also for a .jsonl --out); streams on stdout."),
+    shard: Optional[str] = typer.Option(None, help="i/N: only shard i (from 0) of N of the sorted inputs, into OUT's stem.shard-0000i-of-0000N file; under torchrun: rank/world size. Join with lmp merge-shards."),
+    resume: bool = typer.Option(False, help="Continue a killed run: skip the images already in OUT's unfinished .part file."),
     vis_dir: Optional[Path] = typer.Option(None, help="Write annotated images (numbered markers) here."),
     weights: WeightsOpt = None,
     method: str = typer.Option("lmpnet", help="Keypoint method: lmpnet, occlusion-gbp, cam, channel-mean, centre, or parts (one point per part of the checkpoint's part model, in part order; CSV image, part, x, y, score, visible; --k is ignored)."),
@@ -246,18 +257,41 @@ def predict(
     options = method_options(method, occluder_size, occluder_stride, chunk_size, occlusion_input_size, coarse_weight,
                              fine_weight, nms_radius, keep_fraction, cam_nms_radius)
     summary = run_guarded(
-        run_predict, inputs, out=out, json_format=json_format, vis_dir=vis_dir, heatmaps_dir=heatmaps,
-        overwrite=overwrite, method_options=options.get(method, {}),
+        run_predict, inputs, out=out, json_format=json_format, jsonl=jsonl, shard=shard, resume=resume, vis_dir=vis_dir,
+        heatmaps_dir=heatmaps, overwrite=overwrite, method_options=options.get(method, {}),
         weights=weights or None, method=method, k=k, thr=thr, num_filters=num_filters, iterations=iterations,
         replica=replica, subcell=subcell, refine=refine, gate=gate, flip=flip, output_stride=output_stride, image_size=image_size, batch_size=batch_size, device=device, backend=backend, workers=workers,
         on_error=on_error, progress=RichProgress(not quiet and out != "-"),
     )
     if not quiet:
-        where = "" if out == "-" else f" -> {out}"
-        err.print(f"{summary['images']} images, {len(summary['errors'])} skipped, "
+        where = "" if out == "-" else f" -> {summary['out']}"
+        resumed = f", {summary['resumed']} already done" if summary["resumed"] else ""
+        err.print(f"{summary['images']} images{resumed}, {len(summary['errors'])} skipped, "
                   f"{summary['seconds']:.1f} s{where}", highlight=False)
     if summary["errors"]:
         raise typer.Exit(EXIT_SKIPPED)
+
+
+MERGE_EPILOG = """Examples:
+
+  lmp merge-shards kps.csv            # joins kps.shard-00000-of-00008.csv ... kps.shard-00007-of-00008.csv
+
+  lmp merge-shards kps.jsonl --overwrite
+"""
+
+
+@app.command("merge-shards", epilog=MERGE_EPILOG)
+def merge_shards(
+    out: Path = typer.Argument(..., help="The --out given to the sharded lmp predict runs; written here."),
+    overwrite: bool = typer.Option(False, help="Replace an existing OUT."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No summary."),
+) -> None:
+    """Join the shard files of a sharded lmp predict (in sorted input order), after checking every shard finished."""
+    from .shards import merge_shards as run_merge
+
+    summary = run_guarded(run_merge, out, overwrite=overwrite)
+    if not quiet:
+        err.print(f"{summary['shards']} shards, {summary['images']} images -> {summary['out']}", highlight=False)
 
 
 EVALUATE_EPILOG = """Examples:

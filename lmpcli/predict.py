@@ -16,8 +16,10 @@ from .data import ImagePathDataset, collate_skip_errors, eval_transform, expand_
 from .device import resolve_device
 from .inference import iterate, load_for_inference, make_loader
 from .methods import create_method
-from .outputs import OutputError, atomic_write_image, atomic_write_text, check_writable, draw_keypoints
+from .distributed import process_device
+from .outputs import OutputError, atomic_write_image, draw_keypoints
 from .progress import NullProgress, Progress
+from .shards import StreamedOutput, output_format, parse_shard, shard_from_env, shard_inputs, shard_path
 
 CSV_COLUMNS = ["image", "rank", "x", "y", "score"]
 
@@ -203,41 +205,73 @@ def run_predict(
     *,
     out: str | None = None,
     json_format: bool = False,
+    jsonl: bool = False,
     vis_dir: str | Path | None = None,
     heatmaps_dir: str | Path | None = None,
     overwrite: bool = False,
+    resume: bool = False,
+    shard: str | tuple[int, int] | None = None,
     stdout=None,
     **options,
 ) -> dict:
     """Predict and write outputs; the body of ``lmp predict``.
 
     Args:
-        out: output file (``.csv`` or ``.json``), ``-`` for stdout, None for CSV on stdout.
-        json_format: write JSON (also chosen by a ``.json`` suffix).
+        out: output file (``.csv``, ``.jsonl`` or ``.json``), ``-`` for stdout, None for CSV on stdout.
+        json_format: write one JSON array (also chosen by a ``.json`` suffix).
+        jsonl: write JSON Lines, one image a line (also chosen by a ``.jsonl`` suffix); streams on stdout.
         vis_dir: folder for annotated images (created; existing files need ``overwrite``).
         heatmaps_dir: folder for heat-map panels (input | coarse | fine | keypoints, the
             poster's Fig. 2) of methods that make heat maps (``occlusion-gbp``).
         overwrite: replace existing output files.
+        resume: continue the unfinished ``<out>.part`` of a killed run: skip the images it holds
+            (see :class:`lmpcli.shards.StreamedOutput`); a finished ``out`` is left as it is.
+        shard: ``"i/N"``: predict only shard i of N of the sorted inputs into
+            ``<stem>.shard-0000i-of-0000N<suffix>`` (:mod:`lmpcli.shards`; join them with
+            :func:`lmpcli.shards.merge_shards`). None: under torchrun with several processes,
+            shard rank of world size (each process on ``cuda:LOCAL_RANK`` when on CUDA); else all.
         options: keywords of :func:`predict_images`.
 
-    The output file is written atomically once all images are done; on stdout CSV rows
-    are streamed batch by batch.
+    A file output is streamed to ``<out>.part`` image by image and renamed to ``out`` when every
+    image is done, so ``out`` is never half written and a killed run can be resumed; on stdout
+    CSV rows and JSON Lines are streamed.
 
     Returns:
-        ``{"images": n, "errors": [(path, reason)], "seconds": t, "out": out}``.
+        ``{"images": n predicted now, "resumed": n skipped as already done, "errors": [(path, reason)],
+        "seconds": t, "out": the file written (a shard's own name)}``.
 
     Raises:
-        OutputError: existing output without ``overwrite``, unwritable folder.
+        OutputError: existing output without ``overwrite``, an unfinished ``.part`` without
+            ``resume``, a shard on stdout, unwritable folder.
         InputError, CheckpointError: see :func:`predict_images`.
+        ValueError: a bad ``shard``, both ``json_format`` and ``jsonl``.
     """
     stdout = stdout or sys.stdout
     to_stdout = out in (None, "-")
-    json_format = json_format or (not to_stdout and str(out).lower().endswith(".json"))
-    if not to_stdout:
-        check_writable(out, overwrite)
-    vis, heat = _make_dir(vis_dir), _make_dir(heatmaps_dir)
-    if heat is not None and options.get("method", "lmpnet") != "occlusion-gbp":
+    fmt = output_format(out, json_format, jsonl)
+    paths = expand_inputs(list(inputs), options.pop("stdin", None))
+    shard = shard_from_env() if shard is None else parse_shard(shard)
+    if shard is not None:
+        if to_stdout:
+            raise OutputError("--shard needs --out FILE: every shard writes its own file")
+        out = str(shard_path(out, *shard))
+        paths = shard_inputs(paths, *shard)
+        options["device"] = process_device(options.get("device", "auto"))
+    if heatmaps_dir is not None and options.get("method", "lmpnet") != "occlusion-gbp":
         raise OutputError("--heatmaps needs --method occlusion-gbp (the only method that makes heat maps)")
+    parts = options.get("method") == "parts"  # identities: one entry per part, absent ones kept
+    if parts:
+        from .part_outputs import PART_CSV_COLUMNS, draw_parts, part_csv_rows, part_json
+    columns = PART_CSV_COLUMNS if parts else CSV_COLUMNS
+    csv_rows, to_json = (part_csv_rows, part_json) if parts else (ImageKeypoints.csv_rows, ImageKeypoints.to_json)
+    draw = draw_parts if parts else draw_keypoints
+    sink = None if to_stdout else StreamedOutput(out, fmt, _csv_text([], columns=columns), resume=resume, overwrite=overwrite)
+    vis, heat = _make_dir(vis_dir), _make_dir(heatmaps_dir)
+    start = time.perf_counter()
+    if sink is not None and sink.complete:
+        return {"images": 0, "resumed": 0, "errors": [], "seconds": 0.0, "out": out}
+    done = sink.done if sink is not None else set()
+    todo = [p for p in paths if p not in done]
     errors: list[tuple[str, str]] = []
     user_on_error = options.pop("on_error", None)
 
@@ -246,57 +280,58 @@ def run_predict(
         if user_on_error is not None:
             user_on_error(path, reason)
 
-    parts = options.get("method") == "parts"  # identities: one entry per part, absent ones kept
-    if parts:
-        from .part_outputs import PART_CSV_COLUMNS, draw_parts, part_csv_rows, part_json
-    columns = PART_CSV_COLUMNS if parts else CSV_COLUMNS
-    csv_rows, to_json = (part_csv_rows, part_json) if parts else (ImageKeypoints.csv_rows, ImageKeypoints.to_json)
-    draw = draw_parts if parts else draw_keypoints
-    start = time.perf_counter()
-    rows: list[list] = []
     records: list[dict] = []
     used: set[str] = set()
     used_heat: set[str] = set()
     n = 0
     header = True
-    for item in predict_images(inputs, on_error=on_error, **options):
-        n += 1
-        if json_format:
-            records.append(to_json(item))
-        elif to_stdout:
-            stdout.write(_csv_text(csv_rows(item), header, columns))
-            stdout.flush()
-            header = False
-        else:
-            rows.extend(csv_rows(item))
-        if vis is not None or heat is not None:
-            import cv2
+    try:
+        for item in (predict_images(todo, on_error=on_error, **options) if todo else ()):
+            n += 1
+            if vis is not None or heat is not None:  # drawn before the rows: a resumed run skips images with rows
+                import cv2
 
-            bgr = cv2.cvtColor(np.asarray(load_rgb(item.image)), cv2.COLOR_RGB2BGR)
-            label = None if item.class_name is None else f"{item.class_name} {item.class_prob:.2f}"
-        if vis is not None:
-            target = _vis_name(vis, item.image, used)
-            if target.exists() and not overwrite:
-                raise OutputError(f"{target} exists; pass --overwrite to replace it")
-            atomic_write_image(target, draw(bgr, item.xy, item.score, label))
-        if heat is not None and "heatmaps" in item.extras:
-            from .heatmaps import draw_heatmap_panel
+                bgr = cv2.cvtColor(np.asarray(load_rgb(item.image)), cv2.COLOR_RGB2BGR)
+                label = None if item.class_name is None else f"{item.class_name} {item.class_prob:.2f}"
+            if vis is not None:
+                target = _vis_name(vis, item.image, used)
+                if target.exists() and not (overwrite or resume):
+                    raise OutputError(f"{target} exists; pass --overwrite to replace it")
+                atomic_write_image(target, draw(bgr, item.xy, item.score, label))
+            if heat is not None and "heatmaps" in item.extras:
+                from .heatmaps import draw_heatmap_panel
 
-            target = _vis_name(heat, item.image, used_heat)
-            if target.exists() and not overwrite:
-                raise OutputError(f"{target} exists; pass --overwrite to replace it")
-            coarse, fine = item.extras["heatmaps"]
-            atomic_write_image(target, draw_heatmap_panel(bgr, coarse, fine, item.xy, label, item.score))
-    if n == 0:
-        raise OutputError("no image could be read; nothing written")
-    if json_format:
-        text = json.dumps(records, indent=1) + "\n"
-        if to_stdout:
-            stdout.write(text)
-        else:
-            atomic_write_text(out, text)
-    elif not to_stdout:
-        atomic_write_text(out, _csv_text(rows, columns=columns))
-    elif header:  # streamed nothing (no keypoint found): still print a header
+                target = _vis_name(heat, item.image, used_heat)
+                if target.exists() and not (overwrite or resume):
+                    raise OutputError(f"{target} exists; pass --overwrite to replace it")
+                coarse, fine = item.extras["heatmaps"]
+                atomic_write_image(target, draw_heatmap_panel(bgr, coarse, fine, item.xy, label, item.score))
+            if fmt == "csv":
+                text = _csv_text(csv_rows(item), header and to_stdout, columns)
+                header = False
+            elif fmt == "jsonl" or sink is not None:
+                text = json.dumps(to_json(item)) + "\n"
+            else:
+                records.append(to_json(item))
+                continue
+            if sink is not None:
+                sink.write(text)
+            else:
+                stdout.write(text)
+                stdout.flush()
+        if n == 0 and todo and not done:
+            raise OutputError("no image could be read; nothing written")
+    except BaseException:
+        if sink is not None:
+            sink.close()  # the .part file stays for --resume, unless it holds nothing
+            if n == 0 and not done and sink.part.exists():
+                sink.part.unlink()
+        raise
+    if sink is not None:
+        sink.finish()
+    elif fmt == "json":
+        stdout.write(json.dumps(records, indent=1) + "\n")
+    elif fmt == "csv" and header:  # streamed nothing (no keypoint found): still print a header
         stdout.write(_csv_text([], columns=columns))
-    return {"images": n, "errors": errors, "seconds": time.perf_counter() - start, "out": out}
+    return {"images": n, "resumed": len(paths) - len(todo), "errors": errors,
+            "seconds": time.perf_counter() - start, "out": out}

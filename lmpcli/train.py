@@ -12,22 +12,25 @@ import io
 import math
 import os
 import platform
-import random
 import sys
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Subset
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler, Subset
 from torchvision.transforms import v2
 
 from .checkpoint import read_checkpoint, save_checkpoint
 from .data import ClassFolderDataset, CUBDataset, InputError, eval_transform, train_transform
-from .device import autocast, prepare_model, resolve_device
+from .device import autocast, prepare_model
+from .distributed import (DistContext, all_gather_objects, close_distributed, convert_sync_batchnorm,
+                          init_distributed, reduce_epoch_row)
 from .model import LMPNetConfig, LMPNetPair
 from .outputs import atomic_write_text
 from .progress import NullProgress, Progress
+from .rng import capture_rng_state, restore_rng_state, seed_everything
 
 
 def open_training_data(data: str | Path, transform, split: str = "train", classes: list[int] | None = None):
@@ -77,13 +80,15 @@ def train_one_epoch(model: LMPNetPair, loader: DataLoader, optimizer, scheduler,
     """One epoch over ``loader``; returns mean loss and training accuracy of both networks.
 
     ``cutmix`` is the chance per batch of :func:`cutmix_batch`; training accuracy on a mixed
-    batch counts the class with the larger share of each image.
+    batch counts the class with the larger share of each image. ``model`` may be wrapped in
+    :class:`~torch.nn.parallel.DistributedDataParallel` (then the numbers are this rank's).
     """
     progress = progress or NullProgress()
     model.train()
+    net = model.module if isinstance(model, DistributedDataParallel) else model
     n = loss_sum = correct = correct_rep = 0
     start = time.perf_counter()
-    num_classes = model.config.num_classes
+    num_classes = net.config.num_classes
     for images, labels in loader:
         images, targets = cutmix_batch(images, labels, num_classes, cutmix)
         if targets.ndim == 2:
@@ -112,7 +117,7 @@ def train_one_epoch(model: LMPNetPair, loader: DataLoader, optimizer, scheduler,
         progress.advance(b, loss=loss_sum / n, acc=correct / n)
     seconds = time.perf_counter() - start
     return {"train_loss": loss_sum / max(n, 1), "train_acc": correct / max(n, 1),
-            "train_acc_replica": correct_rep / max(n, 1) if model.replica is not None else float("nan"),
+            "train_acc_replica": correct_rep / max(n, 1) if net.replica is not None else float("nan"),
             "seconds": seconds, "images_per_s": n / max(seconds, 1e-9)}
 
 
@@ -185,11 +190,6 @@ def recalibrate_batchnorm(model: LMPNetPair, loader: DataLoader, device: torch.d
     return n
 
 
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    torch.manual_seed(seed)
-
-
 def fit(
     data: str | Path,
     out_dir: str | Path,
@@ -227,6 +227,7 @@ def fit(
     half_weights: bool = True,
     bn_images: int = 0,
     parts: int = 8,
+    sync_bn: bool = False,
     progress: Progress | None = None,
 ) -> Path:
     """Train LMPNet (+ replica) on ``data`` and return the path of the inference checkpoint.
@@ -248,20 +249,37 @@ def fit(
     a part model with that many parts on the training images, no labels read
     (:func:`lmpcli.parts.fit_parts_from_loader`, docs/parts.md), and save both checkpoints again.
 
+    Resume is exact: ``last.pt`` holds the optimizer and schedule and every random generator
+    (Python, NumPy, torch, CUDA, the loader's shuffle generator, which also seeds the loader's
+    workers each epoch), so a run killed and resumed at an epoch boundary ends with the same
+    weights, bit for bit on the CPU, as one never stopped (with the same ``workers`` and number
+    of processes). A killed epoch is run again from its start.
+
+    Under ``torchrun`` (docs/distributed.md) every process trains on its share of the images
+    (:class:`~torch.utils.data.DistributedSampler`, reshuffled each epoch) with
+    :class:`~torch.nn.parallel.DistributedDataParallel` (gloo on the CPU, NCCL on CUDA);
+    ``batch_size`` is per process, so one step sees ``batch_size`` x processes images, and
+    ``lr`` is used as given (no automatic scaling). Only rank 0 logs and writes ``out_dir``.
+    ``sync_bn``: batch-norm statistics over all processes' images
+    (:class:`~torch.nn.SyncBatchNorm`, CUDA only) in the trained blocks.
+
     Raises:
         InputError: bad data folder, or ``out_dir`` holds a previous run and neither
             ``resume`` nor ``overwrite`` is set.
         BackboneError: backbone weights unavailable.
+        ValueError: ``sync_bn`` off CUDA, a bad device or torchrun environment.
     """
-    progress = progress or NullProgress()
-    dev = resolve_device(device)
+    ctx, dev = init_distributed(device)
+    progress = (progress or NullProgress()) if ctx.is_main else NullProgress()
+    if sync_bn and dev.type != "cuda":
+        raise ValueError("--sync-bn needs CUDA devices (torch's SyncBatchNorm has no CPU kernel)")
     out = Path(out_dir)
     last = out / "last.pt"
     if last.exists() and not (resume or overwrite):
         raise InputError(f"{out} already holds a training run; pass --resume to continue it or --overwrite")
     if resume and not last.exists():
         raise InputError(f"nothing to resume: {last} does not exist")
-    _seed_everything(seed)
+    seed_everything(seed + ctx.rank)  # rank 0 = one process: seed; DDP copies rank 0's initial weights
     state = read_checkpoint(last) if resume else None
     if state is not None:
         config = LMPNetConfig.from_dict(state["config"])
@@ -283,10 +301,7 @@ def fit(
     model = prepare_model(LMPNetPair(config, pretrained=pretrained and state is None), dev)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=workers,
-                        collate_fn=_collate, drop_last=len(dataset) > batch_size,
-                        pin_memory=dev.type == "cuda", persistent_workers=workers > 0,
-                        generator=torch.Generator().manual_seed(seed))
+    loader = _training_loader(dataset, batch_size, workers, seed, dev, ctx)
     total_steps = max(1, epochs * len(loader))
     warmup = max(1, total_steps // 10)
     scheduler = torch.optim.lr_scheduler.LambdaLR(  # linear warm-up, cosine decay; resumable with more epochs
@@ -298,35 +313,49 @@ def fit(
         ts = state["training_state"]
         optimizer.load_state_dict(ts["optimizer"])
         scheduler.load_state_dict(ts["scheduler"])
-        torch.set_rng_state(ts["rng"])
         history = list(ts["history"])
         start_epoch = int(ts["epoch"])
+        _restore_generators(ts, loader, dev, ctx, progress)
         progress.log(f"resuming {last} after epoch {start_epoch}")
+    rng_states = state["training_state"].get("rng_states", []) if state is not None else []
+    trained = model
+    if ctx.distributed:
+        if sync_bn:
+            convert_sync_batchnorm(model, trained_batchnorms(model))
+        trained = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
     out.mkdir(parents=True, exist_ok=True)
     meta = {
         "command": " ".join(["lmp", *sys.argv[1:]]) if Path(sys.argv[0]).name == "lmp" else "lmpcli.train.fit",
         "data": str(data), "epochs": epochs, "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay,
         "label_smoothing": label_smoothing, "crop_scale": crop_scale, "jitter": jitter, "cutmix": cutmix, "seed": seed,
-        "train_images": len(dataset), "device": str(dev), "torch": str(torch.__version__),
+        "train_images": len(dataset), "world_size": ctx.world_size, "sync_bn": sync_bn, "device": str(dev), "torch": str(torch.__version__),
         "machine": f"{platform.machine()} {os.cpu_count()} cpus, {platform.system()}",
         "cuda_device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "",
     }
     if state is not None:  # the run's own settings, not this call's defaults (the optimizer state holds them)
-        kept = ("epochs", "device", "torch", "machine", "cuda_device", "train_images")
+        kept = ("epochs", "device", "torch", "machine", "cuda_device", "train_images", "world_size")
         this_command = meta["command"]
         meta.update({k: v for k, v in state.get("meta", {}).items() if k not in kept})
         meta["resume_command"] = this_command
     for epoch in range(start_epoch, epochs):
-        progress.start(f"epoch {epoch + 1}/{epochs}", len(dataset))
-        row = {"epoch": epoch + 1, **train_one_epoch(model, loader, optimizer, scheduler, dev,
+        if isinstance(loader.sampler, DistributedSampler):
+            loader.sampler.set_epoch(epoch)
+        progress.start(f"epoch {epoch + 1}/{epochs}", len(loader.sampler))
+        row = {"epoch": epoch + 1, **train_one_epoch(trained, loader, optimizer, scheduler, dev,
                                                      label_smoothing, progress, cutmix), "lr": scheduler.get_last_lr()[0]}
         progress.finish()
+        row = reduce_epoch_row(row, ctx)
         history.append(row)
         progress.log(f"epoch {epoch + 1}: loss {row['train_loss']:.3f}, train acc {row['train_acc']:.3f}, "
                      f"{row['images_per_s']:.2f} img/s")
         meta.update(history=history, train_seconds=sum(h["seconds"] for h in history), bn_recalibrated=0)
-        _save(out, model, class_names, meta, optimizer, scheduler, epoch + 1, history, half_weights)
-        _write_metrics(out / "metrics.csv", history)
+        rng_states = all_gather_objects(capture_rng_state(loader.generator, dev), ctx)  # every rank's: exact resume
+        if ctx.is_main:
+            _save(out, model, class_names, meta, optimizer, scheduler, epoch + 1, history, half_weights, rng_states)
+            _write_metrics(out / "metrics.csv", history)
+    if not ctx.is_main:
+        close_distributed(ctx)
+        return out / "model.pt"
     if bn_images > 0 and not meta.get("bn_recalibrated"):
         recal = open_training_data(data, eval_transform(config.image_size, mean, std), classes=classes)
         if limit:
@@ -342,7 +371,8 @@ def fit(
         meta["bn_seconds"] = time.perf_counter() - start
         progress.log(f"batch-norm statistics re-estimated on {meta['bn_recalibrated']} images "
                      f"in {meta['bn_seconds']:.0f} s")
-        _save(out, model, class_names, meta, optimizer, scheduler, max(start_epoch, epochs), history, half_weights)
+        _save(out, model, class_names, meta, optimizer, scheduler, max(start_epoch, epochs), history, half_weights,
+              rng_states)
     if parts > 0 and meta.get("parts") != parts:
         from .data import collate_skip_errors
         from .parts import PartModelError, fit_parts_from_loader
@@ -355,16 +385,51 @@ def fit(
                                   collate_fn=collate_skip_errors), len(images), k=parts, seed=seed, progress=progress)
         except PartModelError as e:  # e.g. fewer feature-map cells than parts on a tiny data set
             progress.log(f"no part model: {e}")
+            close_distributed(ctx)
             return out / "model.pt"
         meta["parts"] = parts
         progress.log(f"part model: {parts} parts fitted on {len(images)} images")
-        _save(out, model, class_names, meta, optimizer, scheduler, max(start_epoch, epochs), history, half_weights)
+        _save(out, model, class_names, meta, optimizer, scheduler, max(start_epoch, epochs), history, half_weights,
+              rng_states)
+    close_distributed(ctx)
     return out / "model.pt"
 
 
-def _save(out: Path, model, class_names, meta, optimizer, scheduler, epoch, history, half_weights) -> None:
+def _training_loader(dataset, batch_size: int, workers: int, seed: int, dev: torch.device,
+                     ctx: DistContext) -> DataLoader:
+    """The shuffling training loader; under torchrun each rank reads its share (DistributedSampler).
+
+    Its ``generator`` draws the shuffle order (one process) and, each epoch, the seeds of the
+    workers; workers are started anew every epoch (not persistent) so that those seeds, and so
+    every augmentation, follow from the generator state stored in ``last.pt``.
+    """
+    generator = torch.Generator().manual_seed(seed + ctx.rank)
+    sampler = None
+    if ctx.distributed:
+        sampler = DistributedSampler(dataset, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=seed)
+    per_rank = len(sampler) if sampler is not None else len(dataset)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=sampler is None, sampler=sampler, num_workers=workers,
+                      collate_fn=_collate, drop_last=per_rank > batch_size, pin_memory=dev.type == "cuda",
+                      generator=generator)
+
+
+def _restore_generators(ts: dict, loader: DataLoader, dev: torch.device, ctx: DistContext, progress) -> None:
+    """Set this rank's generators to the ones stored in ``last.pt`` (see :mod:`lmpcli.rng`)."""
+    states = ts.get("rng_states")
+    if states is None:  # a checkpoint from before exact resume: the torch state only
+        torch.set_rng_state(ts["rng"])
+        progress.log("this checkpoint predates exact resume: the data order restarts from the seed")
+    elif len(states) == ctx.world_size:
+        restore_rng_state(states[ctx.rank], loader.generator, dev)
+    else:
+        progress.log(f"the run was trained by {len(states)} processes, resumed by {ctx.world_size}: "
+                     "it continues, but not bit for bit as an uninterrupted run")
+
+
+def _save(out: Path, model, class_names, meta, optimizer, scheduler, epoch, history, half_weights,
+          rng_states: list[dict]) -> None:
     training_state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                      "rng": torch.get_rng_state(), "epoch": epoch, "history": history}
+                      "rng_states": rng_states, "epoch": epoch, "history": history}
     save_checkpoint(out / "last.pt", model, class_names, meta, training_state)
     save_checkpoint(out / "model.pt", model, class_names, meta, half=half_weights)
 
