@@ -16,7 +16,17 @@ from PIL import Image
 
 from lmpcli.train import fit
 
-TINY = dict(image_size=64, batch_size=2, pretrained=False, seed=0, cutmix=0.5)  # cutmix: draws from torch's RNG
+# cutmix draws from torch's RNG; 16 frozen stages of 18 keep a step cheap
+TINY = dict(image_size=64, batch_size=2, pretrained=False, seed=0, cutmix=0.5, freeze=16)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One thread per process: on a shared 2-core machine two threads per step ran ~10x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -143,7 +153,8 @@ def _worker(rank: int, world: int, port: int, data: str, tmp: str) -> None:
 
 
 def test_two_process_gloo_training_keeps_ranks_equal_writes_once_and_resumes_exactly(class_folders, tmp_path):
-    torch.multiprocessing.spawn(_worker, args=(2, _free_port(), str(class_folders), str(tmp_path)), nprocs=2)
+    torch.multiprocessing.start_processes(_worker, args=(2, _free_port(), str(class_folders), str(tmp_path)),
+                                          nprocs=2, start_method="fork")  # fork: no second import of torch
     ranks = [json.loads((tmp_path / f"steps-rank{r}.json").read_text()) for r in range(2)]
     # 8 images over 2 ranks, 2 per batch: 2 steps an epoch; 4 + 2 (killed run: epoch 1) + 2 (resumed: epoch 2)
     assert len(ranks[0]) == 8 and ranks[0] == ranks[1]  # both ranks hold the same weights after every step
