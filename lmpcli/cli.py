@@ -361,6 +361,8 @@ def evaluate(
                                       coarse_weight, fine_weight, nms_radius, keep_fraction, cam_nms_radius), classes=parse_ids(classes), limit=limit,
         batch_size=batch_size, device=device, backend=backend, workers=workers, progress=RichProgress(not quiet),
     )
+    if os.environ.get("RANK", "0") != "0":  # under torchrun rank 0 prints and writes
+        return
     cfg = report["config"]
     df = report["table"]
     ranks = [c for c in df.columns if c.startswith("KP")]

@@ -16,12 +16,13 @@ import torch.nn.functional as F
 
 from .data import PART_GROUPS, CUBDataset, InputError, eval_transform, spread_subset
 from .backends import resolve_backend
-from .device import resolve_device
+from .distributed import DistContext, all_gather_objects, close_distributed, init_distributed
 from .inference import checkpoint_paths, iterate, load_for_inference, make_loader
 from .methods import LMPNetMethod, create_method
 from .metrics import feature_map_entropy, nearest_part, part_recall
 from .outputs import atomic_write_text, check_writable
 from .progress import NullProgress, Progress
+from .shards import shard_bounds
 
 BASELINES = ("centre", "channel-mean")
 
@@ -123,9 +124,14 @@ def evaluate(
         CheckpointError: missing or foreign checkpoint.
         ValueError: a variant named like a method, an unknown variant setting, an unsupported
             ``output_stride`` (BackboneError for a ResNet backbone) or ``image_size``.
+
+    Under torchrun with several processes each process scores one contiguous block of the
+    images (:func:`lmpcli.shards.shard_bounds`, no padding) and every process returns the report
+    of all of them, gathered per image in image order: each image counted once.
+    ``images_per_s`` is then per process.
     """
-    progress = progress or NullProgress()
-    dev = resolve_device(device)
+    ctx, dev = init_distributed(device, backend="gloo")  # only Python objects are gathered
+    progress = (progress or NullProgress()) if ctx.is_main else NullProgress()
     (model, *ensemble), ckpt = load_for_inference(weights, dev, output_stride, image_size, backend)
     cfg = model.config
     root = Path(data)
@@ -140,6 +146,9 @@ def evaluate(
         label_map = torch.tensor([index.get(n, -1) for n in dataset.class_names])
     if limit:
         dataset = torch.utils.data.Subset(dataset, spread_subset(len(dataset), limit))
+    total, bounds = len(dataset), shard_bounds(len(dataset), ctx.rank, ctx.world_size)
+    if ctx.distributed:
+        dataset = torch.utils.data.Subset(dataset, range(*bounds))
     names = list(dict.fromkeys([*methods, *(BASELINES if baselines else ())]))
     lmp_options = {"num_filters": num_filters, "iterations": iterations, "use_replica": replica,
                    "subcell": subcell, "refine": refine, "gate": gate, "flip": flip, "ensemble": ensemble}
@@ -184,6 +193,9 @@ def evaluate(
             progress.advance(len(batch["path"]))
     finally:
         progress.finish()
+    if ctx.distributed:
+        acc, n_images, ent = _gather_ranks(acc, n_images, ent, bounds, total, ctx)
+        close_distributed(ctx)
     rows, landing = [], []
     for n in names:
         a = acc[n]
@@ -225,6 +237,32 @@ def evaluate(
             "dead_fraction": 1 - ent["n_active"] / max(ent["n_all"], 1),
         }
     return {"table": pd.DataFrame(rows), "landing": pd.DataFrame(landing), "config": config}
+
+
+def _gather_ranks(acc: dict, n_images: int, ent: dict, bounds: tuple[int, int], total: int,
+                  ctx: DistContext) -> tuple[dict, int, dict]:
+    """Every rank's per-image records, joined in rank order, which is image order.
+
+    Each rank scored the block ``bounds`` of the ``total`` images; the blocks are checked to
+    tile ``range(total)`` with every image scored once. Per-image lists are concatenated;
+    times and entropy sums are added.
+
+    Raises:
+        RuntimeError: a rank's block is out of place or it scored another number of images.
+    """
+    parts = all_gather_objects({"acc": acc, "n": n_images, "ent": ent, "bounds": bounds}, ctx)
+    expected = 0
+    for rank, part in enumerate(parts):
+        start, stop = part["bounds"]
+        if start != expected or part["n"] != stop - start:
+            raise RuntimeError(f"rank {rank} scored {part['n']} images of block {start}-{stop}, expected from {expected}")
+        expected = stop
+    if expected != total:
+        raise RuntimeError(f"the ranks scored {expected} of {total} images")
+    merged = {name: {key: [x for part in parts for x in part["acc"][name][key]] if isinstance(value, list)
+                     else sum(part["acc"][name][key] for part in parts) for key, value in a.items()}
+              for name, a in acc.items()}
+    return merged, total, {key: sum(part["ent"][key] for part in parts) for key in ent}
 
 
 def _landing_rows(method: str, nearest: torch.Tensor) -> list[dict]:

@@ -251,6 +251,8 @@ def run_predict(
     fmt = output_format(out, json_format, jsonl)
     paths = expand_inputs(list(inputs), options.pop("stdin", None))
     shard = shard_from_env() if shard is None else parse_shard(shard)
+    if resume and to_stdout:
+        raise OutputError("--resume needs --out FILE: it continues that file's unfinished .part")
     if shard is not None:
         if to_stdout:
             raise OutputError("--shard needs --out FILE: every shard writes its own file")

@@ -10,6 +10,7 @@ import socket
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from PIL import Image
@@ -166,3 +167,30 @@ def test_two_process_gloo_training_keeps_ranks_equal_writes_once_and_resumes_exa
     meta = torch.load(tmp_path / "whole" / "last.pt", weights_only=True)["meta"]
     assert meta["world_size"] == 2 and meta["train_images"] == 8
     assert len(torch.load(tmp_path / "whole" / "last.pt", weights_only=True)["training_state"]["rng_states"]) == 2
+
+
+def _evaluate_worker(rank: int, world: int, port: int, data: str, weights: str, tmp: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank), GLOO_SOCKET_IFNAME="lo")
+    torch.set_num_threads(1)
+    from lmpcli.evaluate import evaluate
+    report = evaluate(data, split="all", weights=weights, limit=5, batch_size=2, workers=0, device="cpu")
+    torch.save({"table": report["table"].to_dict("list"), "landing": report["landing"].to_dict("list"),
+                "images": report["config"]["images"]}, Path(tmp, f"eval-rank{rank}.pt"))
+
+
+def test_two_process_evaluate_counts_every_image_once(tiny_cub, tiny_checkpoint, tmp_path):
+    """5 images on 2 ranks: a DistributedSampler would pad to 6 (an image twice); the blocks are 2 + 3."""
+    from lmpcli.evaluate import evaluate
+
+    single = evaluate(tiny_cub, split="all", weights=tiny_checkpoint, limit=5, batch_size=2, workers=0, device="cpu")
+    torch.multiprocessing.start_processes(
+        _evaluate_worker, args=(2, _free_port(), str(tiny_cub), str(tiny_checkpoint), str(tmp_path)), nprocs=2,
+        start_method="fork")
+    for rank in range(2):
+        got = torch.load(tmp_path / f"eval-rank{rank}.pt", weights_only=False)
+        assert got["images"] == 5
+        # every mean over images equal: the same images, each once (padding would count one twice)
+        pd.testing.assert_frame_equal(pd.DataFrame(got["table"]).drop(columns="images_per_s"),
+                                      single["table"].drop(columns="images_per_s"))
+        pd.testing.assert_frame_equal(pd.DataFrame(got["landing"]), single["landing"])

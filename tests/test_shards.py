@@ -124,6 +124,8 @@ def test_cli_shard_jsonl_and_merge(images, tiny_checkpoint, tmp_path):
     assert r.exit_code == 1 and "exists" in r.output and "Traceback" not in r.output
     r = runner.invoke(app, ["predict", str(images), "--weights", str(tiny_checkpoint), "--shard", "0/2"])
     assert r.exit_code == 1 and "--shard needs --out" in r.output
+    r = runner.invoke(app, ["predict", str(images), "--weights", str(tiny_checkpoint), "--resume"])
+    assert r.exit_code == 1 and "--resume needs --out" in r.output
     r = runner.invoke(app, ["predict", str(images), "--weights", str(tiny_checkpoint), "--shard", "2/2", "--out",
                             str(out)])
     assert r.exit_code == 1 and "0 to 1" in r.output
