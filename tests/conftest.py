@@ -35,6 +35,15 @@ def _onnx_cache(request):
     mp.undo()
 
 
+@pytest.fixture
+def one_thread():
+    """One torch thread for the test: on a shared 2-core machine two threads per step ran ~10x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory) -> Path:
     """An untrained 64-px LMPNet pair (2x2 feature maps), 3 classes, saved like a real one."""

@@ -20,14 +20,7 @@ from lmpcli.train import fit
 # cutmix draws from torch's RNG; 16 frozen stages of 18 keep a step cheap
 TINY = dict(image_size=64, batch_size=2, pretrained=False, seed=0, cutmix=0.5, freeze=16)
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One thread per process: on a shared 2-core machine two threads per step ran ~10x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

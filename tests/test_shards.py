@@ -13,6 +13,8 @@ from lmpcli.outputs import OutputError
 from lmpcli.predict import run_predict
 from lmpcli.shards import merge_shards, parse_shard, shard_bounds, shard_inputs, shard_path
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def test_parse_shard_and_names():
     assert parse_shard("3/8") == (3, 8) and parse_shard((0, 1)) == (0, 1)
