@@ -7,7 +7,7 @@ epoch's, from ``metrics.csv`` (the slowest rank's; model building and start-up a
 the whole command's wall time is shown too. The machine's load average (1 min) is printed before
 and after each run: on a shared machine it says how much of the CPU the run did not have.
 
-    python benchmarks/distributed.py --data ../shared/data/cub50 --limit 64 --image-size 224 --processes 1 2
+    python benchmarks/distributed.py --data ../shared/data/cub50 --limit 32 --image-size 128 --processes 1 2 1 2
 """
 
 from __future__ import annotations
@@ -52,8 +52,8 @@ def run(data: str, processes: int, args, out: Path) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", required=True, help="CUB-layout folder or class folders")
-    ap.add_argument("--limit", type=int, default=64, help="training images (one epoch)")
-    ap.add_argument("--image-size", type=int, default=224)
+    ap.add_argument("--limit", type=int, default=32, help="training images (one epoch)")
+    ap.add_argument("--image-size", type=int, default=128)
     ap.add_argument("--global-batch", type=int, default=8, help="images per step over all processes")
     ap.add_argument("--processes", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--workers", type=int, default=0, help="loader workers per process")
