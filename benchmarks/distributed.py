@@ -36,7 +36,7 @@ def run(data: str, processes: int, args, out: Path) -> dict:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
            "-m", "lmpcli", "train", data, "--out", str(out), "--device", "cpu", "--epochs", "1",
            "--limit", str(args.limit), "--image-size", str(args.image_size),
-           "--batch-size", str(args.global_batch // processes), "--workers", str(args.workers), "--seed", "0", "-q"]
+           "--batch-size", str(args.global_batch // processes), "--workers", str(args.workers), "--seed", "0", "--parts", "0", "-q"]
     if not args.pretrained:
         cmd.append("--no-pretrained")
     load_before = os.getloadavg()[0]
