@@ -2,7 +2,7 @@
 
 Each configuration runs ``torchrun --standalone --nproc-per-node N -m lmpcli train`` for one
 epoch on the same images with the same global batch (``--batch-size`` = global / N per process)
-and ``OMP_NUM_THREADS`` = cores / N, so every configuration may use every core. The time is the
+and ``OMP_NUM_THREADS`` = cores / N (or ``--threads``), so every configuration may use every core. The time is the
 epoch's, from ``metrics.csv`` (the slowest rank's; model building and start-up are excluded);
 the whole command's wall time is shown too. The machine's load average (1 min) is printed before
 and after each run: on a shared machine it says how much of the CPU the run did not have.
@@ -30,7 +30,7 @@ def run(data: str, processes: int, args, out: Path) -> dict:
     """One ``lmp train`` epoch under torchrun with ``processes`` processes; its timings."""
     if out.exists():
         shutil.rmtree(out)
-    threads = max(1, (os.cpu_count() or 1) // processes)
+    threads = args.threads or max(1, (os.cpu_count() or 1) // processes)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(REPO),
            "MASTER_ADDR": "127.0.0.1", "GLOO_SOCKET_IFNAME": "lo"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
@@ -56,6 +56,7 @@ def main() -> None:
     ap.add_argument("--image-size", type=int, default=128)
     ap.add_argument("--global-batch", type=int, default=8, help="images per step over all processes")
     ap.add_argument("--processes", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--threads", type=int, default=None, help="torch threads per process (default: cores / processes)")
     ap.add_argument("--workers", type=int, default=0, help="loader workers per process")
     ap.add_argument("--pretrained", action="store_true", help="start from ImageNet weights (speed is the same)")
     ap.add_argument("--runs", default=str(REPO / "runs" / "bench-distributed"), help="scratch folder")
