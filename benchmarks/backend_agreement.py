@@ -32,6 +32,7 @@ TOLERANCE = 0.5  # pixels of the original image
 def main() -> None:
     ap = cub_parser(__doc__)
     ap.add_argument("--state", default="runs/backend_agreement.pt", help="per-batch results, for resuming")
+    ap.add_argument("--report-only", action="store_true", help="summarise the batches in --state without running more")
     args = ap.parse_args()
     torch.set_grad_enabled(False)
     ref, _, _, loader = load_split(args)
@@ -41,7 +42,7 @@ def main() -> None:
     state_path = Path(args.state)
     state = torch.load(state_path, weights_only=False) if state_path.is_file() else {"batches": {}, "seconds": {}}
     start = time.time()
-    for b, batch in enumerate(loader):
+    for b, batch in enumerate([] if args.report_only else loader):
         if b in state["batches"]:
             continue
         s = batch["image"].shape[-1]
@@ -69,7 +70,7 @@ def main() -> None:
     same_nan = torch.isnan(a) == torch.isnan(o)
     diff = torch.where(same_nan, (a - o).nan_to_num().abs(), torch.tensor(float("inf"))).amax((1, 2))  # (N,)
     n = len(diff)
-    caption = (f"{n} images ({args.split} split of {args.data}), LMPNet k=5: max keypoint difference {diff.max():.4f} px; "
+    caption = (f"{n} of {len(loader.dataset)} images ({args.split} split of {args.data}), LMPNet k=5: max keypoint difference {diff.max():.4f} px; "
                f"{int((diff > TOLERANCE).sum())} images beyond {TOLERANCE} px; images whose greedy-PCK hits differ: "
                f"{int((cat['torch']['hit'] != cat['onnxruntime']['hit']).any(1).sum())}; "
                f"predicted class differs: {int((cat['torch']['pred'] != cat['onnxruntime']['pred']).sum())}")

@@ -33,8 +33,9 @@ def autocast(device: torch.device, enabled: bool = True):
 
 
 def prepare_model(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
-    """Move to ``device``; channels_last memory format on CUDA."""
-    model = model.to(device)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
-    return model
+    """Move to ``device`` in the channels_last memory format (NHWC weights; inputs may stay NCHW).
+
+    On CUDA for AMP's tensor cores; on the CPU because it runs the EfficientNet-Lite pair about
+    1.5x faster than NCHW in torch's eager mode (``benchmarks/throughput.py``, docs/speed.md).
+    """
+    return model.to(device).to(memory_format=torch.channels_last)
