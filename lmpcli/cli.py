@@ -206,6 +206,8 @@ PREDICT_EPILOG = """Examples:
   lmp predict photos/ --shard 3/8 --out kps.csv --resume   # writes kps.shard-00003-of-00008.csv
 
   lmp merge-shards kps.csv
+
+  lmp predict photos/ --landmarks cub-landmarks.json --out landmarks.csv   # named landmarks (lmp fit-landmarks)
 """
 
 
@@ -240,6 +242,7 @@ def predict(
     nms_radius: NmsRadiusOpt = 16,
     keep_fraction: KeepFractionOpt = 0.4,
     cam_nms_radius: CamNmsRadiusOpt = 1,
+    landmarks: Optional[Path] = typer.Option(None, "--landmarks", help="A file of lmp fit-landmarks: write its named landmarks (CSV image, landmark, x, y; JSON \"landmarks\") with the file's method and --k."),
     heatmaps: Optional[Path] = typer.Option(None, "--heatmaps", help="occlusion-gbp: write heat-map panels (input | occlusion | guided backprop | keypoints) here."),
     batch_size: int = typer.Option(8, min=1),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
@@ -258,7 +261,7 @@ def predict(
                              fine_weight, nms_radius, keep_fraction, cam_nms_radius)
     summary = run_guarded(
         run_predict, inputs, out=out, json_format=json_format, jsonl=jsonl, shard=shard, resume=resume, vis_dir=vis_dir,
-        heatmaps_dir=heatmaps, overwrite=overwrite, method_options=options.get(method, {}),
+        heatmaps_dir=heatmaps, landmarks=landmarks, overwrite=overwrite, method_options=options.get(method, {}),
         weights=weights or None, method=method, k=k, thr=thr, num_filters=num_filters, iterations=iterations,
         replica=replica, subcell=subcell, refine=refine, gate=gate, flip=flip, output_stride=output_stride, image_size=image_size, batch_size=batch_size, device=device, backend=backend, workers=workers,
         on_error=on_error, progress=RichProgress(not quiet and out != "-"),
@@ -333,6 +336,8 @@ def evaluate(
     alpha: float = typer.Option(0.1, help="PCK radius, fraction of the shorter image side."),
     classes: Optional[str] = typer.Option(None, help="Only these CUB class ids, e.g. 41-50."),
     limit: Optional[int] = typer.Option(None, help="Only N images, spread evenly over the split (every class)."),
+    fit_images: int = typer.Option(300, min=0, help="Train-split images (spread over every class) the methods also run on to fit the Kp regressors; 0 = no Kp/NMI/ARI."),
+    crop_to_box: bool = typer.Option(False, help="Evaluate on images cropped to their ground-truth box (PCK radius from the crop's shorter side)."),
     batch_size: int = typer.Option(8, min=1),
     device: str = typer.Option("auto"),
     backend: BackendOpt = "auto",
@@ -359,6 +364,7 @@ def evaluate(
         subcell=subcell, refine=refine, gate=gate, flip=flip, output_stride=output_stride, image_size=image_size, entropy=entropy, alpha=alpha,
         method_options=method_options(method, occluder_size, occluder_stride, chunk_size, occlusion_input_size,
                                       coarse_weight, fine_weight, nms_radius, keep_fraction, cam_nms_radius), classes=parse_ids(classes), limit=limit,
+        fit_images=fit_images, crop_to_box=crop_to_box,
         batch_size=batch_size, device=device, backend=backend, workers=workers, progress=RichProgress(not quiet),
     )
     if os.environ.get("RANK", "0") != "0":  # under torchrun rank 0 prints and writes
@@ -380,7 +386,7 @@ def evaluate(
     def cell(v: float, fmt: str = ".1f") -> str:
         return "–" if v != v else format(v, fmt)  # NaN (no network run) -> dash
 
-    for _, row in df.iterrows():
+    for _, row in df[df["avg"].notna()].iterrows():
         main.add_row(row["method"], *[cell(row[c]) for c in [*ranks, "avg", "recall", "acc"]],
                      cell(row["images_per_s"], ".3g"))
         parts.add_row(row["method"], *[cell(row[c]) for c in groups])
@@ -389,6 +395,8 @@ def evaluate(
     console.print(main)
     console.print(parts)
     console.print(landing_table(report, [m.strip() for m in method.split(",") if m.strip()], alpha))
+    if "Kp" in df.columns:
+        console.print(part_discovery_table(report))
     if "entropy" in cfg:
         e = cfg["entropy"]
         err.print("feature-map entropy (nats, uniform map = {:.2f}): ".format(e["uniform_map"])
@@ -396,6 +404,24 @@ def evaluate(
     if out is not None:
         run_guarded(write_report, report, out, overwrite=True)
         err.print(f"written {out}")
+
+
+def part_discovery_table(report: dict):
+    """Rich table of the Kp / NMI / ARI columns of ``report["table"]`` (one row per method)."""
+    from rich import box
+    from rich.table import Table
+
+    from .part_metrics import PART_COLUMNS
+
+    df, cfg = report["table"], report["config"]
+    table = Table(box=box.SIMPLE_HEAD, title=f"part discovery (%): Kp (Huang & Li, lower is better; regressors fit on "
+                  f"{cfg['fit_images']} train images), NMI / ARI of the nearest keypoint's id")
+    table.add_column("method", no_wrap=True)
+    for col in PART_COLUMNS:
+        table.add_column(col, justify="right", no_wrap=True, min_width=5)
+    for _, row in df.iterrows():
+        table.add_row(row["method"], *["–" if row[c] != row[c] else f"{row[c]:.2f}" for c in PART_COLUMNS])
+    return table
 
 
 def landing_table(report: dict, methods: list[str], alpha: float):
@@ -428,6 +454,54 @@ def method_options(methods: str, occluder_size: int, occluder_stride: int, chunk
     if "cam" in names:
         out["cam"] = dict(nms_radius=cam_nms_radius)
     return out
+
+
+FIT_LANDMARKS_EPILOG = """Examples:
+
+  lmp fit-landmarks ../shared/data/cub50 --out cub-landmarks.json              # all labelled train images
+
+  lmp fit-landmarks ../shared/data/cub50 --limit 30 --seed 1 --out cub30.json  # 30 labelled images
+
+  lmp fit-landmarks my-birds.json --images photos/ --out mine.json             # COCO keypoints file
+
+  lmp predict photos/ --landmarks cub-landmarks.json --out landmarks.csv
+"""
+
+
+@app.command("fit-landmarks", epilog=FIT_LANDMARKS_EPILOG)
+def fit_landmarks(
+    data: Path = typer.Argument(..., help="CUB-200-2011-layout folder (its --split, parts/part_locs.txt) or a COCO-keypoints .json file."),
+    out: Path = typer.Option(..., "--out", "-o", help="Landmarks file to write (JSON)."),
+    images: Optional[Path] = typer.Option(None, help="COCO file: folder its file_name entries are relative to (default: the file's folder)."),
+    split: str = typer.Option("train", help="CUB folders: train, test or all."),
+    limit: Optional[int] = typer.Option(None, min=1, help="Use N labelled images drawn at random (default: all)."),
+    seed: int = typer.Option(0, help="Random draw of the --limit images."),
+    weights: Optional[Path] = typer.Option(None, help="Checkpoint (default: the shipped weights)."),
+    method: str = typer.Option("lmpnet", help="Keypoint method whose keypoints (in its output order) are regressed."),
+    k: int = typer.Option(5, min=1, help="Keypoints per image."),
+    normalisation: str = typer.Option("image", help="Frame at fit and predict time: image (divide by the image size) or keypoints (the box of the predicted keypoints)."),
+    batch_size: int = typer.Option(8, min=1),
+    device: str = typer.Option("auto"),
+    workers: int = typer.Option(2, min=0),
+    overwrite: bool = typer.Option(False, help="Replace an existing --out file."),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+) -> None:
+    """Fit named landmarks (beak, crown, left eye ...) from N labelled images: one linear map per
+    landmark from the method's keypoints (Huang & Li's Kp regressors). The only command that reads
+    keypoint labels; lmp predict --landmarks applies the file."""
+    from .named_landmarks import fit_landmarks as run_fit
+
+    summary = run_guarded(
+        run_fit, data, out, images=images, split=split, limit=limit, seed=seed, weights=weights, method=method, k=k,
+        normalisation=normalisation, batch_size=batch_size, device=device, workers=workers, overwrite=overwrite,
+        progress=RichProgress(not quiet),
+    )
+    if not quiet:
+        err.print(f"{summary['images']} labelled images, {len(summary['names'])} landmarks "
+                  f"({', '.join(summary['names'])}) -> {summary['out']}", highlight=False)
+        if summary["left_out"]:
+            err.print(f"[yellow]left out[/yellow] (labelled on none of the images): {', '.join(summary['left_out'])}",
+                      highlight=False)
 
 
 FILTERS_EPILOG = """Examples:

@@ -21,6 +21,7 @@ from .inference import checkpoint_paths, iterate, load_for_inference, make_loade
 from .methods import LMPNetMethod, create_method
 from .metrics import feature_map_entropy, nearest_part, part_recall
 from .outputs import atomic_write_text, check_writable
+from .part_metrics import DEFAULT_FIT_IMAGES, collect_predictions, fit_subset, part_metric_rows
 from .progress import NullProgress, Progress
 from .shards import shard_bounds
 
@@ -33,6 +34,7 @@ def _collate(items: list[dict]) -> dict:
         "size": torch.stack([it["size"] for it in items]),
         "keypoints": torch.stack([it["orig_keypoints"] for it in items]),
         "visible": torch.stack([it["visible"] for it in items]),
+        "box": torch.stack([it["box"] for it in items]),
         "label": torch.tensor([it["label"] for it in items]),
         "path": [it["path"] for it in items],
     }
@@ -62,6 +64,8 @@ def evaluate(
     alpha: float = 0.1,
     classes: list[int] | None = None,
     limit: int | None = None,
+    fit_images: int | None = DEFAULT_FIT_IMAGES,
+    crop_to_box: bool = False,
     batch_size: int = 8,
     device: str = "auto",
     backend: str = "auto",
@@ -109,6 +113,11 @@ def evaluate(
         backend: network runtime, ``auto`` (ONNX Runtime on the CPU, torch on CUDA), ``torch``
             or ``onnxruntime`` (:mod:`lmpcli.backends`; docs/speed.md).
         workers: image-decoding processes (None = :func:`lmpcli.inference.default_workers`).
+        fit_images: train-split images (spread evenly, every class; None = all) each method
+            also runs on to fit the Kp regressors (:mod:`lmpcli.part_metrics`); 0 = no Kp, NMI,
+            ARI columns and no mean-landmark row.
+        crop_to_box: evaluate (and fit) on images cropped to their ground-truth box: keypoints
+            in pixels of the crop, PCK radius ``alpha`` times the crop's shorter side.
 
     Returns:
         ``{"table": DataFrame (one row per method: KP1..KPk, avg, recall, per-group
@@ -117,7 +126,11 @@ def evaluate(
         ``landing`` has one row per method and keypoint rank (columns ``method``, ``rank``,
         one per part group, ``miss``): the percentage of images whose keypoint of that rank
         has its nearest visible part within α in that group (:func:`lmpcli.metrics.nearest_part`);
-        a row's groups sum to its greedy PCK and ``miss`` is the rest.
+        a row's groups sum to its greedy PCK and ``miss`` is the rest. With ``fit_images``,
+        ``table`` also has columns ``Kp``, ``NMI``, ``ARI`` (:data:`lmpcli.part_metrics.PART_COLUMNS`:
+        Huang & Li's landmark regression error, and NMI / ARI adapted to points; the method's
+        output order is its keypoint identity) and a last row ``mean-landmark`` (the no-feature
+        regressor; only ``Kp``).
 
     Raises:
         InputError: not a CUB folder, unknown split, no images.
@@ -137,7 +150,8 @@ def evaluate(
     root = Path(data)
     if not (root / "images.txt").is_file():
         raise InputError(f"{data} is not a CUB-200-2011-layout folder (no images.txt)")
-    dataset = CUBDataset(root, split, eval_transform(cfg.image_size, cfg.mean, cfg.std), classes=classes)
+    transform = eval_transform(cfg.image_size, cfg.mean, cfg.std)
+    dataset = CUBDataset(root, split, transform, classes=classes, crop_to_box=crop_to_box)
     if len(dataset) == 0:
         raise InputError(f"no images in split {split!r} of {data}")
     label_map = None
@@ -172,6 +186,7 @@ def evaluate(
     ent = {"all": 0.0, "active": 0.0, "top": 0.0, "n_all": 0, "n_active": 0, "n_top": 0}
     loader = make_loader(dataset, batch_size, workers, _collate, dev)
     acc = {n: {"pck": [], "recall": [], "visible": [], "nearest": [], "correct": [], "seconds": 0.0} for n in names}
+    test: dict = {"xy": {n: [] for n in names}, "keypoints": [], "visible": [], "box": []}
     n_images = 0
     progress.start(f"evaluate {', '.join(names)}", len(dataset))
     try:
@@ -189,6 +204,9 @@ def evaluate(
                 if res["logits"] is not None:
                     a["correct"].append(res["logits"].argmax(-1) == labels)
                 a["seconds"] += res["seconds"]
+                test["xy"][n].append(res["xy"])
+            for key in ("keypoints", "visible", "box"):
+                test[key].append(batch[key])
             n_images += len(batch["path"])
             progress.advance(len(batch["path"]))
     finally:
@@ -196,6 +214,15 @@ def evaluate(
     if ctx.distributed:
         acc, n_images, ent = _gather_ranks(acc, n_images, ent, bounds, total, ctx)
         close_distributed(ctx)
+    part_rows, n_fit = {}, 0
+    if fit_images != 0 and not ctx.distributed:  # Kp / NMI / ARI need every rank's keypoints: not under torchrun
+        fit_data = fit_subset(CUBDataset(root, "train", transform, classes=classes, crop_to_box=crop_to_box), fit_images)
+        if len(fit_data) == 0:
+            raise InputError(f"no train-split images in {data} to fit the Kp regressors; pass --fit-images 0")
+        fit = collect_predictions(fit_data, kp_methods, dev, batch_size=batch_size, workers=workers, progress=progress)
+        test = {"xy": {n: torch.cat(v) for n, v in test["xy"].items()},
+                **{key: torch.cat(test[key]) for key in ("keypoints", "visible", "box")}}
+        part_rows, n_fit = part_metric_rows(fit, test, names), len(fit_data)
     rows, landing = [], []
     for n in names:
         a = acc[n]
@@ -213,8 +240,10 @@ def evaluate(
         ran_network = bool(a["correct"])
         row["acc"] = 100 * torch.cat(a["correct"]).float().mean().item() if ran_network else float("nan")
         row["images_per_s"] = n_images / max(a["seconds"], 1e-9) if ran_network else float("nan")
-        rows.append(row)
+        rows.append({**row, **part_rows.pop(n, {})})
         landing.extend(_landing_rows(n, torch.cat(a["nearest"])))
+
+    rows += [{"method": n, **r} for n, r in part_rows.items()]  # the mean-landmark row
 
     def pick(value, default):
         return default if value is None else value
@@ -227,7 +256,8 @@ def evaluate(
               "gate": pick(gate, cfg.gate), "flip": flip, "output_stride": cfg.output_stride,
               "weights": checkpoints[0] if len(checkpoints) == 1 else checkpoints, "device": str(dev), "backend": resolve_backend(backend, dev), "backbone": cfg.backbone,
               "image_size": cfg.image_size, "classes": classes, "feature_map": cfg.image_size // cfg.output_stride,
-              "method_options": {n: o for n, o in extra.items() if n in names}, "variants": variants or {}}
+              "method_options": {n: o for n, o in extra.items() if n in names}, "variants": variants or {},
+              "crop_to_box": crop_to_box, "fit_images": n_fit}
     if entropy:
         config["entropy"] = {
             "all_filters": ent["all"] / max(ent["n_all"], 1),

@@ -211,6 +211,7 @@ def run_predict(
     overwrite: bool = False,
     resume: bool = False,
     shard: str | tuple[int, int] | None = None,
+    landmarks: str | Path | None = None,
     stdout=None,
     **options,
 ) -> dict:
@@ -230,6 +231,9 @@ def run_predict(
             ``<stem>.shard-0000i-of-0000N<suffix>`` (:mod:`lmpcli.shards`; join them with
             :func:`lmpcli.shards.merge_shards`). None: under torchrun with several processes,
             shard rank of world size (each process on ``cuda:LOCAL_RANK`` when on CUDA); else all.
+        landmarks: a file of ``lmp fit-landmarks``: write its named landmarks instead of the
+            keypoints (CSV ``image, landmark, x, y``; JSON ``"landmarks": {name: [x, y]}`` beside the
+            keypoints), using the file's method and ``k`` (:mod:`lmpcli.named_landmarks`).
         options: keywords of :func:`predict_images`.
 
     A file output is streamed to ``<out>.part`` image by image and renamed to ``out`` when every
@@ -261,12 +265,27 @@ def run_predict(
         options["device"] = process_device(options.get("device", "auto"))
     if heatmaps_dir is not None and options.get("method", "lmpnet") != "occlusion-gbp":
         raise OutputError("--heatmaps needs --method occlusion-gbp (the only method that makes heat maps)")
+    named = None
+    if landmarks is not None:
+        from .named_landmarks import LANDMARK_CSV_COLUMNS, add_landmarks, load_landmarks
+
+        named = load_landmarks(landmarks)
+        options.update(method=named[1]["method"], k=named[1]["k"])
     parts = options.get("method") == "parts"  # identities: one entry per part, absent ones kept
     if parts:
         from .part_outputs import PART_CSV_COLUMNS, draw_parts, part_csv_rows, part_json
     columns = PART_CSV_COLUMNS if parts else CSV_COLUMNS
     csv_rows, to_json = (part_csv_rows, part_json) if parts else (ImageKeypoints.csv_rows, ImageKeypoints.to_json)
     draw = draw_parts if parts else draw_keypoints
+    if named is not None:  # named landmarks replace the keypoint rows; JSON keeps both
+        columns, keypoint_json = LANDMARK_CSV_COLUMNS, to_json
+
+        def csv_rows(item):
+            return add_landmarks(item, *named)
+
+        def to_json(item):
+            add_landmarks(item, *named)
+            return {**keypoint_json(item), **item.extras["landmarks"]}
     sink = None if to_stdout else StreamedOutput(out, fmt, _csv_text([], columns=columns), resume=resume, overwrite=overwrite)
     vis, heat = _make_dir(vis_dir), _make_dir(heatmaps_dir)
     start = time.perf_counter()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -39,19 +40,24 @@ class CUBDataset(Dataset):
         split: ``"train"``, ``"test"`` or ``"all"`` (official ``train_test_split.txt``).
         transform: a v2 transform called as ``transform(image, keypoints)``.
         classes: restrict to these official class ids (1-based), e.g. for held-out checks.
+        crop_to_box: serve each image cropped to its ground-truth box (``bounding_boxes.txt``,
+            widened to whole pixels and clipped to the image): ``orig_keypoints``, ``size``
+            and ``box`` are then in pixels of the crop, so PCK radii come from the crop's sides.
 
     Each item is a dict: ``image`` (transformed), ``label`` int, ``keypoints``
     (15, 2) float32 tv_tensors.KeyPoints (x, y) transformed with the image,
     ``visible`` (15,) bool, ``orig_keypoints`` (15, 2) in original pixels,
-    ``size`` (W, H) of the original image, ``path`` str, ``index`` int.
+    ``size`` (W, H) of the original image, ``box`` (4,) ground-truth box ``(x, y, w, h)`` in the
+    same pixels, ``path`` str, ``index`` int.
 
     Raises:
         InputError: missing annotation files or an unknown split.
     """
 
     def __init__(self, root: str | Path, split: str = "test", transform=None,
-                 classes: list[int] | None = None) -> None:
+                 classes: list[int] | None = None, crop_to_box: bool = False) -> None:
         self.root = Path(root)
+        self.crop_to_box = crop_to_box
         if split not in ("train", "test", "all"):
             raise InputError(f"unknown split {split!r}; use train, test or all")
         images = _read(self.root, "images.txt", ["image_id", "file"])
@@ -98,8 +104,18 @@ class CUBDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         image = load_rgb(self.path(index))
+        box = torch.tensor(self.table.loc[index, ["bx", "by", "bw", "bh"]].to_numpy(dtype="float32"))
+        orig = self.keypoints[index]
+        if self.crop_to_box:
+            w, h = image.size
+            left, top = int(box[0].clamp(0, w - 1)), int(box[1].clamp(0, h - 1))
+            right = max(left + 1, min(w, math.ceil(box[0] + box[2])))
+            bottom = max(top + 1, min(h, math.ceil(box[1] + box[3])))
+            image = image.crop((left, top, right, bottom))
+            orig = orig - torch.tensor([left, top], dtype=torch.float32)
+            box = torch.tensor([0.0, 0.0, right - left, bottom - top])
         size = image.size  # (W, H)
-        kp = tv_tensors.KeyPoints(self.keypoints[index], canvas_size=(size[1], size[0]))
+        kp = tv_tensors.KeyPoints(orig, canvas_size=(size[1], size[0]))
         if self.transform is not None:
             image, kp = self.transform(image, kp)
         return {
@@ -107,8 +123,9 @@ class CUBDataset(Dataset):
             "label": int(self.labels[index]),
             "keypoints": kp,
             "visible": self.visible[index],
-            "orig_keypoints": self.keypoints[index],
+            "orig_keypoints": orig,
             "size": torch.tensor(size, dtype=torch.float32),
+            "box": box,
             "path": str(self.path(index)),
             "index": index,
         }

@@ -1,0 +1,132 @@
+"""Named landmarks: predict-time frames, fit/apply round trip, the stored file, COCO input, the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from lmpcli.cli import app
+from lmpcli.data import InputError
+from lmpcli.named_landmarks import (
+    CocoKeypointDataset,
+    apply_named_landmarks,
+    fit_named_landmarks,
+    load_landmarks,
+    reference_boxes,
+    save_landmarks,
+)
+from lmpcli.outputs import OutputError
+
+run = CliRunner().invoke
+
+
+def test_reference_boxes_known_answers():
+    xy = torch.tensor([[[10.0, 20.0], [50.0, 100.0], [float("nan"), 0.0]],
+                       [[10.0, 20.0], [11.0, 20.0], [float("nan")] * 2],
+                       [[10.0, 20.0], [float("nan")] * 2, [float("nan")] * 2]])
+    sizes = torch.tensor([[200.0, 100.0]] * 3)
+    assert reference_boxes(xy, sizes, "image").tolist() == [[0, 0, 200, 100]] * 3
+    boxes = reference_boxes(xy, sizes, "keypoints")
+    assert boxes[0].tolist() == [10, 20, 40, 80]
+    assert boxes[1].tolist() == [5.5, 15, 10, 10]  # sides widened to a tenth of the shorter image side
+    assert boxes[2].tolist() == [0, 0, 200, 100]  # one keypoint: the whole image
+    with pytest.raises(ValueError, match="normalisation"):
+        reference_boxes(xy, sizes, "box")
+
+
+@pytest.mark.parametrize("normalisation", ["image", "keypoints"])
+def test_landmarks_that_follow_the_keypoints_are_recovered_in_pixels(normalisation):
+    rng = np.random.default_rng(0)
+    n = 60
+    sizes = rng.uniform(200, 500, (n, 2))
+    rel = rng.uniform(0.2, 0.8, (n, 3, 2))
+    xy = rel * sizes[:, None]
+    # landmark 0: the midpoint of keypoints 0 and 1; landmark 1: keypoint 2 shifted by a tenth of the frame
+    frame = reference_boxes(xy, sizes, normalisation).numpy()
+    marks = np.stack([(xy[:, 0] + xy[:, 1]) / 2, xy[:, 2] + 0.1 * frame[:, 2:]], 1)
+    vis = np.ones((n, 2), bool)
+    reg = fit_named_landmarks(xy, sizes, marks, vis, ["beak", "tail"], normalisation)
+    np.testing.assert_allclose(apply_named_landmarks(reg, xy, sizes, normalisation), marks, atol=1e-6)
+
+
+def test_landmarks_file_round_trip_and_errors(tmp_path):
+    rng = np.random.default_rng(1)
+    xy, sizes = rng.uniform(0, 100, (20, 2, 2)), np.full((20, 2), 100.0)
+    reg = fit_named_landmarks(xy, sizes, rng.uniform(0, 100, (20, 3, 2)), np.ones((20, 3), bool), ["a", "b", "c"])
+    path = save_landmarks(tmp_path / "lm.json", reg, {"method": "lmpnet", "k": 2, "normalisation": "image"})
+    back, meta = load_landmarks(path)
+    assert meta["k"] == 2 and back.names == ["a", "b", "c"]
+    np.testing.assert_allclose(back.predict(xy / 100), reg.predict(xy / 100))
+    with pytest.raises(OutputError, match="overwrite"):
+        save_landmarks(path, reg, meta)
+    (tmp_path / "bad.json").write_text('{"format": "other"}')
+    for bad in (tmp_path / "bad.json", tmp_path / "missing.json"):
+        with pytest.raises(InputError):
+            load_landmarks(bad)
+
+
+def _coco(tmp_path, n=4):
+    names = ["beak", "eye", "tail"]
+    images, anns = [], []
+    for i in range(n):
+        Image.new("RGB", (64 + i, 48), (i * 40, 90, 20)).save(tmp_path / f"b{i}.jpg")
+        images.append({"id": i, "file_name": f"b{i}.jpg", "width": 64 + i, "height": 48})
+        anns.append({"id": i, "image_id": i, "category_id": 1, "bbox": [2, 3, 40, 30],
+                     "keypoints": [10 + i, 12, 2, 20, 15, 1, 0, 0, 0]})
+    path = tmp_path / "kp.json"
+    path.write_text(json.dumps({"images": images, "annotations": anns,
+                                "categories": [{"id": 1, "name": "bird", "keypoints": names}]}))
+    return path
+
+
+def test_coco_keypoint_dataset(tmp_path):
+    ds = CocoKeypointDataset(_coco(tmp_path))
+    assert len(ds) == 4 and ds.part_names == ["beak", "eye", "tail"]
+    item = ds[1]
+    assert item["orig_keypoints"][0].tolist() == [11, 12] and item["visible"].tolist() == [True, True, False]
+    assert item["size"].tolist() == [65, 48] and item["box"].tolist() == [2, 3, 40, 30]
+    (tmp_path / "b2.jpg").unlink()
+    with pytest.raises(InputError, match="not found"):
+        CocoKeypointDataset(tmp_path / "kp.json")
+
+
+def test_cli_fit_landmarks_then_predict_named_landmarks(tmp_path, tiny_cub, tiny_checkpoint):
+    lm = tmp_path / "lm.json"
+    common = ["--weights", str(tiny_checkpoint), "--k", "3", "--workers", "0"]
+    r = run(app, ["fit-landmarks", str(tiny_cub), "--out", str(lm), *common])
+    assert r.exit_code == 0, r.output
+    assert "3 labelled images" in r.output and "left out" in r.output  # tiny CUB: every 3rd part never visible
+    r = run(app, ["fit-landmarks", str(tiny_cub), "--out", str(lm), *common])
+    assert r.exit_code == 1 and "--overwrite" in r.output
+    out = tmp_path / "named.csv"
+    images = sorted(str(p) for p in (tiny_cub / "images").rglob("*.jpg"))
+    r = run(app, ["predict", *images, "--landmarks", str(lm), "--out", str(out), "--weights", str(tiny_checkpoint),
+                  "--workers", "0", "-q"])
+    assert r.exit_code == 0, r.output
+    table = pd.read_csv(out)
+    assert list(table.columns) == ["image", "landmark", "x", "y"]
+    assert set(table["landmark"]) == {"back", "beak", "breast", "crown", "left eye", "left leg", "nape", "right eye",
+                                      "right wing", "tail"}
+    assert len(table) == 10 * len(images)
+    r = run(app, ["predict", images[0], "--landmarks", str(tmp_path / "nope.json"), "--weights",
+                  str(tiny_checkpoint), "--workers", "0", "-q"])
+    assert r.exit_code == 1 and "not found" in r.output
+
+
+def test_cli_fit_landmarks_from_coco(tmp_path, tiny_checkpoint):
+    lm = tmp_path / "coco-lm.json"
+    r = run(app, ["fit-landmarks", str(_coco(tmp_path)), "--out", str(lm), "--weights", str(tiny_checkpoint),
+                  "--k", "2", "--workers", "0", "--normalisation", "keypoints", "-q"])
+    assert r.exit_code == 0, r.output
+    reg, meta = load_landmarks(lm)
+    assert reg.names == ["beak", "eye"] and meta["normalisation"] == "keypoints" and meta["images"] == 4
+    r = run(app, ["predict", str(tmp_path / "b0.jpg"), "--landmarks", str(lm), "--json", "--out", "-",
+                  "--weights", str(tiny_checkpoint), "--workers", "0", "-q"])
+    assert r.exit_code == 0, r.output
+    assert set(json.loads(r.stdout)[0]["landmarks"]) == {"beak", "eye"}
