@@ -16,7 +16,6 @@ the evaluation protocol (docs/part-metrics.md).
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import numpy as np
