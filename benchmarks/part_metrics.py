@@ -4,8 +4,9 @@ the number of labelled images the regressors see (named landmarks).
 Two steps, so that a killed run continues where it stopped:
 
   # 1. run the methods (LMPNet ranks, centre, channel-mean) over test and train images, cached in
-  #    chunks of 64 under --cache (test first, then the 300 train images `lmp evaluate` fits on by
-  #    default, then box crops, then the rest of the train split)
+  #    chunks of 16 under --cache; every split is visited in "spread" order (any prefix is an even
+  #    spread over the classes): test and train images on full images, then on box crops, then
+  #    more of each
   python benchmarks/part_metrics.py cache --data ../shared/data/cub50 --cache runs/part_metrics
 
   # 2. print the tables from whatever is cached
@@ -30,30 +31,36 @@ from lmpcli.landmarks import MEAN_LANDMARK, keypoint_regression_error, normalise
 from lmpcli.methods import create_method
 from lmpcli.metrics import greedy_pck, part_recall
 from lmpcli.named_landmarks import NORMALISATIONS, landmark_regression_error
-from lmpcli.part_metrics import DEFAULT_FIT_IMAGES, collect_predictions, part_metric_rows
+from lmpcli.part_metrics import collect_predictions, part_metric_rows
 
 from _markdown import emit_table
 
 METHODS = ("lmpnet", "centre", "channel-mean")
-CHUNK = 64
+CHUNK = 16
+STAGES = ((100, 60), (300, 150), (1389, 1500))  # (test, train) images cached per mode, stage by stage
 FIT_SIZES = (10, 30, 100, 300)  # and all cached train images
 SEEDS = (0, 1, 2, 3, 4)
 
 
-def train_order(n: int) -> list[int]:
-    """Train indices in caching order: ``lmp evaluate``'s default fit subset first, then the rest."""
-    first = spread_subset(n, DEFAULT_FIT_IMAGES)
-    return first + sorted(set(range(n)) - set(first))
+def spread_order(n: int, sizes) -> list[list[int]]:
+    """Indices ``0..n-1`` in stages: the i-th stage completes ``spread_subset(n, sizes[i])``; inside
+    a stage the order is random (seed 0), so an unfinished stage adds a random sample."""
+    done: set[int] = set()
+    stages = []
+    for size in sizes:
+        new = [i for i in spread_subset(n, size) if i not in done]
+        done.update(new)
+        stages.append([new[j] for j in np.random.default_rng(0).permutation(len(new))])
+    return stages
 
 
 def plan(data: str) -> list[tuple[str, str, list[int]]]:
     """(mode, split, dataset indices) per cache step, in the order they are computed."""
-    n_train = len(CUBDataset(data, "train"))
-    n_test = len(CUBDataset(data, "test"))
-    order = train_order(n_train)
-    head, rest = order[:DEFAULT_FIT_IMAGES], order[DEFAULT_FIT_IMAGES:]
-    return [("full", "test", list(range(n_test))), ("full", "train", head),
-            ("crop", "test", list(range(n_test))), ("crop", "train", head), ("full", "train", rest)]
+    n_test, n_train = len(CUBDataset(data, "test")), len(CUBDataset(data, "train"))
+    test = spread_order(n_test, [t for t, _ in STAGES])
+    train = spread_order(n_train, [t for _, t in STAGES])
+    return [(i, mode, split, stage[i]) for i in range(len(STAGES)) for mode in ("full", "crop")
+            for split, stage in (("test", test), ("train", train))]
 
 
 def cache(args) -> None:
@@ -64,11 +71,11 @@ def cache(args) -> None:
     methods = [create_method(n, model, k=args.k) for n in METHODS]
     out = Path(args.cache)
     out.mkdir(parents=True, exist_ok=True)
-    for mode, split, indices in plan(args.data):
+    for stage, mode, split, indices in plan(args.data):
         ds = CUBDataset(args.data, split, eval_transform(cfg.image_size, cfg.mean, cfg.std), crop_to_box=mode == "crop")
         for start in range(0, len(indices), CHUNK):
             chunk = indices[start:start + CHUNK]
-            path = out / f"{mode}-{split}-{chunk[0]:05d}-{len(chunk)}.pt"
+            path = out / f"{mode}-{split}-s{stage}-{start // CHUNK:03d}.pt"
             if path.exists():
                 continue
             t0 = time.perf_counter()
@@ -108,8 +115,7 @@ def table(args) -> None:
         test, train = load(args.cache, mode, "test"), load(args.cache, mode, "train")
         if test is None or train is None:
             continue
-        default = set(spread_subset(len(CUBDataset(args.data, "train")), DEFAULT_FIT_IMAGES))
-        fit = take(train, [i for i, j in enumerate(train["indices"].tolist()) if j in default])
+        fit = train
         rows = part_metric_rows(fit, test, list(METHODS))
         cells = []
         for name in [*METHODS, MEAN_LANDMARK]:
@@ -123,7 +129,7 @@ def table(args) -> None:
             cells.append([name, fmt(pck), fmt(recall), *(f"{rows[name][c]:.2f}" if rows[name][c] == rows[name][c]
                                                           else "–" for c in ("Kp", "NMI", "ARI"))])
         emit_table(f"{mode} images: {len(test['indices'])} cub50 test images, regressors fit on {len(fit['indices'])} "
-                   f"train images (lmp evaluate's default), k = {args.k}, shipped weights",
+                   f"train images, k = {args.k}, shipped weights",
                    ["method", "greedy PCK", "part recall", "Kp", "NMI", "ARI"], cells)
         print()
     test, train = load(args.cache, "full", "test"), load(args.cache, "full", "train")

@@ -182,7 +182,7 @@ def test_train_resume_and_evaluate_on_tiny_data(tiny_cub, tmp_path, monkeypatch)
     r = run("evaluate", "--data", tiny_cub, "--weights", run_dir / "model.pt", "--gate", 2, "-q")
     assert r.exit_code == 2 and "Traceback" not in r.output
     rows = {row["method"]: row for row in json.loads(report.read_text())["results"]}
-    assert set(rows) == {"lmpnet", "centre", "channel-mean"}
+    assert set(rows) == {"lmpnet", "centre", "channel-mean", "mean-landmark"}
     assert 0 <= rows["lmpnet"]["KP1"] <= 100 and 0 <= rows["lmpnet"]["acc"] <= 100
     assert math.isnan(rows["centre"]["acc"]) and math.isnan(rows["centre"]["images_per_s"])  # runs no network
 
