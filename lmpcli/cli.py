@@ -482,7 +482,7 @@ def fit_landmarks(
     normalisation: str = typer.Option("image", help="Frame at fit and predict time: image (divide by the image size) or keypoints (the box of the predicted keypoints)."),
     batch_size: int = typer.Option(8, min=1),
     device: str = typer.Option("auto"),
-    workers: int = typer.Option(2, min=0),
+    workers: WorkersOpt = None,
     overwrite: bool = typer.Option(False, help="Replace an existing --out file."),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:

@@ -239,7 +239,7 @@ def fit_landmarks(
     normalisation: str = "image",
     batch_size: int = 8,
     device: str = "auto",
-    workers: int = 2,
+    workers: int | None = None,
     overwrite: bool = False,
     progress=None,
 ) -> dict:
