@@ -71,10 +71,17 @@ def cache(args) -> None:
     methods = [create_method(n, model, k=args.k) for n in METHODS]
     out = Path(args.cache)
     out.mkdir(parents=True, exist_ok=True)
-    for stage, mode, split, indices in plan(args.data):
-        ds = CUBDataset(args.data, split, eval_transform(cfg.image_size, cfg.mean, cfg.std), crop_to_box=mode == "crop")
-        for start in range(0, len(indices), CHUNK):
-            chunk = indices[start:start + CHUNK]
+    steps = plan(args.data)
+    transform = eval_transform(cfg.image_size, cfg.mean, cfg.std)
+    sets = {(mode, split): CUBDataset(args.data, split, transform, crop_to_box=mode == "crop")
+            for mode in ("full", "crop") for split in ("test", "train")}
+    for stage in range(len(STAGES)):  # inside a stage, one chunk of each (mode, split) in turn
+        todo = [(mode, split, indices) for s, mode, split, indices in steps if s == stage]
+        chunks = [(mode, split, start, indices[start:start + CHUNK]) for mode, split, indices in todo
+                  for start in range(0, len(indices), CHUNK)]
+        chunks.sort(key=lambda c: c[2])
+        for mode, split, start, chunk in chunks:
+            ds = sets[mode, split]
             path = out / f"{mode}-{split}-s{stage}-{start // CHUNK:03d}.pt"
             if path.exists():
                 continue
