@@ -115,7 +115,8 @@ def evaluate(
         workers: image-decoding processes (None = :func:`lmpcli.inference.default_workers`).
         fit_images: train-split images (spread evenly, every class; None = all) each method
             also runs on to fit the Kp regressors (:mod:`lmpcli.part_metrics`); 0 = no Kp, NMI,
-            ARI columns and no mean-landmark row.
+            ARI columns and no mean-landmark row. On ``split="train"`` or ``"all"`` the fit images
+            are among the scored ones (an in-sample Kp).
         crop_to_box: evaluate (and fit) on images cropped to their ground-truth box: keypoints
             in pixels of the crop, PCK radius ``alpha`` times the crop's shorter side.
 

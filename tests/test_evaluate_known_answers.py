@@ -62,7 +62,7 @@ def with_oracles(monkeypatch, tiny_cub):
     monkeypatch.setattr(evaluate_module, "create_method", create_method)
 
 
-KW = dict(split="all", workers=0, batch_size=4, device="cpu")
+KW = dict(split="all", workers=0, batch_size=4, device="cpu", fit_images=0)  # the oracles know only these images
 
 
 def test_an_oracle_scores_100_and_an_oracle_off_the_parts_scores_0(with_oracles, tiny_checkpoint, tiny_cub):
