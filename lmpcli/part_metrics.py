@@ -15,7 +15,7 @@ from .landmarks import MEAN_LANDMARK, normalise_to_box, part_discovery_metrics
 from .progress import NullProgress, Progress
 
 #: Train images ``lmp evaluate`` runs the methods on to fit the Kp regressors (``--fit-images``);
-#: quality-log section 29 measures Kp against this number.
+#: quality-log section 32 measures Kp against this number.
 DEFAULT_FIT_IMAGES = 300
 
 #: Columns the rows add to the evaluation table (percent; Kp lower is better).
