@@ -176,7 +176,8 @@ def test_two_process_evaluate_counts_every_image_once(tiny_cub, tiny_checkpoint,
     """5 images on 2 ranks: a DistributedSampler would pad to 6 (an image twice); the blocks are 2 + 3."""
     from lmpcli.evaluate import evaluate
 
-    single = evaluate(tiny_cub, split="all", weights=tiny_checkpoint, limit=5, batch_size=2, workers=0, device="cpu")
+    single = evaluate(tiny_cub, split="all", weights=tiny_checkpoint, limit=5, batch_size=2, workers=0, device="cpu",
+                      fit_images=0)  # no Kp/NMI/ARI under torchrun (they need every rank's keypoints)
     torch.multiprocessing.start_processes(
         _evaluate_worker, args=(2, _free_port(), str(tiny_cub), str(tiny_checkpoint), str(tmp_path)), nprocs=2,
         start_method="fork")
