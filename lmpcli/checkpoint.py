@@ -97,10 +97,16 @@ def load_model(path=None, device: torch.device | str = "cpu") -> tuple[LMPNetPai
         checkpoints without one.
 
     Raises:
-        CheckpointError: see :func:`read_checkpoint`, or weights that do not fit the config.
+        CheckpointError: see :func:`read_checkpoint`, weights that do not fit the config, or class
+            names that do not match the classifier.
     """
     obj = read_checkpoint(DEFAULT_WEIGHTS if path is None else path)
     config = LMPNetConfig.from_dict(obj["config"])
+    names = obj.get("class_names")
+    if not isinstance(names, list) or len(names) != config.num_classes:
+        count = len(names) if isinstance(names, list) else 0
+        raise CheckpointError(f"{path or DEFAULT_WEIGHTS} has {count} class names but its classifier has "
+                              f"{config.num_classes} classes; it was not written by lmp train")
     model = LMPNetPair(config, pretrained=False)
     state = {k: v.float() if v.is_floating_point() else v for k, v in obj.pop("state_dict").items()}
     try:

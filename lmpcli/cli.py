@@ -13,7 +13,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 app = typer.Typer(
     name="lmp",
-    help="Discover semantic object keypoints from class labels only (LMPNet, Guo & Farrell).",
+    help="Discover semantic object keypoints from class labels only (LMPNet, Guo & Farrell).\n\n"
+         "Exit status: 0 all inputs processed, 1 error, 2 refused before any work (usage error), "
+         "3 finished with skipped inputs (docs/robustness.md).",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -67,6 +69,16 @@ def fail(message: str, code: int = 1) -> None:
     """Print a one-line error to stderr and exit non-zero."""
     err.print(f"[red]error:[/red] {message}", highlight=False)
     raise typer.Exit(code)
+
+
+def check_call(fn, *args, **kwargs):
+    """Run a torch-free check of :mod:`lmpcli.validate`; a refusal becomes a one-line message and exit 2."""
+    from .validate import UsageError
+
+    try:
+        return fn(*args, **kwargs)
+    except UsageError as e:
+        fail(str(e), EXIT_USAGE)
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
@@ -153,7 +165,18 @@ def train(
     sync_bn: bool = typer.Option(False, help="Under torchrun: batch-norm statistics over all processes' images in the trained blocks (SyncBatchNorm, CUDA only)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
-    """Train LMPNet and its replica network on labelled images (no keypoint labels needed)."""
+    """Train LMPNet and its replica network on labelled images (no keypoint labels needed).
+
+    An existing run in --out (last.pt, model.pt or metrics.csv) is never replaced without --resume or
+    --overwrite. Exit status: 0 done, 1 error, 2 refused before any work (docs/robustness.md).
+    """
+    from .validate import check_train_call
+
+    check_call(check_train_call, data, out, resume=resume, overwrite=overwrite, device=device, image_size=image_size,
+               epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, label_smoothing=label_smoothing,
+               eps=eps, num_filters=num_filters, k=k, thr=thr, iterations=iterations, mask_size=mask_size, gate=gate,
+               freeze=freeze, crop_scale=crop_scale, jitter=jitter, cutmix=cutmix, limit=limit, workers=workers,
+               bn_images=bn_images)
     from .train import fit
 
     path = run_guarded(
@@ -251,7 +274,22 @@ def predict(
     overwrite: bool = typer.Option(False, help="Replace existing output files."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
 ) -> None:
-    """Predict keypoints: CSV rows (image, rank, x, y, score) in original-image pixels."""
+    """Predict keypoints: CSV rows (image, rank, x, y, score) in original-image pixels.
+
+    Coordinates are in the frame every viewer shows: a photo's EXIF orientation is applied first
+    (the JSON says "frame": "displayed" and the "exif_orientation" applied). Unreadable images, and
+    images above 250 megapixels, are reported on stderr and skipped. An image can get fewer than
+    --k keypoints when the method runs out of proposals (reported). Exit status: 0 all processed,
+    1 error, 2 refused before any work (bad option, missing input, output that exists or would
+    write over an input), 3 finished with skipped inputs (docs/robustness.md).
+    """
+    from .validate import check_predict_call
+
+    checked = check_call(check_predict_call, inputs, out=out, vis_dir=vis_dir, heatmaps_dir=heatmaps,
+                         weights=weights or None, overwrite=overwrite or resume or shard is not None, method=method, k=k, thr=thr,
+                         num_filters=num_filters, iterations=iterations, gate=gate, output_stride=output_stride,
+                         image_size=image_size, batch_size=batch_size, workers=workers, device=device)
+    inputs = checked["paths"]  # stdin, if any, is read once
     from .predict import run_predict
 
     def on_error(path: str, reason: str) -> None:
@@ -271,6 +309,9 @@ def predict(
         resumed = f", {summary['resumed']} already done" if summary["resumed"] else ""
         err.print(f"{summary['images']} images{resumed}, {len(summary['errors'])} skipped, "
                   f"{summary['seconds']:.1f} s{where}", highlight=False)
+    if summary.get("short"):
+        err.print(f"[yellow]note[/yellow]: {summary['short']} of {summary['images']} images have fewer than {k} "
+                  f"keypoints: {method} ran out of proposals (see docs/robustness.md)", highlight=False)
     if summary["errors"]:
         raise typer.Exit(EXIT_SKIPPED)
 
@@ -347,17 +388,21 @@ def evaluate(
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
     """Greedy PCK@alpha per keypoint rank, part recall and accuracy, beside trivial baselines,
-    and where each keypoint rank lands (head, body, wings, tail, legs or a miss)."""
+    and where each keypoint rank lands (head, body, wings, tail, legs or a miss).
+
+    Exit status: 0 done, 1 error, 2 refused before any work (docs/robustness.md)."""
+    from .validate import check_evaluate_call
+
+    check_call(check_evaluate_call, data, split=split, out=out, weights=weights or None, alpha=alpha, limit=limit,
+               overwrite=overwrite, k=k, thr=thr, num_filters=num_filters, iterations=iterations, gate=gate,
+               output_stride=output_stride, image_size=image_size, batch_size=batch_size, workers=workers,
+               device=device)
     from rich import box
     from rich.table import Table
 
     from .evaluate import evaluate as run_evaluate
     from .evaluate import write_report
 
-    if out is not None:
-        from .outputs import check_writable
-
-        run_guarded(check_writable, out, overwrite)
     report = run_guarded(
         run_evaluate, data, split=split, weights=weights or None, methods=[m.strip() for m in method.split(",") if m.strip()],
         baselines=baselines, k=k, thr=thr, num_filters=num_filters, iterations=iterations, replica=replica,
@@ -537,7 +582,14 @@ def visualize_filters(
     overwrite: bool = typer.Option(False),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
-    """Draw the full-scale filter grid (Fig. 4): filters by activation strength x images by activation."""
+    """Draw the full-scale filter grid (Fig. 4): filters by activation strength x images by activation.
+
+    Exit status: 0 all processed, 1 error, 2 refused before any work, 3 finished with skipped
+    inputs (docs/robustness.md)."""
+    from .validate import check_filters_call
+
+    check_call(check_filters_call, inputs, out=out, weights=weights, overwrite=overwrite, network=network,
+               alpha=alpha, limit=limit, batch_size=batch_size, workers=workers, device=device)
     from .filters import visualize_filters as run_visualize
 
     ids = parse_ids(filters)  # 0-based filter ids, as given
@@ -550,6 +602,8 @@ def visualize_filters(
     if not quiet:
         err.print(f"{summary['images']} images, {len(summary['errors'])} skipped, columns {summary['columns']} -> {out}",
                   highlight=False)
+    if summary["errors"]:
+        raise typer.Exit(EXIT_SKIPPED)
 
 
 EXPORT_EPILOG = """Examples:
@@ -674,7 +728,7 @@ def parse_ids(spec: str | None) -> list[int] | None:
             lo, _, hi = part.partition("-")
             ids.extend(range(int(lo), int(hi or lo) + 1))
     except ValueError:
-        fail(f"cannot parse class ids {spec!r}; use e.g. 1-40 or 1,2,5")
+        fail(f"cannot parse class ids {spec!r}; use e.g. 1-40 or 1,2,5", EXIT_USAGE)
     return ids
 
 

@@ -20,6 +20,7 @@ from .distributed import process_device
 from .outputs import OutputError, atomic_write_image, draw_keypoints
 from .progress import NullProgress, Progress
 from .shards import StreamedOutput, output_format, parse_shard, shard_from_env, shard_inputs, shard_path
+from .validate import check_predict_call
 
 CSV_COLUMNS = ["image", "rank", "x", "y", "score"]
 
@@ -179,27 +180,6 @@ def _csv_text(rows: list[list], header: bool = True, columns: list[str] = CSV_CO
     return buf.getvalue()
 
 
-def _vis_name(vis_dir: Path, image: str, used: set[str]) -> Path:
-    stem = Path(image).stem
-    name, n = f"{stem}.jpg", 1
-    while name in used:
-        n += 1
-        name = f"{stem}_{n}.jpg"
-    used.add(name)
-    return vis_dir / name
-
-
-def _make_dir(path: str | Path | None) -> Path | None:
-    if path is None:
-        return None
-    path = Path(path)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise OutputError(f"cannot create {path}: {e.strerror or e}") from e
-    return path
-
-
 def run_predict(
     inputs: list[str],
     *,
@@ -236,25 +216,35 @@ def run_predict(
             keypoints), using the file's method and ``k`` (:mod:`lmpcli.named_landmarks`).
         options: keywords of :func:`predict_images`.
 
-    A file output is streamed to ``<out>.part`` image by image and renamed to ``out`` when every
-    image is done, so ``out`` is never half written and a killed run can be resumed; on stdout
-    CSV rows and JSON Lines are streamed.
+    Every output location is checked before the model is loaded
+    (:func:`lmpcli.validate.check_predict_call`): an output that is an input, or a folder that
+    holds input images, is refused. A file output is streamed to ``<out>.part`` image by image and
+    renamed to ``out`` when every image is done, so ``out`` is never half written and a killed run
+    can be resumed; on stdout CSV rows and JSON Lines are streamed. Annotated images are named
+    after their input (``_2``, ``_3``... for repeated names).
 
     Returns:
         ``{"images": n predicted now, "resumed": n skipped as already done, "errors": [(path, reason)],
-        "seconds": t, "out": the file written (a shard's own name)}``.
+        "seconds": t, "out": the file written (a shard's own name), "short": number of images with
+        fewer than ``k`` keypoints (the method ran out of proposals)}``.
 
     Raises:
+        UsageError: see :func:`lmpcli.validate.check_predict_call`.
         OutputError: existing output without ``overwrite``, an unfinished ``.part`` without
-            ``resume``, a shard on stdout, unwritable folder.
+            ``resume``, a shard on stdout, unwritable folder, no image readable.
         InputError, CheckpointError: see :func:`predict_images`.
         ValueError: a bad ``shard``, both ``json_format`` and ``jsonl``.
     """
     stdout = stdout or sys.stdout
     to_stdout = out in (None, "-")
     fmt = output_format(out, json_format, jsonl)
-    paths = expand_inputs(list(inputs), options.pop("stdin", None))
     shard = shard_from_env() if shard is None else parse_shard(shard)
+    # an existing out / annotated image is left to StreamedOutput when resuming or sharding
+    checked = check_predict_call(inputs, out=out, vis_dir=vis_dir, heatmaps_dir=heatmaps_dir,
+                                 overwrite=overwrite or resume or shard is not None,
+                                 stdin=options.pop("stdin", None), **options)
+    paths = checked["paths"]
+    vis, heat = checked["vis"], checked["heatmaps"]
     if resume and to_stdout:
         raise OutputError("--resume needs --out FILE: it continues that file's unfinished .part")
     if shard is not None:
@@ -263,8 +253,6 @@ def run_predict(
         out = str(shard_path(out, *shard))
         paths = shard_inputs(paths, *shard)
         options["device"] = process_device(options.get("device", "auto"))
-    if heatmaps_dir is not None and options.get("method", "lmpnet") != "occlusion-gbp":
-        raise OutputError("--heatmaps needs --method occlusion-gbp (the only method that makes heat maps)")
     named = None
     if landmarks is not None:
         from .named_landmarks import LANDMARK_CSV_COLUMNS, add_landmarks, load_landmarks
@@ -287,10 +275,9 @@ def run_predict(
             add_landmarks(item, *named)
             return {**keypoint_json(item), **item.extras["landmarks"]}
     sink = None if to_stdout else StreamedOutput(out, fmt, _csv_text([], columns=columns), resume=resume, overwrite=overwrite)
-    vis, heat = _make_dir(vis_dir), _make_dir(heatmaps_dir)
     start = time.perf_counter()
     if sink is not None and sink.complete:
-        return {"images": 0, "resumed": 0, "errors": [], "seconds": 0.0, "out": out}
+        return {"images": 0, "resumed": 0, "errors": [], "seconds": 0.0, "out": out, "short": 0}
     done = sink.done if sink is not None else set()
     todo = [p for p in paths if p not in done]
     errors: list[tuple[str, str]] = []
@@ -302,31 +289,26 @@ def run_predict(
             user_on_error(path, reason)
 
     records: list[dict] = []
-    used: set[str] = set()
-    used_heat: set[str] = set()
-    n = 0
+    n = short = 0
     header = True
     try:
-        for item in (predict_images(todo, on_error=on_error, **options) if todo else ()):
+        # the paths as expanded once (stdin is read once), passed as stdin lines so that a listed
+        # file that has gone missing is reported and skipped, as any unreadable image
+        for item in (predict_images(["-"], stdin=todo, on_error=on_error, **options) if todo else ()):
             n += 1
+            short += int(not parts and not np.isfinite(item.xy[:, 0]).all())  # parts keep absent ones as NaN
             if vis is not None or heat is not None:  # drawn before the rows: a resumed run skips images with rows
                 import cv2
 
                 bgr = cv2.cvtColor(np.asarray(load_rgb(item.image)), cv2.COLOR_RGB2BGR)
                 label = None if item.class_name is None else f"{item.class_name} {item.class_prob:.2f}"
             if vis is not None:
-                target = _vis_name(vis, item.image, used)
-                if target.exists() and not (overwrite or resume):
-                    raise OutputError(f"{target} exists; pass --overwrite to replace it")
-                atomic_write_image(target, draw(bgr, item.xy, item.score, label))
+                atomic_write_image(vis[item.image], draw(bgr, item.xy, item.score, label))
             if heat is not None and "heatmaps" in item.extras:
                 from .heatmaps import draw_heatmap_panel
 
-                target = _vis_name(heat, item.image, used_heat)
-                if target.exists() and not (overwrite or resume):
-                    raise OutputError(f"{target} exists; pass --overwrite to replace it")
                 coarse, fine = item.extras["heatmaps"]
-                atomic_write_image(target, draw_heatmap_panel(bgr, coarse, fine, item.xy, label, item.score))
+                atomic_write_image(heat[item.image], draw_heatmap_panel(bgr, coarse, fine, item.xy, label, item.score))
             if fmt == "csv":
                 text = _csv_text(csv_rows(item), header and to_stdout, columns)
                 header = False
@@ -355,4 +337,4 @@ def run_predict(
     elif fmt == "csv" and header:  # streamed nothing (no keypoint found): still print a header
         stdout.write(_csv_text([], columns=columns))
     return {"images": n, "resumed": len(paths) - len(todo), "errors": errors,
-            "seconds": time.perf_counter() - start, "out": out}
+            "seconds": time.perf_counter() - start, "out": out, "short": short}

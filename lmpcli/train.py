@@ -31,6 +31,7 @@ from .model import LMPNetConfig, LMPNetPair
 from .outputs import atomic_write_text
 from .progress import NullProgress, Progress
 from .rng import capture_rng_state, restore_rng_state, seed_everything
+from .validate import check_train_out
 
 
 def open_training_data(data: str | Path, transform, split: str = "train", classes: list[int] | None = None):
@@ -264,8 +265,10 @@ def fit(
     (:class:`~torch.nn.SyncBatchNorm`, CUDA only) in the trained blocks.
 
     Raises:
-        InputError: bad data folder, or ``out_dir`` holds a previous run and neither
-            ``resume`` nor ``overwrite`` is set.
+        InputError: bad data folder.
+        UsageError: ``out_dir`` holds any file of a previous run (``last.pt``, ``model.pt``,
+            ``metrics.csv``) and neither ``resume`` nor ``overwrite`` is set; ``resume`` without
+            ``last.pt``; ``out_dir`` inside ``data`` (:func:`lmpcli.validate.check_train_out`).
         BackboneError: backbone weights unavailable.
         ValueError: ``sync_bn`` off CUDA, a bad device or torchrun environment.
     """
@@ -273,12 +276,8 @@ def fit(
     progress = (progress or NullProgress()) if ctx.is_main else NullProgress()
     if sync_bn and dev.type != "cuda":
         raise ValueError("--sync-bn needs CUDA devices (torch's SyncBatchNorm has no CPU kernel)")
-    out = Path(out_dir)
+    out = check_train_out(out_dir, data, resume=resume, overwrite=overwrite)
     last = out / "last.pt"
-    if last.exists() and not (resume or overwrite):
-        raise InputError(f"{out} already holds a training run; pass --resume to continue it or --overwrite")
-    if resume and not last.exists():
-        raise InputError(f"nothing to resume: {last} does not exist")
     seed_everything(seed + ctx.rank)  # rank 0 = one process: seed; DDP copies rank 0's initial weights
     state = read_checkpoint(last) if resume else None
     if state is not None:

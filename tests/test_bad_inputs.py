@@ -181,3 +181,204 @@ def test_predict_on_a_large_jpeg_gives_full_resolution_coordinates(tiny_checkpoi
     assert r.exit_code == 0, r.output
     (rec,) = json.loads(out.read_text())
     assert (rec["width"], rec["height"]) == (4000, 3600) and rec["keypoints"][:2] == [2000.0, 1800.0]
+
+
+# ---------------------------------------------------------------- files the README promises to report and skip
+
+def test_corrupt_truncated_empty_and_text_files_are_reported_and_skipped(photos, tiny_checkpoint, tmp_path):
+    good = (photos / "a.jpg").read_bytes()
+    (photos / "corrupt.jpg").write_bytes(good[:20] + b"\x00" * 300)
+    (photos / "truncated.jpg").write_bytes(good[: len(good) // 2])
+    (photos / "empty.png").write_bytes(b"")
+    (photos / "notes.jpg").write_text("not an image")
+    before = checksums(photos)
+    out = tmp_path / "kps.csv"
+    r = run("predict", photos, "--weights", tiny_checkpoint, "--out", out, "--workers", 0)
+    assert r.exit_code == 3, r.output
+    for name in ("corrupt.jpg", "truncated.jpg", "empty.png", "notes.jpg"):
+        assert f"{name}:" in r.output
+    assert "4 skipped" in r.output and "Traceback" not in r.output
+    assert {Path(p).name for p in pd.read_csv(out)["image"]} == {"a.jpg", "b.png"}
+    assert checksums(photos) == before
+
+
+def test_nothing_readable_is_an_error_and_writes_nothing(tmp_path, tiny_checkpoint):
+    (tmp_path / "x.jpg").write_text("not an image")
+    r = run("predict", tmp_path / "x.jpg", "--weights", tiny_checkpoint, "--out", tmp_path / "kps.csv", "--workers", 0)
+    assert r.exit_code == 1 and "no image could be read" in r.output
+    assert not (tmp_path / "kps.csv").exists()
+
+
+def test_pickle_payload_as_weights_is_not_executed(photos, tmp_path):
+    import pickle
+
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+
+    evil = tmp_path / "evil.pt"
+    evil.write_bytes(pickle.dumps(Payload(), protocol=2))
+    r = run("predict", photos, "--weights", evil, "--workers", 0)
+    assert r.exit_code == 1 and "cannot read checkpoint" in r.output and "Traceback" not in r.output
+    assert not marker.exists()
+
+
+# ---------------------------------------------------------------- 2. a training run is never replaced
+
+@pytest.mark.parametrize("present", [("model.pt", "metrics.csv"), ("metrics.csv",), ("last.pt", "model.pt")])
+def test_train_never_replaces_a_previous_run_without_resume_or_overwrite(present, tiny_cub, tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    for name in present:
+        (run_dir / name).write_text(f"precious {name}")
+    before = checksums(run_dir)
+    r = run("train", tiny_cub, "--out", run_dir, "--epochs", 1, "--no-pretrained", "--image-size", 64,
+            "--workers", 0, "-q")
+    assert r.exit_code == 2, r.output
+    assert "already holds a training run" in r.output and "--resume" in r.output and "--overwrite" in r.output
+    assert checksums(run_dir) == before
+
+
+def test_train_refuses_an_output_inside_its_data_and_resume_without_last(tiny_cub, tmp_path):
+    before = checksums(tiny_cub)
+    r = run("train", tiny_cub, "--out", tiny_cub / "runs", "--workers", 0)
+    assert r.exit_code == 2 and "inside the training data" in r.output
+    r = run("train", tiny_cub, "--out", tmp_path / "fresh", "--resume", "--workers", 0)
+    assert r.exit_code == 2 and "nothing to resume" in r.output
+    assert checksums(tiny_cub) == before
+
+
+# ---------------------------------------------------------------- 3. and 6. outputs never write over inputs; checked first
+
+@pytest.mark.parametrize("where", ["same", "parent"])
+def test_vis_dir_holding_the_inputs_is_refused_even_with_overwrite(where, photos, tiny_checkpoint, tmp_path):
+    before = checksums(photos)
+    vis = photos if where == "same" else tmp_path
+    r = run("predict", photos, "--vis-dir", vis, "--overwrite", "--weights", tiny_checkpoint,
+            "--out", tmp_path / "kps.csv", "--workers", 0)
+    assert r.exit_code == 2, r.output
+    assert "holds input images" in r.output and "Traceback" not in r.output
+    assert checksums(photos) == before and not (tmp_path / "kps.csv").exists()
+
+
+def test_out_that_is_an_input_or_the_weights_is_refused_even_with_overwrite(photos, tiny_checkpoint, tmp_path):
+    before = checksums(photos, tiny_checkpoint)
+    r = run("predict", photos, "--out", photos / "a.jpg", "--overwrite", "--weights", tiny_checkpoint, "--workers", 0)
+    assert r.exit_code == 2 and "is one of the inputs" in r.output
+    r = run("predict", photos, "--out", tiny_checkpoint, "--overwrite", "--weights", tiny_checkpoint, "--workers", 0)
+    assert r.exit_code == 2 and "is one of the inputs" in r.output
+    r = run("visualize-filters", photos, "--out", photos / "b.png", "--overwrite", "--weights", tiny_checkpoint)
+    assert r.exit_code == 2 and "is one of the inputs" in r.output
+    assert checksums(photos, tiny_checkpoint) == before
+
+
+def test_clashing_or_unwritable_vis_dir_is_refused_before_inference(photos, tiny_checkpoint, tmp_path, monkeypatch):
+    import lmpcli.predict
+
+    def no_inference(*a, **k):
+        raise AssertionError("inference ran before the outputs were checked")
+
+    monkeypatch.setattr(lmpcli.predict, "predict_images", no_inference)
+    vis = tmp_path / "vis"
+    vis.mkdir()
+    (vis / "b.jpg").write_text("an earlier annotated image")
+    before = checksums(vis)
+    out = tmp_path / "kps.csv"
+    r = run("predict", photos, "--vis-dir", vis, "--weights", tiny_checkpoint, "--out", out, "--workers", 0)
+    assert r.exit_code == 2 and "b.jpg exists; pass --overwrite" in r.output, r.output
+    (tmp_path / "afile").write_text("")
+    r = run("predict", photos, "--vis-dir", tmp_path / "afile" / "vis", "--weights", tiny_checkpoint, "--out", out)
+    assert r.exit_code == 2 and "--vis-dir" in r.output and "Traceback" not in r.output
+    assert checksums(vis) == before and not out.exists()
+
+
+def test_repeated_image_names_get_their_own_annotated_files(tiny_checkpoint, tmp_path):
+    for sub in ("x", "y"):
+        (tmp_path / sub).mkdir()
+        Image.new("RGB", (40, 30), (10, 200, 30)).save(tmp_path / sub / "bird.jpg")
+    r = run("predict", tmp_path / "x", tmp_path / "y", "--vis-dir", tmp_path / "vis", "--weights", tiny_checkpoint,
+            "--out", tmp_path / "kps.csv", "--workers", 0)
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in (tmp_path / "vis").iterdir()) == ["bird.jpg", "bird_2.jpg"]
+
+
+# ---------------------------------------------------------------- 7. rough edges: one line, no traceback, fast
+
+@pytest.mark.parametrize("args, message", [
+    (["--device", "meta"], "unknown device 'meta'"),
+    (["--device", "mps"], "mps"),
+    (["--thr", "nan"], "--thr must be a finite number"),
+    (["--thr", "0"], "--thr must be > 0"),
+    (["--num-filters", "0"], "--num-filters must be >= 1"),
+    (["--k", "1001"], "--k must be >= 1 and <= 1000"),
+    (["--image-size", "100"], "multiple of 32"),
+    (["--weights", "{text}"], "is not a PyTorch checkpoint"),
+    (["--weights", "{missing}"], "checkpoint not found"),
+    (["--heatmaps", "{tmp}/heat"], "--heatmaps needs --method occlusion-gbp"),
+])
+def test_bad_arguments_are_refused_with_one_line_and_exit_2(args, message, photos, tiny_checkpoint, tmp_path):
+    (tmp_path / "notes.txt").write_text("these are not weights\n" * 20)
+    fmt = {"text": tmp_path / "notes.txt", "missing": tmp_path / "missing.pt", "tmp": tmp_path}
+    args = [a.format(**fmt) for a in args]
+    if "--weights" not in args:
+        args += ["--weights", str(tiny_checkpoint)]
+    r = run("predict", photos, "--out", tmp_path / "kps.csv", *args)
+    assert r.exit_code == 2, r.output
+    assert message in r.output and "Traceback" not in r.output
+    assert len(r.output.strip().splitlines()) == 1
+    assert not (tmp_path / "kps.csv").exists()
+
+
+def test_bad_calls_fail_before_torch_is_imported(photos, tmp_path):
+    """Each refusal happens in the torch-free checks (so in well under a second, not after ~8 s)."""
+    import subprocess
+    import sys
+
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "model.pt").write_text("x")
+    calls = [["predict", str(photos), "--thr", "nan"], ["predict", str(photos), "--device", "meta"],
+             ["predict", str(photos), "--weights", str(photos / "a.jpg")], ["predict", str(tmp_path / "missing")],
+             ["predict", str(photos), "--vis-dir", str(photos), "--overwrite"],
+             ["evaluate", "--data", str(tmp_path / "nowhere")], ["evaluate", "--data", str(photos), "--split", "val"],
+             ["train", str(photos), "--out", str(tmp_path / "run")], ["train", str(photos), "--lr", "nan"],
+             ["visualize-filters", str(photos), "--network", "other"]]
+    code = ("import json, sys\nfrom typer.testing import CliRunner\nfrom lmpcli.cli import app\n"
+            f"codes = [CliRunner().invoke(app, c).exit_code for c in {calls!r}]\n"
+            "print(json.dumps([codes, 'torch' in sys.modules]))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parent.parent,
+                         check=True)
+    codes, torch_imported = json.loads(out.stdout.strip().splitlines()[-1])
+    assert codes == [2] * len(calls) and not torch_imported
+
+
+def test_checkpoint_whose_class_names_do_not_match_its_classifier_is_a_clear_error(photos, tiny_checkpoint, tmp_path):
+    import torch
+
+    obj = torch.load(tiny_checkpoint, weights_only=True)
+    obj["class_names"] = ["a", "b"]  # the classifier has 3 outputs
+    bad = tmp_path / "bad.pt"
+    torch.save(obj, bad)
+    r = run("predict", photos, "--weights", bad, "--out", tmp_path / "kps.csv", "--workers", 0)
+    assert r.exit_code == 1 and "2 class names" in r.output and "3 classes" in r.output, r.output
+    assert "Traceback" not in r.output
+
+
+def test_k_above_what_the_method_can_return_is_reported(photos, tiny_checkpoint, tmp_path):
+    out = tmp_path / "kps.csv"
+    r = run("predict", photos, "--k", 1000, "--weights", tiny_checkpoint, "--out", out, "--workers", 0)
+    assert r.exit_code == 0, r.output
+    assert "2 of 2 images have fewer than 1000 keypoints" in r.output
+    assert pd.read_csv(out).groupby("image").size().max() < 1000
+
+
+# ---------------------------------------------------------------- 9. skipped inputs show in the exit status
+
+def test_exit_status_tells_a_partial_run_from_a_full_one(photos, tiny_checkpoint, tmp_path):
+    r = run("predict", photos, "--weights", tiny_checkpoint, "--out", tmp_path / "full.csv", "--workers", 0)
+    assert r.exit_code == 0, r.output
+    (photos / "broken.jpg").write_bytes(b"\xff\xd8 not really")
+    r = run("predict", photos, "--weights", tiny_checkpoint, "--out", tmp_path / "partial.csv", "--workers", 0)
+    assert r.exit_code == 3 and "1 skipped" in r.output
+    assert len(pd.read_csv(tmp_path / "partial.csv")) == len(pd.read_csv(tmp_path / "full.csv"))

@@ -46,17 +46,17 @@ def test_predict_reports_bad_files_and_processes_the_rest(messy_folder, tiny_che
     assert (df["x"] >= 0).all() and (df.loc[df["image"].str.endswith("alpha.png"), "y"] <= 70).all()
 
 
-@pytest.mark.parametrize("args, message", [
-    (["predict", "missing_dir"], "no such file or folder"),
-    (["predict", "{empty}"], "no images"),
-    (["predict", "{img}", "--weights", "missing.pt"], "checkpoint not found"),
-    (["predict", "{img}", "--weights", "{foreign}"], "not an lmp checkpoint"),
-    (["predict", "{img}", "--out", "{afile}/x.csv"], "cannot create folder"),
-    (["predict", "{img}", "--output-stride", "8"], "output stride must be 16 or 32"),
-    (["predict", "{img}", "--image-size", "100"], "multiple of 32"),
-    (["predict", "{img}", "--device", "cuda:99" if torch.cuda.is_available() else "cuda"], "CUDA"),
+@pytest.mark.parametrize("args, message, code", [  # 2: refused before any work, 1: failed later
+    (["predict", "missing_dir"], "no such file or folder", 2),
+    (["predict", "{empty}"], "no images", 2),
+    (["predict", "{img}", "--weights", "missing.pt"], "checkpoint not found", 2),
+    (["predict", "{img}", "--weights", "{foreign}"], "not an lmp checkpoint", 1),
+    (["predict", "{img}", "--out", "{afile}/x.csv"], "cannot create folder", 2),
+    (["predict", "{img}", "--output-stride", "8"], "output stride must be 16 or 32", 2),
+    (["predict", "{img}", "--image-size", "100"], "multiple of 32", 2),
+    (["predict", "{img}", "--device", "cuda:99" if torch.cuda.is_available() else "cuda"], "CUDA", 1),
 ])
-def test_bad_input_is_one_line_error(args, message, messy_folder, tiny_checkpoint, tmp_path):
+def test_bad_input_is_one_line_error(args, message, code, messy_folder, tiny_checkpoint, tmp_path):
     (tmp_path / "empty").mkdir()
     foreign = tmp_path / "foreign.pt"
     torch.save({"weights": torch.zeros(2)}, foreign)
@@ -66,7 +66,7 @@ def test_bad_input_is_one_line_error(args, message, messy_folder, tiny_checkpoin
     if "--weights" not in args:
         args += ["--weights", str(tiny_checkpoint)]
     r = run(*args, "--workers", 0)
-    assert r.exit_code == 1
+    assert r.exit_code == code
     assert message in r.output
     assert "Traceback" not in r.output
 
@@ -76,7 +76,7 @@ def test_existing_output_needs_overwrite_and_interrupted_run_leaves_no_file(mess
     out = tmp_path / "kps.csv"
     out.write_text("precious\n")
     r = run("predict", messy_folder / "ok.jpg", "--weights", tiny_checkpoint, "--out", out, "--workers", 0)
-    assert r.exit_code == 1 and "--overwrite" in r.output and out.read_text() == "precious\n"
+    assert r.exit_code == 2 and "--overwrite" in r.output and out.read_text() == "precious\n"
     r = run("predict", messy_folder / "ok.jpg", "--weights", tiny_checkpoint, "--out", out, "--workers", 0,
             "--overwrite")
     assert r.exit_code == 0 and out.read_text().startswith("image,rank")
@@ -147,7 +147,7 @@ def test_train_resume_and_evaluate_on_tiny_data(tiny_cub, tmp_path, monkeypatch)
     assert r.exit_code == 0, r.output
     assert (run_dir / "model.pt").is_file() and len(pd.read_csv(run_dir / "metrics.csv")) == 1
     r = run(*common, "--epochs", 1)
-    assert r.exit_code == 1 and "--resume" in r.output
+    assert r.exit_code == 2 and "--resume" in r.output
     r = run(*common, "--epochs", 2, "--resume")
     assert r.exit_code == 0, r.output
     assert pd.read_csv(run_dir / "metrics.csv")["epoch"].tolist() == [1, 2]
@@ -199,17 +199,17 @@ def test_other_methods_heatmaps_and_filter_grid(messy_folder, tiny_checkpoint, t
     assert r.exit_code == 0, r.output
     assert len(pd.read_csv(tmp_path / "o.csv")) >= 1 and len(list(heat.glob("*.jpg"))) == 1
     r = run("predict", messy_folder / "ok.jpg", "--weights", tiny_checkpoint, "--heatmaps", heat, "--workers", 0)
-    assert r.exit_code == 1 and "occlusion-gbp" in r.output
+    assert r.exit_code == 2 and "occlusion-gbp" in r.output
     r = run("predict", messy_folder / "ok.jpg", "--weights", tiny_checkpoint, "--method", "cam", "--out", "-",
             "--workers", 0)
     assert r.exit_code == 0 and r.stdout.count("ok.jpg") >= 1
     grid = tmp_path / "grid.png"
     r = run("visualize-filters", messy_folder, "--weights", tiny_checkpoint, "--out", grid, "--n-filters", 3,
             "--n-rows", 2, "--tile", 48, "--workers", 0, "-q")
-    assert r.exit_code == 0, r.output
+    assert r.exit_code == 3, r.output  # finished; the corrupt files were skipped
     assert Image.open(grid).size[0] > 3 * 48
     r = run("visualize-filters", messy_folder, "--weights", tiny_checkpoint, "--out", grid, "--workers", 0, "-q")
-    assert r.exit_code == 1 and "--overwrite" in r.output
+    assert r.exit_code == 2 and "--overwrite" in r.output
 
 
 def test_evaluate_entropy_and_methods(tiny_cub, tiny_checkpoint):
