@@ -289,7 +289,6 @@ def predict(
                          weights=weights or None, overwrite=overwrite or resume or shard is not None, method=method, k=k, thr=thr,
                          num_filters=num_filters, iterations=iterations, gate=gate, output_stride=output_stride,
                          image_size=image_size, batch_size=batch_size, workers=workers, device=device)
-    inputs = checked["paths"]  # stdin, if any, is read once
     from .predict import run_predict
 
     def on_error(path: str, reason: str) -> None:
@@ -297,9 +296,10 @@ def predict(
 
     options = method_options(method, occluder_size, occluder_stride, chunk_size, occlusion_input_size, coarse_weight,
                              fine_weight, nms_radius, keep_fraction, cam_nms_radius)
-    summary = run_guarded(
-        run_predict, inputs, out=out, json_format=json_format, jsonl=jsonl, shard=shard, resume=resume, vis_dir=vis_dir,
-        heatmaps_dir=heatmaps, landmarks=landmarks, overwrite=overwrite, method_options=options.get(method, {}),
+    summary = run_guarded(  # the inputs as the check expanded them (stdin is read once), passed on as path lines
+        run_predict, ["-"], stdin=checked["paths"], out=out, json_format=json_format, jsonl=jsonl, shard=shard,
+        resume=resume, vis_dir=vis_dir, heatmaps_dir=heatmaps, landmarks=landmarks, overwrite=overwrite,
+        method_options=options.get(method, {}),
         weights=weights or None, method=method, k=k, thr=thr, num_filters=num_filters, iterations=iterations,
         replica=replica, subcell=subcell, refine=refine, gate=gate, flip=flip, output_stride=output_stride, image_size=image_size, batch_size=batch_size, device=device, backend=backend, workers=workers,
         on_error=on_error, progress=RichProgress(not quiet and out != "-"),

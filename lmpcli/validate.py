@@ -138,12 +138,14 @@ def check_output_file(out: str | os.PathLike | None, inputs: Iterable[str | os.P
     Creates the output's parent folder (:func:`lmpcli.outputs.check_writable`).
 
     Raises:
-        UsageError: it is one of the inputs (even with ``overwrite``), it exists without
+        UsageError: it is a folder or one of the inputs (even with ``overwrite``), it exists without
             ``overwrite``, or its folder cannot be created or written.
     """
     if out is None or str(out) == "-":
         return
     path = Path(out)
+    if path.is_dir():
+        raise UsageError(f"{option} {path} is a folder; give a file name")
     for item in inputs:
         if _same(path, Path(item)):
             raise UsageError(f"{option} {path} is one of the inputs; it would be written over, so choose another file")

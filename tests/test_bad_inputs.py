@@ -202,6 +202,14 @@ def test_corrupt_truncated_empty_and_text_files_are_reported_and_skipped(photos,
     assert checksums(photos) == before
 
 
+def test_a_missing_path_on_stdin_is_skipped_and_stdin_is_read_once(photos, tiny_checkpoint, tmp_path):
+    lines = f"{photos / 'a.jpg'}\n{tmp_path / 'gone.jpg'}\n{photos / 'b.png'}\n"
+    out = tmp_path / "kps.csv"
+    r = run("predict", "-", "--weights", tiny_checkpoint, "--out", out, "--workers", 0, input=lines)
+    assert r.exit_code == 3 and "gone.jpg" in r.output and "1 skipped" in r.output, r.output
+    assert {Path(p).name for p in pd.read_csv(out)["image"]} == {"a.jpg", "b.png"}
+
+
 def test_nothing_readable_is_an_error_and_writes_nothing(tmp_path, tiny_checkpoint):
     (tmp_path / "x.jpg").write_text("not an image")
     r = run("predict", tmp_path / "x.jpg", "--weights", tiny_checkpoint, "--out", tmp_path / "kps.csv", "--workers", 0)
@@ -271,6 +279,8 @@ def test_out_that_is_an_input_or_the_weights_is_refused_even_with_overwrite(phot
     assert r.exit_code == 2 and "is one of the inputs" in r.output
     r = run("visualize-filters", photos, "--out", photos / "b.png", "--overwrite", "--weights", tiny_checkpoint)
     assert r.exit_code == 2 and "is one of the inputs" in r.output
+    r = run("predict", photos, "--out", tmp_path, "--overwrite", "--weights", tiny_checkpoint, "--workers", 0)
+    assert r.exit_code == 2 and "is a folder" in r.output
     assert checksums(photos, tiny_checkpoint) == before
 
 
