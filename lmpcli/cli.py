@@ -626,6 +626,10 @@ def export(
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
     """Export a network to ONNX for deployment elsewhere: images (B, 3, S, S) -> logits, feature maps."""
+    from .validate import check_export_call
+
+    check_call(check_export_call, out, weights=weights, overwrite=overwrite, network=network,
+               output_stride=output_stride, image_size=image_size)
     from .backends.onnx import export_checkpoint
 
     summary = run_guarded(export_checkpoint, out, weights=weights, format=format, network=network,

@@ -373,3 +373,16 @@ def check_filters_call(inputs: Sequence[str], *, out, weights=None, overwrite: b
     except InputError as e:
         raise UsageError(str(e)) from e
     check_output_file(out, paths, overwrite)
+
+
+def check_export_call(out, *, weights=None, overwrite: bool = False, network: str = "main", **options) -> None:
+    """Every check of ``lmp export`` that needs no model (``options``: see :func:`check_keypoint_options`).
+
+    Raises:
+        UsageError: a bad checkpoint file, an unknown ``network``, bad options, or an output that
+            exists (without ``overwrite``), cannot be written or is the checkpoint itself.
+    """
+    check_keypoint_options(**options)
+    check_checkpoint_file(weights)
+    check_choice("--network", network, ("main", "replica"))
+    check_output_file(out, [] if weights is None else [weights], overwrite)

@@ -281,6 +281,8 @@ def test_out_that_is_an_input_or_the_weights_is_refused_even_with_overwrite(phot
     assert r.exit_code == 2 and "is one of the inputs" in r.output
     r = run("predict", photos, "--out", tmp_path, "--overwrite", "--weights", tiny_checkpoint, "--workers", 0)
     assert r.exit_code == 2 and "is a folder" in r.output
+    r = run("export", "--out", tiny_checkpoint, "--overwrite", "--weights", tiny_checkpoint)
+    assert r.exit_code == 2 and "is one of the inputs" in r.output
     assert checksums(photos, tiny_checkpoint) == before
 
 
