@@ -137,7 +137,7 @@ def test_export_command_writes_a_standalone_graph(tiny_checkpoint, tmp_path):
     r = runner.invoke(app, args)
     assert r.exit_code == 0, r.output
     r = runner.invoke(app, args)
-    assert r.exit_code == 1 and "--overwrite" in r.output
+    assert r.exit_code == 2 and "--overwrite" in r.output  # refused before any work (docs/robustness.md)
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     meta = session.get_modelmeta().custom_metadata_map
     assert json.loads(meta["class_names"]) == ["a", "b", "c"] and meta["image_size"] == "64"
