@@ -252,6 +252,12 @@ def run_predict(
             raise OutputError("--shard needs --out FILE: every shard writes its own file")
         out = str(shard_path(out, *shard))
         paths = shard_inputs(paths, *shard)
+        if not (overwrite or resume):  # the check above was left to this shard: its own images only
+            mine = set(paths)
+            for table in (vis, heat):
+                for path, target in (table or {}).items():
+                    if path in mine and Path(target).exists():
+                        raise OutputError(f"{target} exists; pass --overwrite to replace it")
         options["device"] = process_device(options.get("device", "auto"))
     named = None
     if landmarks is not None:

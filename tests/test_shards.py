@@ -131,3 +131,20 @@ def test_cli_shard_jsonl_and_merge(images, tiny_checkpoint, tmp_path):
     r = runner.invoke(app, ["predict", str(images), "--weights", str(tiny_checkpoint), "--shard", "2/2", "--out",
                             str(out)])
     assert r.exit_code == 1 and "0 to 1" in r.output
+
+
+def test_a_shard_never_replaces_an_existing_annotated_image(images, tiny_checkpoint, tmp_path):
+    """--shard without --resume or --overwrite refuses before any work when one of its own images'
+    annotated copies exists (issue 23: nothing the user has is overwritten without --overwrite)."""
+    vis = tmp_path / "vis"
+    _predict(images, tmp_path / "first.csv", weights=tiny_checkpoint, vis_dir=vis)
+    drawn = sorted(vis.iterdir())
+    before = {p.name: p.read_bytes() for p in drawn}
+    drawn[0].write_bytes(b"the user's own file")
+    before[drawn[0].name] = b"the user's own file"
+    with pytest.raises(OutputError, match="exists; pass --overwrite"):
+        _predict(images, tmp_path / "kps.csv", weights=tiny_checkpoint, vis_dir=vis, shard="0/1")
+    assert {p.name: p.read_bytes() for p in vis.iterdir()} == before
+    assert not list(tmp_path.glob("kps*"))
+    _predict(images, tmp_path / "kps.csv", weights=tiny_checkpoint, vis_dir=vis, shard="0/1", overwrite=True)
+    assert drawn[0].read_bytes() != b"the user's own file"
