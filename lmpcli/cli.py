@@ -666,6 +666,9 @@ def fit_parts(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
 ) -> None:
     """Fit K parts with fixed identities to a checkpoint's main network (class labels only; no keypoint labels)."""
+    from .validate import check_fit_parts_call
+
+    check_call(check_fit_parts_call, weights, data, out=out, overwrite=overwrite, device=device, limit=limit)
     from .parts import fit_parts as run_fit_parts
 
     def on_error(path: str, reason: str) -> None:
@@ -707,6 +710,9 @@ def visualize_parts(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
 ) -> None:
     """Draw the same part across many birds: one row per part, one crop per image, centred on the part."""
+    from .validate import check_filters_call
+
+    check_call(check_filters_call, inputs, out=out, weights=weights, overwrite=overwrite, limit=limit, device=device)
     from .part_outputs import visualize_parts as run_visualize
 
     def on_error(path: str, reason: str) -> None:

@@ -386,3 +386,22 @@ def check_export_call(out, *, weights=None, overwrite: bool = False, network: st
     check_checkpoint_file(weights)
     check_choice("--network", network, ("main", "replica"))
     check_output_file(out, [] if weights is None else [weights], overwrite)
+
+
+def check_fit_parts_call(weights: str | os.PathLike, data: Sequence[str], *, out, overwrite: bool = False,
+                         device: str = "auto", limit: int | None = None) -> None:
+    """Every check of ``lmp fit-parts`` that needs no model.
+
+    Raises:
+        UsageError: a bad checkpoint file, an unknown device, ``limit`` < 2, missing training images,
+            or an output that exists (without ``overwrite``), cannot be written or is the input
+            checkpoint (even with ``overwrite``).
+    """
+    check_checkpoint_file(weights)
+    check_device(device)
+    check_number("--limit", limit, low=2, integer=True)
+    try:
+        expand_inputs(list(data))
+    except InputError as e:
+        raise UsageError(str(e)) from e
+    check_output_file(out, [weights], overwrite)

@@ -350,12 +350,18 @@ def test_bad_calls_fail_before_torch_is_imported(photos, tmp_path):
 
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "model.pt").write_text("x")
+    fake = tmp_path / "fake.pt"  # looks like a checkpoint (a zip archive's magic) to the torch-free checks
+    fake.write_bytes(b"PK\x03\x04" + bytes(60))
     calls = [["predict", str(photos), "--thr", "nan"], ["predict", str(photos), "--device", "meta"],
              ["predict", str(photos), "--weights", str(photos / "a.jpg")], ["predict", str(tmp_path / "missing")],
              ["predict", str(photos), "--vis-dir", str(photos), "--overwrite"],
              ["evaluate", "--data", str(tmp_path / "nowhere")], ["evaluate", "--data", str(photos), "--split", "val"],
              ["train", str(photos), "--out", str(tmp_path / "run")], ["train", str(photos), "--lr", "nan"],
-             ["visualize-filters", str(photos), "--network", "other"]]
+             ["visualize-filters", str(photos), "--network", "other"],
+             ["fit-parts", str(fake), "--data", str(photos), "--out", str(fake), "--overwrite"],
+             ["fit-parts", str(fake), "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "new.pt")],
+             ["fit-parts", str(photos / "a.jpg"), "--data", str(photos), "--out", str(tmp_path / "new.pt")],
+             ["visualize-parts", str(photos), "--device", "meta"]]
     code = ("import json, sys\nfrom typer.testing import CliRunner\nfrom lmpcli.cli import app\n"
             f"codes = [CliRunner().invoke(app, c).exit_code for c in {calls!r}]\n"
             "print(json.dumps([codes, 'torch' in sys.modules]))")
