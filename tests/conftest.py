@@ -27,10 +27,13 @@ def _threads():
 
 
 @pytest.fixture(autouse=True, scope="session")
-def _onnx_cache(request):
-    """ONNX graphs of the onnxruntime backend go to pytest's cache (kept between runs), not ~/.cache."""
+def _onnx_cache(request, tmp_path_factory):
+    """ONNX graphs of the onnxruntime backend go to pytest's cache (kept between runs), not ~/.cache;
+    to a temporary folder when the cache plugin is off (``-p no:cacheprovider``)."""
     mp = pytest.MonkeyPatch()
-    mp.setenv("LMP_CACHE_DIR", str(request.config.cache.mkdir("lmp-onnx")))
+    cache = getattr(request.config, "cache", None)
+    folder = cache.mkdir("lmp-onnx") if cache is not None else tmp_path_factory.mktemp("lmp-onnx")
+    mp.setenv("LMP_CACHE_DIR", str(folder))
     yield
     mp.undo()
 

@@ -7,7 +7,8 @@ from typer.testing import CliRunner
 from lmpcli.checkpoint import load_model, read_checkpoint
 from lmpcli.cli import app
 from lmpcli.methods import create_method
-from lmpcli.parts import PART_METHODS, PartModel, PartModelError, fit_part_model, part_keypoints
+from lmpcli.outputs import OutputError
+from lmpcli.parts import PART_METHODS, PartModel, PartModelError, fit_part_model, fit_parts, part_keypoints
 
 from .conftest import EXAMPLES, needs_weights
 
@@ -91,9 +92,13 @@ def test_fit_parts_cli_writes_a_new_checkpoint_and_never_its_input(tiny_checkpoi
     assert kp.xy.shape == (2, 2, 2) and kp.score.shape == (2, 2) and kp.logits.shape == (2, 3)
     # never over the input, even with --overwrite; an existing output needs --overwrite
     r = runner.invoke(app, ["fit-parts", str(out), "--data", str(tiny_cub), "--out", str(out), "--overwrite", "-q"])
-    assert r.exit_code == 1 and "never writes over its input" in r.output
+    assert r.exit_code == 2 and "is one of the inputs" in r.output  # refused before any work
     r = runner.invoke(app, ["fit-parts", str(tiny_checkpoint), "--data", str(tiny_cub), "--out", str(out), "-q"])
-    assert r.exit_code == 1 and "--overwrite" in r.output
+    assert r.exit_code == 2 and "--overwrite" in r.output
+    before = out.read_bytes()
+    with pytest.raises(OutputError, match="never writes over its input"):  # the library refuses too
+        fit_parts(out, str(tiny_cub), out, overwrite=True, workers=0, device="cpu")
+    assert out.read_bytes() == before
     # a checkpoint without parts: a clear error for the parts method
     with pytest.raises(ValueError, match="no part model"):
         create_method("parts", load_model(tiny_checkpoint)[0])
