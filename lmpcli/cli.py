@@ -534,6 +534,10 @@ def fit_landmarks(
     """Fit named landmarks (beak, crown, left eye ...) from N labelled images: one linear map per
     landmark from the method's keypoints (Huang & Li's Kp regressors). The only command that reads
     keypoint labels; lmp predict --landmarks applies the file."""
+    from .validate import check_fit_landmarks_call
+
+    check_call(check_fit_landmarks_call, data, out=out, weights=weights, overwrite=overwrite, split=split,
+               normalisation=normalisation, limit=limit, k=k, batch_size=batch_size, device=device, workers=workers)
     from .named_landmarks import fit_landmarks as run_fit
 
     summary = run_guarded(

@@ -405,3 +405,23 @@ def check_fit_parts_call(weights: str | os.PathLike, data: Sequence[str], *, out
     except InputError as e:
         raise UsageError(str(e)) from e
     check_output_file(out, [weights], overwrite)
+
+
+def check_fit_landmarks_call(data: str | os.PathLike, *, out, weights=None, overwrite: bool = False,
+                             split: str = "train", normalisation: str = "image", limit: int | None = None,
+                             **options) -> None:
+    """Every check of ``lmp fit-landmarks`` that needs no model (``options``: see :func:`check_keypoint_options`).
+
+    Raises:
+        UsageError: a missing CUB folder or COCO file, an unknown ``split`` or ``normalisation``,
+            ``limit`` < 1, bad keypoint options or checkpoint file, or an output that exists (without
+            ``overwrite``), cannot be written or is the annotation file or the checkpoint.
+    """
+    if not Path(data).exists():
+        raise UsageError(f"no such CUB folder or COCO file: {data}")
+    check_choice("--split", split, ("train", "test", "all"))
+    check_choice("--normalisation", normalisation, ("image", "keypoints"))
+    check_number("--limit", limit, low=1, integer=True)
+    check_keypoint_options(**options)
+    check_checkpoint_file(weights)
+    check_output_file(out, [data] + ([] if weights is None else [weights]), overwrite)

@@ -361,7 +361,10 @@ def test_bad_calls_fail_before_torch_is_imported(photos, tmp_path):
              ["fit-parts", str(fake), "--data", str(photos), "--out", str(fake), "--overwrite"],
              ["fit-parts", str(fake), "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "new.pt")],
              ["fit-parts", str(photos / "a.jpg"), "--data", str(photos), "--out", str(tmp_path / "new.pt")],
-             ["visualize-parts", str(photos), "--device", "meta"]]
+             ["visualize-parts", str(photos), "--device", "meta"],
+             ["fit-landmarks", str(tmp_path / "missing.json"), "--out", str(tmp_path / "lm.json")],
+             ["fit-landmarks", str(photos), "--out", str(tmp_path / "lm.json"), "--normalisation", "box"],
+             ["fit-landmarks", str(fake), "--out", str(fake), "--overwrite"]]
     code = ("import json, sys\nfrom typer.testing import CliRunner\nfrom lmpcli.cli import app\n"
             f"codes = [CliRunner().invoke(app, c).exit_code for c in {calls!r}]\n"
             "print(json.dumps([codes, 'torch' in sys.modules]))")

@@ -103,7 +103,7 @@ def test_cli_fit_landmarks_then_predict_named_landmarks(tmp_path, tiny_cub, tiny
     assert r.exit_code == 0, r.output
     assert "3 labelled images" in r.output and "left out" in r.output  # tiny CUB: every 3rd part never visible
     r = run(app, ["fit-landmarks", str(tiny_cub), "--out", str(lm), *common])
-    assert r.exit_code == 1 and "--overwrite" in r.output
+    assert r.exit_code == 2 and "--overwrite" in r.output  # refused before any work
     out = tmp_path / "named.csv"
     images = sorted(str(p) for p in (tiny_cub / "images").rglob("*.jpg"))
     r = run(app, ["predict", *images, "--landmarks", str(lm), "--out", str(out), "--weights", str(tiny_checkpoint),
