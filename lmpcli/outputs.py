@@ -111,7 +111,7 @@ def put_text(img, text: str, org: tuple[int, int], scale: float, colour=(255, 25
     img[y0:y1, x0:x1] = roi.round().clip(0, 255).astype(np.uint8)
 
 
-def draw_keypoints(image_bgr, xy, scores=None, label: str | None = None):
+def draw_keypoints(image_bgr, xy, scores=None, label: str | None = None, colours=RANK_COLOURS):
     """Draw numbered, coloured keypoint markers on a copy of a BGR uint8 image (OpenCV).
 
     Args:
@@ -119,6 +119,8 @@ def draw_keypoints(image_bgr, xy, scores=None, label: str | None = None):
         xy: (k, 2) keypoints (x, y) in pixels of this image; NaN rows are skipped.
         scores: optional (k,) confidences, unused for drawing size.
         label: optional caption (e.g. predicted class) written top-left.
+        colours: BGR colour of marker i is ``colours[i % len(colours)]`` (ranks by default; parts
+            pass their own, :func:`lmpcli.part_outputs.draw_parts`).
 
     Returns:
         The annotated (H, W, 3) uint8 image.
@@ -133,7 +135,7 @@ def draw_keypoints(image_bgr, xy, scores=None, label: str | None = None):
     for i, (x, y) in enumerate(np.asarray(xy, dtype=float)):
         if not (np.isfinite(x) and np.isfinite(y)):
             continue
-        c = RANK_COLOURS[i % len(RANK_COLOURS)]
+        c = colours[i % len(colours)]
         p = (int(round(x)), int(round(y)))
         cv2.circle(out, p, r + thick, (255, 255, 255), -1, cv2.LINE_AA)
         cv2.circle(out, p, r, c, -1, cv2.LINE_AA)

@@ -61,21 +61,11 @@ def draw_parts(image_bgr, xy, scores=None, label: str | None = None):
     """
     import cv2
 
-    from .outputs import put_text
+    from .outputs import draw_keypoints, put_text
 
-    out = image_bgr.copy()
+    out = draw_keypoints(image_bgr, xy, None, label, colours=PART_COLOURS)  # markers numbered by part id
     h, w = out.shape[:2]
-    r = max(4, round(min(h, w) / 60))
-    thick = max(1, r // 3)
     xy = np.asarray(xy, dtype=float)
-    for j, (x, y) in enumerate(xy):
-        if not (np.isfinite(x) and np.isfinite(y)):
-            continue
-        c = PART_COLOURS[j % len(PART_COLOURS)]
-        p = (round(x), round(y))
-        cv2.circle(out, p, r + thick, (255, 255, 255), -1, cv2.LINE_AA)
-        cv2.circle(out, p, r, c, -1, cv2.LINE_AA)
-        put_text(out, str(j + 1), (p[0] + r + 2, p[1] - r), r / 10, c, (255, 255, 255), thick, 1)
     scale = max(0.35, min(h, w) / 900)
     line = int(22 * scale) + 4
     top = (int(24 * max(0.4, min(h, w) / 600)) + 12) if label else 6
@@ -87,9 +77,6 @@ def draw_parts(image_bgr, xy, scores=None, label: str | None = None):
         text = part_name(j) + ("" if seen else " absent") + (
             f" {float(scores[j]):.2f}" if scores is not None and seen else "")
         put_text(out, text, (20, y0 + line - 4), scale, c, (0, 0, 0), 1, 1)
-    if label:
-        s = max(0.4, min(h, w) / 600)
-        put_text(out, label, (8, int(24 * s) + 4), s, (255, 255, 255), (0, 0, 0), 1, 2)
     return out
 
 
