@@ -95,8 +95,9 @@ def run_methods(methods: Sequence[KeypointMethod], images: torch.Tensor, sizes: 
 
     Returns:
         ``{name: {"xy": (B, k, 2) float32 CPU, original pixels (NaN = not found),
-        "score": (B, k), "logits": (B, K) or None, "seconds": float, and "heatmaps": (coarse,
-        fine) (B, S, S) for methods that make them}}``. ``seconds`` includes
+        "score": (B, k), "logits": (B, K) or None, "seconds": float, and "heatmaps": the
+        method's :attr:`~lmpcli.model.KeypointOutput.heatmaps` on the CPU (occlusion-gbp:
+        (coarse, fine), (B, S, S) each) for methods that make them}}``. ``seconds`` includes
         the main network's forward for every method that uses it, even when shared.
     """
     images = images.to(device, non_blocking=True)
@@ -107,7 +108,6 @@ def run_methods(methods: Sequence[KeypointMethod], images: torch.Tensor, sizes: 
     cache = {} if cache is None else cache
     results: dict[str, dict] = {}
     for method in methods:
-        cache.pop("heatmaps", None)
         shared = "main" in cache
         _sync(device)
         start = time.perf_counter()
@@ -123,8 +123,8 @@ def run_methods(methods: Sequence[KeypointMethod], images: torch.Tensor, sizes: 
             "logits": None if out.logits is None else out.logits.float().cpu(),
             "seconds": seconds,
         }
-        if "heatmaps" in cache:  # (coarse, fine) maps of methods that make them, (B, S, S) each
-            results[method.name]["heatmaps"] = tuple(m.float().cpu() for m in cache["heatmaps"])
+        if out.heatmaps is not None:
+            results[method.name]["heatmaps"] = tuple(m.float().cpu() for m in out.heatmaps)
     return results
 
 

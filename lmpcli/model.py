@@ -125,11 +125,16 @@ class KeypointOutput(NamedTuple):
             not found.
         score: (B, k) confidence in [0, 1]; 0 where not found.
         logits: (B, K) class logits of the main network, or None for class-agnostic methods.
+        heatmaps: the maps the keypoints were found on, for figures, or None (the default)
+            for methods that make none: occlusion-gbp returns ``(coarse, fine)``, each
+            (B, S, S) float32 in [0, 1] on the network input's pixel grid
+            (:func:`lmpcli.heatmaps.draw_heatmap_panel`).
     """
 
     xy: Tensor
     score: Tensor
     logits: Tensor | None
+    heatmaps: tuple[Tensor, ...] | None = None
 
 
 def cells_to_pixels(xy: Tensor, map_size: tuple[int, int], image_size: tuple[int, int],

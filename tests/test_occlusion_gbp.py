@@ -1,9 +1,9 @@
-"""Occlusion + guided-backprop keypoints (Shan poster): NMS, Förstner, occlusion, GBP, method smoke test."""
+"""Occlusion + guided-backprop keypoints (Shan poster): fusion, the method on a real backbone, heat maps in
+its output and through run_methods, the heat-map panel."""
 
 from __future__ import annotations
 
 import copy
-import math
 
 import numpy as np
 import pytest
@@ -13,204 +13,12 @@ from torch import nn
 from lmpcli.heatmaps import denormalise, draw_heatmap_panel
 from lmpcli.inference import run_methods
 from lmpcli.methods import METHODS, OcclusionGBPMethod, create_method
-from lmpcli.methods.occlusion_gbp import (
-    detect_keypoints, forstner_refine, fuse_heatmaps, gaussian_blur, gbp_heatmap, guided_backprop,
-    guided_relu_hooks, nms_peaks, occluder_starts, occlusion_sensitivity,
-)
-from lmpcli.model import LMPNetConfig, LMPNetPair
+from lmpcli.attribution import GuidedBackprop, gbp_heatmap
+from lmpcli.methods.occlusion_gbp import fuse_heatmaps
+from lmpcli.model import KeypointOutput, LMPNetConfig, LMPNetPair
+from lmpcli.peaks import detect_keypoints
 
 
-
-
-# ------------------------------------------------------------------ NMS
-
-def test_nms_peaks_hand_made_map():
-    m = torch.zeros(1, 10, 12)
-    m[0, 3, 2] = 1.0   # peak
-    m[0, 3, 4] = 0.9   # within radius 2 of the first: suppressed
-    m[0, 7, 8] = 0.8   # peak
-    m[0, 0, 11] = 0.5  # peak (corner of the map)
-    values, xy, valid = nms_peaks(m, radius=2, max_peaks=3)
-    assert valid.tolist() == [[True, True, True]]
-    assert values[0].tolist() == pytest.approx([1.0, 0.8, 0.5])
-    assert xy[0].tolist() == [[2.0, 3.0], [8.0, 7.0], [11.0, 0.0]]
-    # radius 1: the 0.9 pixel is its own peak
-    values, xy, _ = nms_peaks(m, radius=1, max_peaks=2)
-    assert xy[0].tolist() == [[2.0, 3.0], [4.0, 3.0]]
-
-
-def test_nms_peaks_ties_keep_fraction_and_padding():
-    m = torch.full((2, 6, 6), -math.inf)
-    m[0, 2, 2] = m[0, 2, 3] = 1.0  # a two-pixel plateau gives one peak
-    m[0, 5, 0], m[0, 0, 5] = 0.5, 0.25
-    m[1, 1, 1] = 2.0
-    values, xy, valid = nms_peaks(m, radius=1, max_peaks=4, keep_fraction=0.4)
-    # image 0: 3 peaks -> ceil(1.2) = 2 kept; image 1: 1 peak
-    assert valid.tolist() == [[True, True, False, False], [True, False, False, False]]
-    assert xy[0, 0].tolist() == [2.0, 2.0] and xy[0, 1].tolist() == [0.0, 5.0]
-    assert torch.isnan(xy[~valid]).all() and (values[~valid] == -math.inf).all()
-    # NaN pixels never peak; max_peaks None -> most peaks of any image
-    m2 = torch.tensor([[[math.nan, 0.0, 1.0]]])
-    values, xy, valid = nms_peaks(m2, radius=0)
-    assert valid.tolist() == [[True, True]] and xy[0, 0].tolist() == [2.0, 0.0]
-    with pytest.raises(ValueError):
-        nms_peaks(m, radius=-1)
-    with pytest.raises(ValueError):
-        nms_peaks(m, radius=1, keep_fraction=0.0)
-
-
-# ------------------------------------------------------------------ Förstner
-
-def _checkerboard_corner(cx: float, cy: float, n: int = 32, ss: int = 8, sigma: float = 1.0) -> torch.Tensor:
-    """(1, n, n) checkerboard corner at (cx, cy) (pixel i spans [i - 0.5, i + 0.5]), area-sampled, blurred."""
-    t = (torch.arange(n * ss) + 0.5) / ss - 0.5
-    yy, xx = torch.meshgrid(t, t, indexing="ij")
-    img = (torch.sign(xx - cx) * torch.sign(yy - cy)).view(n, ss, n, ss).mean((1, 3))
-    return gaussian_blur(img[None], sigma)
-
-
-@pytest.mark.parametrize("cx,cy", [(15.3, 16.7), (15.5, 15.5), (16.1, 15.9), (15.45, 16.2)])
-def test_forstner_recovers_subpixel_corner(cx, cy):
-    m = _checkerboard_corner(cx, cy)
-    start = torch.tensor([[[round(cx), round(cy)], [math.nan, math.nan]]], dtype=torch.float32)
-    out = forstner_refine(m, start, window=5)
-    assert (out[0, 0] - torch.tensor([cx, cy])).abs().max() < 0.1
-    assert torch.isnan(out[0, 1]).all()
-
-
-def test_forstner_centre_model_on_blob_and_flat_map():
-    t = torch.arange(32.0)
-    yy, xx = torch.meshgrid(t, t, indexing="ij")
-    cx, cy = 15.3, 16.7
-    blob = torch.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / 18.0)[None]
-    out = forstner_refine(blob, torch.tensor([[[15.0, 17.0]]]), window=5, model="centre")
-    assert (out[0, 0] - torch.tensor([cx, cy])).abs().max() < 0.05
-    flat = torch.ones(1, 8, 8)  # singular A: unchanged
-    assert forstner_refine(flat, torch.tensor([[[3.0, 4.0]]])).tolist() == [[[3.0, 4.0]]]
-    with pytest.raises(ValueError):
-        forstner_refine(flat, torch.tensor([[[3.0, 4.0]]]), window=4)
-
-
-# ------------------------------------------------------------------ coarse: occlusion
-
-class RegionNet(nn.Module):
-    """Class-0 logit depends only on the mean of the 16x16 region at rows/cols 24..39."""
-
-    def __init__(self):
-        super().__init__()
-        self.calls = 0
-
-    def forward(self, x):
-        self.calls += 1
-        s = 4.0 * (x[:, :, 24:40, 24:40].mean((1, 2, 3)) - 0.75)
-        return torch.stack([s, -s], 1)
-
-
-def test_occluder_starts_cover_the_axis():
-    assert occluder_starts(64, 16, 8) == [0, 8, 16, 24, 32, 40, 48]
-    assert occluder_starts(30, 16, 8) == [0, 8, 14]
-    assert occluder_starts(10, 16, 8) == [0]
-
-
-def test_occlusion_map_peaks_on_the_region_and_is_zero_elsewhere():
-    net = RegionNet()
-    images = torch.ones(2, 3, 64, 64)
-    images[1] = 0.0  # p0 ~ 0; noise in [0, 1] only raises the score -> no drop anywhere
-    gen = torch.Generator().manual_seed(0)
-    heat = occlusion_sensitivity(net, images, torch.tensor([0, 0]), 16, 8, chunk_size=20, fill="noise", generator=gen)
-    assert heat.shape == (2, 64, 64)
-    assert net.calls == 1 + math.ceil(2 * 49 / 20)  # one base forward + batched chunks
-    row, col = divmod(int(heat[0].argmax()), 64)
-    assert 24 <= row < 40 and 24 <= col < 40
-    assert heat[0, 30:34, 30:34].min() > 0.1
-    far = torch.ones(64, 64, dtype=torch.bool)
-    far[9:55, 9:55] = False  # every occluder covering these pixels misses the region
-    assert heat[0][far].abs().max() == 0
-    assert heat[1].abs().max() == 0
-
-
-def test_occlusion_chunking_does_not_change_the_map():
-    net = RegionNet()
-    images = torch.rand(2, 3, 48, 48, generator=torch.Generator().manual_seed(1))
-    a = occlusion_sensitivity(net, images, torch.tensor([0, 1]), 16, 8, chunk_size=7, fill="mean")
-    b = occlusion_sensitivity(net, images, torch.tensor([0, 1]), 16, 8, chunk_size=1000, fill="mean")
-    torch.testing.assert_close(a, b)
-    with pytest.raises(ValueError):
-        occlusion_sensitivity(net, images, torch.tensor([0, 1]), fill="grey")
-
-
-# ------------------------------------------------------------------ fine: guided backprop
-
-def _mlp(act: nn.Module) -> nn.Sequential:
-    net = nn.Sequential(nn.Linear(3, 4), act, nn.Linear(4, 2))
-    with torch.no_grad():
-        net[0].weight.copy_(torch.tensor([[1.0, 0, 0], [0, 1, 0], [0, 0, -1], [0, -1, 0]]))
-        net[0].bias.zero_()
-        net[2].weight.copy_(torch.tensor([[2.0, -3.0, 0.5, 5.0], [1.0, 1.0, 1.0, 1.0]]))
-        net[2].bias.zero_()
-    return net
-
-
-@pytest.mark.parametrize("act", [nn.ReLU(), nn.ReLU(inplace=True), nn.ReLU6(), nn.ReLU6(inplace=True)],
-                         ids=["relu", "relu-inplace", "relu6", "relu6-inplace"])
-def test_guided_backprop_hand_computed(act):
-    net = _mlp(act)
-    x = torch.tensor([[1.0, 2.0, -1.0]])
-    # hidden h = W1 x = [1, 2, 1, -2]; R = W2[0] = [2, -3, 0.5, 5]
-    # plain:  W1^T ([h > 0] R)          = W1^T [2, -3, 0.5, 0] = [2, -3, -0.5]
-    # guided: W1^T ([h > 0] [R > 0] R)  = W1^T [2,  0, 0.5, 0] = [2,  0, -0.5]
-    grad = guided_backprop(net, x, torch.tensor([0]), objective="logit")
-    torch.testing.assert_close(grad, torch.tensor([[2.0, 0.0, -0.5]]))
-    # softmax objective: R = W2^T p0 (e0 - p), then the same guided gate
-    z = net[2](net[1](net[0](x)))  # no hooks: the plain forward
-    p = z.detach().softmax(-1)[0]
-    r = net[2].weight.detach().T @ (p[0] * (torch.tensor([1.0, 0.0]) - p))
-    r = r * (torch.tensor([1.0, 2.0, 1.0, -2.0]) > 0) * (r > 0)
-    expected = net[0].weight.detach().T @ r
-    torch.testing.assert_close(guided_backprop(net, x, torch.tensor([0]), objective="prob")[0], expected)
-    assert all(len(m._forward_hooks) == 0 for m in net.modules())
-
-
-def test_guided_backprop_relu6_upper_gate_and_batch():
-    net = _mlp(nn.ReLU6())
-    x = torch.tensor([[1.0, 8.0, -1.0], [1.0, 2.0, -1.0]])  # image 0: unit 1 saturates at 6
-    grad = guided_backprop(net, x, torch.tensor([1, 0]), objective="logit")
-    # image 0, class 1: R = [1, 1, 1, 1], h = [1, 8, 1, -8] -> gate [1, 0, 1, 0] -> W1^T = [1, 0, -1]
-    torch.testing.assert_close(grad, torch.tensor([[1.0, 0.0, -1.0], [2.0, 0.0, -0.5]]))
-
-
-class Boom(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.relu = nn.ReLU(inplace=True)
-
-    def forward(self, x):
-        self.relu(x.clone())
-        raise RuntimeError("boom")
-
-
-def test_guided_hooks_removed_after_exception():
-    net = _mlp(nn.ReLU())
-    with pytest.raises(RuntimeError):
-        guided_backprop(net, torch.ones(1, 3), torch.tensor([5]), objective="logit")  # bad class index
-    assert len(net[1]._forward_hooks) == 0
-    boom = Boom()
-    with pytest.raises(RuntimeError, match="boom"):
-        guided_backprop(boom, torch.ones(1, 3), torch.tensor([0]))
-    assert len(boom.relu._forward_hooks) == 0
-    with pytest.raises(KeyError):
-        with guided_relu_hooks(net) as n:
-            assert n == 1 and len(net[1]._forward_hooks) == 1
-            raise KeyError("x")
-    assert len(net[1]._forward_hooks) == 0
-
-
-def test_guided_backprop_under_inference_mode():
-    net = _mlp(nn.ReLU(inplace=True))
-    with torch.inference_mode():
-        x = torch.tensor([[1.0, 2.0, -1.0]])
-        grad = guided_backprop(net, x, torch.tensor([0]), objective="logit")
-    torch.testing.assert_close(grad, torch.tensor([[2.0, 0.0, -0.5]]))
 
 
 # ------------------------------------------------------------------ fusion, detection, method
@@ -259,7 +67,8 @@ def test_occlusion_gbp_method_smoke(tiny_pair):
     assert isinstance(method, OcclusionGBPMethod) and method.name == "occlusion-gbp" and method.uses_main
     with torch.inference_mode():  # as in lmpcli.inference.run_methods: inference tensors in
         images = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
-        out, coarse, fine = method.predict(images)
+        out = method(images)
+    coarse, fine = out.heatmaps
     assert out.xy.shape == (2, 5, 2) and out.score.shape == (2, 5) and out.logits.shape == (2, 3)
     found = torch.isfinite(out.xy).all(-1)
     assert found[:, 0].all()
@@ -272,11 +81,51 @@ def test_occlusion_gbp_method_smoke(tiny_pair):
         create_method("occlusion-gbp", tiny_pair, keep_fraction=1.5)
 
 
+class _FixedMaps:
+    """A method whose output carries given heat maps (or none)."""
+
+    uses_main, k = False, 1
+
+    def __init__(self, name, heatmaps):
+        self.name, self.heatmaps = name, heatmaps
+
+    def __call__(self, images, cache=None):
+        b = images.shape[0]
+        return KeypointOutput(torch.full((b, 1, 2), 8.0), torch.ones(b, 1), None, heatmaps=self.heatmaps)
+
+
+class _Recording:
+    """Calls a method and keeps its outputs."""
+
+    def __init__(self, method):
+        self.method, self.outputs = method, []
+        self.name, self.k, self.uses_main = method.name, method.k, method.uses_main
+
+    def __call__(self, images, cache=None):
+        self.outputs.append(self.method(images, cache))
+        return self.outputs[-1]
+
+
 def test_occlusion_gbp_low_resolution_through_run_methods(tiny_pair):
     method = create_method("occlusion-gbp", tiny_pair, k=3, input_size=32, chunk_size=64)
     images = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
-    res = run_methods([method], images, torch.tensor([[128, 96], [64, 64]]), torch.device("cpu"))
+    spy = _Recording(method)
+    cache = {}
+    res = run_methods([spy], images, torch.tensor([[128, 96], [64, 64]]), torch.device("cpu"), cache)
     assert res["occlusion-gbp"]["xy"].shape == (2, 3, 2) and res["occlusion-gbp"]["logits"].shape == (2, 3)
+    for got, want in zip(res["occlusion-gbp"]["heatmaps"], spy.outputs[0].heatmaps, strict=True):  # the output's own maps
+        assert got.shape == (2, 64, 64)
+        torch.testing.assert_close(got, want)
+    assert "heatmaps" not in cache  # no side channel
+
+
+def test_run_methods_takes_heat_maps_from_each_output():
+    maps = (torch.zeros(2, 16, 16), torch.ones(2, 16, 16))
+    res = run_methods([_FixedMaps("with", maps), _FixedMaps("without", None)], torch.zeros(2, 3, 16, 16),
+                      torch.tensor([[32, 32], [16, 16]]), torch.device("cpu"))
+    assert [m.tolist() for m in res["with"]["heatmaps"]] == [m.tolist() for m in maps]
+    assert "heatmaps" not in res["without"]  # a later method without maps gets none of the earlier one's
+    assert res["with"]["xy"][0, 0].tolist() == [16.0, 16.0]  # still rescaled to original pixels
 
 
 def test_guided_backprop_inplace_matches_out_of_place_on_efficientnet(tiny_pair):
@@ -286,8 +135,8 @@ def test_guided_backprop_inplace_matches_out_of_place_on_efficientnet(tiny_pair)
         if hasattr(m, "inplace"):
             m.inplace = False
     target = torch.tensor([1])
-    a = guided_backprop(tiny_pair.main, images, target)
-    b = guided_backprop(ref, images, target)
+    a = GuidedBackprop(tiny_pair.main).attribute(images, target)
+    b = GuidedBackprop(ref).attribute(images, target)
     scale = a.abs().max()
     assert scale > 0
     torch.testing.assert_close(a / scale, b / scale)

@@ -3,8 +3,8 @@
 CAM (Zhou et al., "Learning deep features for discriminative localization", CVPR 2016) of
 the predicted class ``c``: ``M_c(x, y) = Σ_ch W[c, ch] · F[ch, y, x]`` with ``F`` the main
 network's final feature map (B, C, h, w) and ``W`` its linear classifier after global
-pooling. The ``k`` best local maxima (max-pool NMS, shared with the occlusion-GBP method)
-are the keypoints, at feature-cell centres in input pixels.
+pooling. The ``k`` best local maxima (max-pool NMS, :func:`lmpcli.peaks.nms_peaks`, shared with the
+occlusion-GBP method) are the keypoints, at feature-cell centres in input pixels.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from torch import Tensor
 
 from ..layers import pooling_vector
 from ..model import KeypointOutput, cells_to_pixels
+from ..peaks import check_peak_settings, nms_peaks
 from .base import main_forward
-from .occlusion_gbp import nms_peaks
 
 
 def class_activation_map(features: Tensor, weight: Tensor, target: Tensor, pooling: str | None = None,
@@ -76,8 +76,7 @@ class CAMMethod:
             k = getattr(getattr(model, "config", None), "k", 5)
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
-        if nms_radius < 0:
-            raise ValueError(f"nms_radius must be >= 0, got {nms_radius}")
+        check_peak_settings(nms_radius=nms_radius)
         self.model, self.k, self.nms_radius = model, int(k), int(nms_radius)
 
     def heatmap(self, images: Tensor, cache: dict | None = None) -> tuple[Tensor, Tensor]:
