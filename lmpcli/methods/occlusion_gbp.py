@@ -45,6 +45,11 @@ from ..peaks import check_peak_settings, detect_keypoints
 from .base import main_forward
 
 
+def _pair(value: float | tuple[float, float]) -> tuple[float, float]:
+    """One value for both maps, or a (coarse, fine) pair, as a pair."""
+    return (value, value) if isinstance(value, (int, float)) else tuple(value)
+
+
 def check_fusion_settings(weights: tuple[float, float], slope: float | tuple[float, float]) -> None:
     """Refuse fusion settings :func:`fuse_heatmaps` cannot use (also called by the method's
     constructor, so a bad option fails before any network runs).
@@ -55,8 +60,7 @@ def check_fusion_settings(weights: tuple[float, float], slope: float | tuple[flo
     wc, wf = (float(v) for v in weights)
     if wc < 0 or wf < 0 or wc + wf <= 0:
         raise ValueError(f"fusion weights must be >= 0 and not both 0, got {tuple(weights)}")
-    slopes = (slope, slope) if isinstance(slope, (int, float)) else tuple(slope)
-    if min(slopes) <= 0:
+    if min(_pair(slope)) <= 0:
         raise ValueError(f"sigmoid slope must be > 0, got {slope}")
 
 
@@ -90,8 +94,7 @@ def fuse_heatmaps(coarse: Tensor, fine: Tensor, weights: tuple[float, float] = (
         raise ValueError(f"coarse and fine maps differ in shape: {tuple(coarse.shape)} vs {tuple(fine.shape)}")
     check_fusion_settings(weights, slope)
     wc, wf = (float(v) for v in weights)
-    slopes = (slope, slope) if isinstance(slope, (int, float)) else tuple(slope)
-    centres = (centre, centre) if isinstance(centre, (int, float)) else tuple(centre)
+    slopes, centres = _pair(slope), _pair(centre)
     return (wc * _sigmoid01(coarse.float(), slopes[0], centres[0])
             + wf * _sigmoid01(fine.float(), slopes[1], centres[1])) / (wc + wf)
 
