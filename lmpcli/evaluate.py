@@ -6,20 +6,18 @@ Every chosen method and the two trivial baselines are scored on the same images 
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
 import torch
-import torch.nn.functional as F
 
-from .data import PART_GROUPS, CUBDataset, InputError, eval_transform, spread_subset
+from .data import CUBDataset, InputError, eval_transform, spread_subset
 from .backends import resolve_backend
-from .distributed import DistContext, all_gather_objects, close_distributed, init_distributed
+from .distributed import close_distributed, init_distributed
 from .inference import checkpoint_paths, iterate, load_for_inference, make_loader
 from .methods import LMPNetMethod, create_method
-from .metrics import feature_map_entropy, nearest_part, part_recall
+from .meters import EntropyMeter, KeypointMeter, gather_meters
 from .outputs import atomic_write_text, check_writable
 from .part_metrics import DEFAULT_FIT_IMAGES, collect_predictions, fit_subset, part_metric_rows
 from .progress import NullProgress, Progress
@@ -184,36 +182,30 @@ def evaluate(
         kp_methods.append(LMPNetMethod(model, k=k, name=vname, **opts))
         names.append(vname)
     top_m = num_filters or cfg.num_filters
-    ent = {"all": 0.0, "active": 0.0, "top": 0.0, "n_all": 0, "n_active": 0, "n_top": 0}
+    meters = {n: KeypointMeter(alpha) for n in names}
+    entropy_meter = EntropyMeter(top_m) if entropy else None
+    truth: dict[str, list] = {"keypoints": [], "visible": [], "box": []}  # for the Kp regressors
     loader = make_loader(dataset, batch_size, workers, _collate, dev)
-    acc = {n: {"pck": [], "recall": [], "visible": [], "nearest": [], "correct": [], "seconds": 0.0} for n in names}
-    test: dict = {"xy": {n: [] for n in names}, "keypoints": [], "visible": [], "box": []}
-    n_images = 0
     progress.start(f"evaluate {', '.join(names)}", len(dataset))
     try:
         for batch, results, cache in iterate(loader, kp_methods, dev, with_cache=True):
-            if entropy:
-                _accumulate_entropy(ent, model, batch["image"], cache, top_m, dev)
+            if entropy_meter is not None:
+                entropy_meter.update(cache["main"][1] if "main" in cache else model.main(batch["image"].to(dev))[1])
             labels = batch["label"] if label_map is None else label_map[batch["label"]]
             for n, res in results.items():
-                a = acc[n]
-                near = nearest_part(res["xy"], batch["keypoints"], batch["visible"], batch["size"], alpha)
-                a["pck"].append(near >= 0)  # == greedy_pck (lmpcli.metrics.nearest_part)
-                a["nearest"].append(near)
-                a["recall"].append(part_recall(res["xy"], batch["keypoints"], batch["visible"], batch["size"], alpha))
-                a["visible"].append(batch["visible"])
-                if res["logits"] is not None:
-                    a["correct"].append(res["logits"].argmax(-1) == labels)
-                a["seconds"] += res["seconds"]
-                test["xy"][n].append(res["xy"])
-            for key in ("keypoints", "visible", "box"):
-                test[key].append(batch[key])
-            n_images += len(batch["path"])
+                meters[n].update(res["xy"], batch["keypoints"], batch["visible"], batch["size"],
+                                 logits=res["logits"], labels=labels, seconds=res["seconds"])
+            for key in truth:
+                truth[key].append(batch[key])
             progress.advance(len(batch["path"]))
     finally:
         progress.finish()
+    n_images = meters[names[0]].images
     if ctx.distributed:
-        acc, n_images, ent = _gather_ranks(acc, n_images, ent, bounds, total, ctx)
+        merged = gather_meters([*meters.values(), *([entropy_meter] if entropy_meter else [])], n_images, bounds,
+                               total, ctx)
+        meters, n_images = dict(zip(names, merged)), total
+        entropy_meter = merged[-1] if entropy_meter else None
         close_distributed(ctx)
     part_rows, n_fit = {}, 0
     if fit_images != 0 and not ctx.distributed:  # Kp / NMI / ARI need every rank's keypoints: not under torchrun
@@ -221,29 +213,10 @@ def evaluate(
         if len(fit_data) == 0:
             raise InputError(f"no train-split images in {data} to fit the Kp regressors; pass --fit-images 0")
         fit = collect_predictions(fit_data, kp_methods, dev, batch_size=batch_size, workers=workers, progress=progress)
-        test = {"xy": {n: torch.cat(v) for n, v in test["xy"].items()},
-                **{key: torch.cat(test[key]) for key in ("keypoints", "visible", "box")}}
+        test = {"xy": {n: m.xy() for n, m in meters.items()}, **{key: torch.cat(v) for key, v in truth.items()}}
         part_rows, n_fit = part_metric_rows(fit, test, names), len(fit_data)
-    rows, landing = [], []
-    for n in names:
-        a = acc[n]
-        pck = torch.cat(a["pck"]).float()
-        hit, vis = torch.cat(a["recall"]), torch.cat(a["visible"])
-        row = {"method": n}
-        for r in range(pck.shape[1]):
-            row[f"KP{r + 1}"] = 100 * pck[:, r].mean().item()
-        row["avg"] = 100 * pck.mean().item()
-        row["recall"] = 100 * hit.sum().item() / max(vis.sum().item(), 1)
-        for group, parts in PART_GROUPS.items():
-            cols = [p - 1 for p in parts if p - 1 < vis.shape[1]]
-            row[f"recall_{group}"] = 100 * hit[:, cols].sum().item() / max(vis[:, cols].sum().item(), 1)
-        # a method that runs no network (the centre baseline) has neither accuracy nor a speed
-        ran_network = bool(a["correct"])
-        row["acc"] = 100 * torch.cat(a["correct"]).float().mean().item() if ran_network else float("nan")
-        row["images_per_s"] = n_images / max(a["seconds"], 1e-9) if ran_network else float("nan")
-        rows.append({**row, **part_rows.pop(n, {})})
-        landing.extend(_landing_rows(n, torch.cat(a["nearest"])))
-
+    rows = [{"method": n, **meters[n].compute(), **part_rows.pop(n, {})} for n in names]
+    landing = [{"method": n, **r} for n in names for r in meters[n].landing()]
     rows += [{"method": n, **r} for n, r in part_rows.items()]  # the mean-landmark row
 
     def pick(value, default):
@@ -259,67 +232,9 @@ def evaluate(
               "image_size": cfg.image_size, "classes": classes, "feature_map": cfg.image_size // cfg.output_stride,
               "method_options": {n: o for n, o in extra.items() if n in names}, "variants": variants or {},
               "crop_to_box": crop_to_box, "fit_images": n_fit}
-    if entropy:
-        config["entropy"] = {
-            "all_filters": ent["all"] / max(ent["n_all"], 1),
-            "active_filters": ent["active"] / max(ent["n_active"], 1),
-            f"top{top_m}_filters": ent["top"] / max(ent["n_top"], 1),
-            "uniform_map": math.log((cfg.image_size // cfg.output_stride) ** 2),
-            "dead_fraction": 1 - ent["n_active"] / max(ent["n_all"], 1),
-        }
+    if entropy_meter is not None:
+        config["entropy"] = entropy_meter.compute()
     return {"table": pd.DataFrame(rows), "landing": pd.DataFrame(landing), "config": config}
-
-
-def _gather_ranks(acc: dict, n_images: int, ent: dict, bounds: tuple[int, int], total: int,
-                  ctx: DistContext) -> tuple[dict, int, dict]:
-    """Every rank's per-image records, joined in rank order, which is image order.
-
-    Each rank scored the block ``bounds`` of the ``total`` images; the blocks are checked to
-    tile ``range(total)`` with every image scored once. Per-image lists are concatenated;
-    times and entropy sums are added.
-
-    Raises:
-        RuntimeError: a rank's block is out of place or it scored another number of images.
-    """
-    parts = all_gather_objects({"acc": acc, "n": n_images, "ent": ent, "bounds": bounds}, ctx)
-    expected = 0
-    for rank, part in enumerate(parts):
-        start, stop = part["bounds"]
-        if start != expected or part["n"] != stop - start:
-            raise RuntimeError(f"rank {rank} scored {part['n']} images of block {start}-{stop}, expected from {expected}")
-        expected = stop
-    if expected != total:
-        raise RuntimeError(f"the ranks scored {expected} of {total} images")
-    merged = {name: {key: [x for part in parts for x in part["acc"][name][key]] if isinstance(value, list)
-                     else sum(part["acc"][name][key] for part in parts) for key, value in a.items()}
-              for name, a in acc.items()}
-    return merged, total, {key: sum(part["ent"][key] for part in parts) for key in ent}
-
-
-def _landing_rows(method: str, nearest: torch.Tensor) -> list[dict]:
-    """(N, k) part indices from :func:`nearest_part` (-1 = miss) -> one row per rank: % of images per part group."""
-    groups = list(PART_GROUPS)
-    group_of = torch.full((nearest.max().clamp_min(0).item() + 2,), len(groups))  # index 0: miss
-    for g, parts in enumerate(PART_GROUPS.values()):
-        group_of[[p for p in parts if p < len(group_of)]] = g  # part p (1-based) sits at index p
-    share = 100 * F.one_hot(group_of[nearest + 1], len(groups) + 1).float().mean(0)  # (k, groups + miss)
-    return [{"method": method, "rank": r + 1, **dict(zip([*groups, "miss"], share[r].tolist()))}
-            for r in range(share.shape[0])]
-
-
-def _accumulate_entropy(acc: dict, model, images: torch.Tensor, cache: dict, top_m: int, dev) -> None:
-    """Add one batch's feature-map entropies (Fig. 6) of the main network to ``acc``."""
-    features = cache["main"][1] if "main" in cache else model.main(images.to(dev))[1]
-    h = feature_map_entropy(features.float())  # (B, C)
-    peak = features.float().flatten(-2).amax(-1)
-    active = peak > 0
-    top = peak.topk(min(top_m, peak.shape[1]), dim=-1).indices
-    acc["all"] += float(h.double().sum())
-    acc["n_all"] += h.numel()
-    acc["active"] += float(h[active].double().sum())
-    acc["n_active"] += int(active.sum())
-    acc["top"] += float(h.gather(-1, top).double().sum())
-    acc["n_top"] += top.numel()
 
 
 def write_report(report: dict, out: str | Path, overwrite: bool = False) -> None:

@@ -232,16 +232,17 @@ class _FixedMaps(nn.Module):
 def test_mean_feature_map_entropy_known_answer():
     loader = [torch.zeros(2, 3, 8, 8), torch.zeros(1, 3, 8, 8)]
     r = mean_feature_map_entropy(_FixedMaps(), loader, "main", "cpu", top_m=1)
-    assert r["images"] == 3 and r["filters"] == 3 and r["map_size"] == (2, 2)
-    assert r["entropy"] == pytest.approx(2 * math.log(4) / 3, abs=1e-5)
-    assert r["entropy_top"] == pytest.approx(0.0, abs=1e-5)  # the strongest filter is the one-hot one
-    assert r["max_entropy"] == pytest.approx(math.log(4))
-    assert r["zero_fraction"] == pytest.approx(1 / 3)
-    assert r["entropy_active"] == pytest.approx(math.log(4) / 2, abs=1e-5)  # uniform and one-hot, the dead one left out
-    assert mean_feature_map_entropy(_FixedMaps(), loader, device="cpu")["entropy_top"] is None
+    assert r["images"] == 3 and r["filters"] == 3 and r["map_size"] == (2, 2) and r["top_m"] == 1
+    assert r["all_filters"] == pytest.approx(2 * math.log(4) / 3, abs=1e-5)
+    assert r["top1_filters"] == pytest.approx(0.0, abs=1e-5)  # the strongest filter is the one-hot one
+    assert r["uniform_map"] == pytest.approx(math.log(4))
+    assert r["dead_fraction"] == pytest.approx(1 / 3)
+    assert r["active_filters"] == pytest.approx(math.log(4) / 2, abs=1e-5)  # uniform and one-hot, the dead one left out
+    no_top = mean_feature_map_entropy(_FixedMaps(), loader, device="cpu")
+    assert no_top["top_m"] is None and not any(key.startswith("top") and key != "top_m" for key in no_top)
 
 
 def test_split_entropy_on_images(checkpoint, images):
     r = split_entropy([str(images)], weights=checkpoint, top_m=16, device="cpu", workers=0)
     assert r["images"] == 5 and r["top_m"] == 16
-    assert 0 <= r["entropy_top"] <= r["max_entropy"] + 1e-6 and 0 <= r["entropy"] <= r["max_entropy"] + 1e-6
+    assert 0 <= r["top16_filters"] <= r["uniform_map"] + 1e-6 and 0 <= r["all_filters"] <= r["uniform_map"] + 1e-6
