@@ -24,7 +24,7 @@ from _markdown import emit_table
 from lmpcli.backends.onnx import install_onnxruntime
 from lmpcli.checkpoint import atomic_torch_save
 from lmpcli.methods import create_method
-from lmpcli.metrics import nearest_part
+from lmpcli.meters import KeypointMeter
 
 TOLERANCE = 0.5  # pixels of the original image
 
@@ -53,34 +53,33 @@ def main() -> None:
             with torch.inference_mode():
                 out = method(batch["image"])
             state["seconds"][name] = state["seconds"].get(name, 0.0) + time.perf_counter() - t
-            xy = out.xy * scale[:, None]
-            near = nearest_part(xy, batch["keypoints"], batch["visible"], batch["size"], 0.1)
-            row[name] = {"xy": xy, "hit": near >= 0, "pred": out.logits.argmax(-1)}
-        row["label"] = batch["label"]
+            row[name] = {"xy": out.xy * scale[:, None], "logits": out.logits}
+        row.update({key: batch[key] for key in ("keypoints", "visible", "size", "label")})
         state["batches"][b] = row
         if b % 10 == 9:
             atomic_torch_save(state, state_path)
         print(f"batch {b + 1}/{len(loader)} {time.time() - start:.0f} s", flush=True)
     atomic_torch_save(state, state_path)
 
-    rows = [state["batches"][b] for b in sorted(state["batches"])]
-    cat = {n: {k: torch.cat([r[n][k] for r in rows]) for k in ("xy", "hit", "pred")} for n in methods}
-    labels = torch.cat([r["label"] for r in rows])
-    a, o = cat["torch"]["xy"], cat["onnxruntime"]["xy"]
+    batches = [state["batches"][b] for b in sorted(state["batches"])]
+    meters = {n: KeypointMeter(0.1) for n in methods}
+    for r in batches:
+        for n, meter in meters.items():
+            meter.update(r[n]["xy"], r["keypoints"], r["visible"], r["size"], logits=r[n]["logits"], labels=r["label"])
+    pred = {n: torch.cat([r[n]["logits"].argmax(-1) for r in batches]) for n in methods}
+    a, o = meters["torch"].xy(), meters["onnxruntime"].xy()
     same_nan = torch.isnan(a) == torch.isnan(o)
     diff = torch.where(same_nan, (a - o).nan_to_num().abs(), torch.tensor(float("inf"))).amax((1, 2))  # (N,)
     n = len(diff)
     caption = (f"{n} of {len(loader.dataset)} images ({args.split} split of {args.data}), LMPNet k=5: max keypoint difference {diff.max():.4f} px; "
                f"{int((diff > TOLERANCE).sum())} images beyond {TOLERANCE} px; images whose greedy-PCK hits differ: "
-               f"{int((cat['torch']['hit'] != cat['onnxruntime']['hit']).any(1).sum())}; "
-               f"predicted class differs: {int((cat['torch']['pred'] != cat['onnxruntime']['pred']).sum())}")
+               f"{int((meters['torch'].hits() != meters['onnxruntime'].hits()).any(1).sum())}; "
+               f"predicted class differs: {int((pred['torch'] != pred['onnxruntime']).sum())}")
     header = ["backend", "KP1", "KP2", "KP3", "KP4", "KP5", "avg", "acc", "keypoint s/img"]
     table = []
-    for name in methods:
-        hit = cat[name]["hit"].float()
-        table.append([name, *[f"{100 * hit[:, r].mean():.2f}" for r in range(hit.shape[1])], f"{100 * hit.mean():.2f}",
-                      f"{100 * (cat[name]['pred'] == labels).float().mean():.2f}",
-                      f"{state['seconds'][name] / n:.3f}"])
+    for name, meter in meters.items():
+        row = meter.compute()
+        table.append([name, *[f"{row[c]:.2f}" for c in header[1:-1]], f"{state['seconds'][name] / n:.3f}"])
     emit_table(caption, header, table, args.out)
 
 

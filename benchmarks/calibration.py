@@ -26,7 +26,7 @@ from _cub import cub_parser, load_split
 from _markdown import emit_table
 from lmpcli.inference import iterate
 from lmpcli.methods import ChannelMeanBaseline, LMPNetMethod
-from lmpcli.metrics import greedy_pck, part_recall
+from lmpcli.meters import KeypointMeter
 
 SHIFTS = "0,0 8,8 -8,-8 15.5,15.5 -15.5,-15.5 15.5,0 0,15.5"
 BINS = (0.0, 0.5, 1.0, 1.5, 2.0, float("inf"))  # nearest-part distance, units of alpha
@@ -69,9 +69,10 @@ def main() -> None:
         pred = torch.cat(chunks)
         for dx, dy in shifts:
             moved = pred + torch.tensor([dx, dy]) * per_px[:, None]
-            pck = 100 * greedy_pck(moved, parts, visible, sizes).float().mean().item()
-            recall = 100 * part_recall(moved, parts, visible, sizes).sum().item() / max(visible.sum().item(), 1)
-            rows.append([name, f"({dx:g}, {dy:g})", f"{pck:.1f}", f"{recall:.1f}"])
+            meter = KeypointMeter()
+            meter.update(moved, parts, visible, sizes)
+            row = meter.compute()
+            rows.append([name, f"({dx:g}, {dy:g})", f"{row['avg']:.1f}", f"{row['recall']:.1f}"])
         disp, dist = nearest_part(pred / per_px[:, None], parts / per_px[:, None], visible)  # network-input px
         disp = disp[dist < 0.15 * s]
         mean, median = disp.mean(0), disp.median(0).values

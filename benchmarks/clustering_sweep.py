@@ -20,7 +20,7 @@ from lmpcli.checkpoint import load_model
 from lmpcli.data import PART_GROUPS, CUBDataset, eval_transform, spread_subset
 from lmpcli.evaluate import _collate
 from lmpcli.inference import make_loader
-from lmpcli.metrics import greedy_pck, part_recall
+from lmpcli.meters import KeypointMeter
 
 VARIANTS = {
     "shipped config": {},
@@ -60,38 +60,27 @@ def main() -> None:
         key, value = item.split("=")
         base[key] = float(value) if key in ("thr", "gate") else int(value)
     names = [n.strip() for n in args.variants.split(",")]
-    stats = {n: {"pck": [], "hit": []} for n in names}
-    vis_all = []
+    meters = {n: KeypointMeter() for n in names}
     start = time.perf_counter()
     with torch.inference_mode():
         for batch in make_loader(ds, args.batch_size, args.workers, _collate, torch.device("cpu")):
             logits, feats, rep = model.features(batch["image"])
             scale = batch["size"] / torch.tensor([cfg.image_size, cfg.image_size], dtype=torch.float32)
-            vis_all.append(batch["visible"])
             for n in names:
                 opts = {**base, **VARIANTS[n]}
                 use_rep = bool(opts.pop("replica", True))
                 xy, _ = model.keypoints_from_features(feats, rep if use_rep else None,
                                                       (cfg.image_size, cfg.image_size), k=args.k, **opts)
                 xy = xy * scale[:, None, :]
-                stats[n]["pck"].append(greedy_pck(xy, batch["keypoints"], batch["visible"], batch["size"]))
-                stats[n]["hit"].append(part_recall(xy, batch["keypoints"], batch["visible"], batch["size"]))
-    vis = torch.cat(vis_all)
+                meters[n].update(xy, batch["keypoints"], batch["visible"], batch["size"])
     head = ["variant"] + [f"KP{r + 1}" for r in range(args.k)] + ["avg", "recall"] + list(PART_GROUPS)
     caption = (f"Test-time sweep: {len(ds)} {args.split} images of {args.data}, k={args.k}, weights "
                f"{args.weights or 'shipped'} ({cfg.backbone}, {cfg.image_size} px, "
                f"{cfg.image_size // 32}x{cfg.image_size // 32} maps; config thr={cfg.thr}, "
                f"filters={cfg.num_filters}, iterations={cfg.iterations}); base overrides {base or 'none'}; "
                f"{time.perf_counter() - start:.0f} s.")
-    rows = []
-    for n in names:
-        pck = torch.cat(stats[n]["pck"]).float()
-        hit = torch.cat(stats[n]["hit"])
-        groups = [100 * hit[:, [p - 1 for p in parts]].sum().item() / max(vis[:, [p - 1 for p in parts]].sum().item(), 1)
-                  for parts in PART_GROUPS.values()]
-        row = [n] + [f"{100 * v:.1f}" for v in pck.mean(0).tolist()] + [
-            f"{100 * pck.mean().item():.1f}", f"{100 * hit.sum().item() / vis.sum().item():.1f}"] + [f"{g:.1f}" for g in groups]
-        rows.append(row)
+    columns = head[1:-len(PART_GROUPS)] + [f"recall_{g}" for g in PART_GROUPS]
+    rows = [[n] + [f"{row[c]:.1f}" for c in columns] for n, row in ((n, m.compute()) for n, m in meters.items())]
     emit_table(caption, head, rows, args.out)
 
 

@@ -19,7 +19,7 @@ import torch
 from _cub import cub_parser, load_split
 from _markdown import emit_table
 from lmpcli.layers import Proposals, concat_proposals, gate_proposals, learnable_clustering, select_filters
-from lmpcli.metrics import greedy_pck, part_recall
+from lmpcli.meters import KeypointMeter
 from lmpcli.model import cells_to_pixels
 
 ROWS = {"as configured": (False, False), "test-time flip": (True, False),
@@ -39,8 +39,9 @@ def main() -> None:
     model, full, indices, loader = load_split(args)
     cfg, s = model.config, model.config.image_size
     boxes = torch.tensor(full.table.loc[indices, ["bx", "by", "bw", "bh"]].values, dtype=torch.float32)
-    stats = {n: {"pck": [], "hit": [], "inside": []} for n in ROWS}
-    visible, seen, start = [], 0, time.perf_counter()
+    meters = {n: KeypointMeter() for n in ROWS}
+    inside = {n: [] for n in ROWS}  # (B, k) keypoint inside the true box
+    seen, start = 0, time.perf_counter()
     with torch.inference_mode():
         for batch in loader:
             n = len(batch["path"])
@@ -54,7 +55,6 @@ def main() -> None:
             x0y0 = box[:, :2] / per_px / cell - 0.5
             x1y1 = (box[:, :2] + box[:, 2:]) / per_px / cell - 0.5
             box_cells = torch.cat([x0y0, x1y1], -1)
-            visible.append(batch["visible"])
             for name, (flip, oracle) in ROWS.items():
                 maps = [feats] + ([rep] if rep is not None else []) + (mirrored if flip else [])
                 props = concat_proposals(*(select_filters(m.float(), cfg.num_filters, cfg.subcell) for m in maps))
@@ -64,13 +64,10 @@ def main() -> None:
                 clusters = learnable_clustering(props, (h, w), cfg.k, cfg.thr, cfg.iterations, cfg.refine)
                 xy = cells_to_pixels(clusters.xy, (h, w), (s, s)) * per_px[:, None, :]
                 xy = torch.where(clusters.found[..., None], xy, float("nan"))
-                st = stats[name]
-                st["pck"].append(greedy_pck(xy, batch["keypoints"], batch["visible"], batch["size"]))
-                st["hit"].append(part_recall(xy, batch["keypoints"], batch["visible"], batch["size"]))
+                meters[name].update(xy, batch["keypoints"], batch["visible"], batch["size"])
                 x, y = xy[..., 0], xy[..., 1]
-                st["inside"].append((x >= box[:, None, 0]) & (x <= box[:, None, 0] + box[:, None, 2])
+                inside[name].append((x >= box[:, None, 0]) & (x <= box[:, None, 0] + box[:, None, 2])
                                     & (y >= box[:, None, 1]) & (y <= box[:, None, 1] + box[:, None, 3]))
-    vis = torch.cat(visible)
     ranks = range(1, cfg.k + 1)
     head = (["row"] + [f"KP{r}" for r in ranks] + ["avg", "recall"]
             + [f"wrong outside KP{r}" for r in ranks] + [f"wrong inside KP{r}" for r in ranks])
@@ -78,12 +75,10 @@ def main() -> None:
                f"({cfg.backbone}, {s} px, thr={cfg.thr}, filters={cfg.num_filters}); "
                f"{time.perf_counter() - start:.0f} s. Percent of images per rank.")
     rows = []
-    for name, st in stats.items():
-        pck, inside = torch.cat(st["pck"]).float(), torch.cat(st["inside"]).float()
-        hit = torch.cat(st["hit"])
-        wrong = 1 - pck
-        cells = ([100 * v for v in pck.mean(0).tolist()] + [100 * pck.mean().item(), 100 * hit.sum().item() / vis.sum().item()]
-                 + [100 * v for v in (wrong * (1 - inside)).mean(0).tolist()] + [100 * v for v in (wrong * inside).mean(0).tolist()])
+    for name, meter in meters.items():
+        row, wrong, box_in = meter.compute(), 1 - meter.hits().float(), torch.cat(inside[name]).float()
+        cells = ([row[c] for c in head[1:cfg.k + 3]] + [100 * v for v in (wrong * (1 - box_in)).mean(0).tolist()]
+                 + [100 * v for v in (wrong * box_in).mean(0).tolist()])
         rows.append([name] + [f"{v:.1f}" for v in cells])
     emit_table(caption, head, rows, args.out)
 

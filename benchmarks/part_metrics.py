@@ -29,7 +29,7 @@ from lmpcli.data import CUBDataset, eval_transform, spread_subset
 from lmpcli.inference import load_for_inference
 from lmpcli.landmarks import MEAN_LANDMARK, keypoint_regression_error, normalise_to_box
 from lmpcli.methods import create_method
-from lmpcli.metrics import greedy_pck, part_recall
+from lmpcli.meters import KeypointMeter
 from lmpcli.named_landmarks import NORMALISATIONS, landmark_regression_error
 from lmpcli.part_metrics import collect_predictions, part_metric_rows
 
@@ -127,10 +127,9 @@ def table(args) -> None:
         cells = []
         for name in [*METHODS, MEAN_LANDMARK]:
             if name in test["xy"]:
-                xy = test["xy"][name]
-                pck = greedy_pck(xy, test["keypoints"], test["visible"], test["size"]).float().mean().item() * 100
-                hit = part_recall(xy, test["keypoints"], test["visible"], test["size"])
-                recall = 100 * hit.sum().item() / test["visible"].sum().item()
+                meter = KeypointMeter()
+                meter.update(test["xy"][name], test["keypoints"], test["visible"], test["size"])
+                pck, recall = (meter.compute()[c] for c in ("avg", "recall"))
             else:
                 pck = recall = float("nan")
             cells.append([name, fmt(pck), fmt(recall), *(f"{rows[name][c]:.2f}" if rows[name][c] == rows[name][c]

@@ -83,6 +83,10 @@ class KeypointMeter:
         """(N, k, 2) every image's keypoints, in the order added."""
         return torch.cat(self.records["xy"])
 
+    def hits(self) -> Tensor:
+        """(N, k) bool: greedy PCK correctness of every image's keypoints (:func:`lmpcli.metrics.greedy_pck`)."""
+        return torch.cat(self.records["nearest"]) >= 0
+
     def compute(self) -> dict:
         """The summary row, percentages.
 
@@ -98,7 +102,7 @@ class KeypointMeter:
         """
         if not self.records["nearest"]:
             raise ValueError("no images to summarise")
-        pck = (torch.cat(self.records["nearest"]) >= 0).float()  # == greedy_pck
+        pck = self.hits().float()
         hit, vis = torch.cat(self.records["recall"]), torch.cat(self.records["visible"])
         row = {f"KP{r + 1}": 100 * pck[:, r].mean().item() for r in range(pck.shape[1])}
         row["avg"] = 100 * pck.mean().item()
