@@ -1,8 +1,12 @@
 """Training of LMPNet and its replica (after torchvision's classification reference).
 
-``train_one_epoch`` runs one pass; ``fit`` builds data, model and optimizer, writes a
-checkpoint every epoch (``last.pt`` with optimizer state for ``resume``, ``model.pt``
-for inference) and per-epoch metrics to ``metrics.csv``.
+``train_one_epoch`` runs one pass. ``fit`` runs the reference script's steps, each a function:
+resolving the run (``_resolve_run``: out folder, resume/overwrite, seeds; ``_run_meta``), the data
+(``_training_data``, ``_training_loader``: datasets, loaders, sharding), the optimisation
+(``_optimisation``: optimizer and schedule), restoring state (``_restore_state``: exact resume) and
+the loop (``_train_epochs``: ``train_one_epoch``, then ``last.pt`` with the optimizer state for
+``resume``, ``model.pt`` for inference and ``metrics.csv`` every epoch); then the optional
+batch-norm and part-model steps.
 """
 
 from __future__ import annotations
@@ -14,12 +18,13 @@ import os
 import platform
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler, Subset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 from torchvision.transforms import v2
 
 from .checkpoint import read_checkpoint, save_checkpoint
@@ -276,10 +281,7 @@ def fit(
     progress = (progress or NullProgress()) if ctx.is_main else NullProgress()
     if sync_bn and dev.type != "cuda":
         raise ValueError("--sync-bn needs CUDA devices (torch's SyncBatchNorm has no CPU kernel)")
-    out = check_train_out(out_dir, data, resume=resume, overwrite=overwrite)
-    last = out / "last.pt"
-    seed_everything(seed + ctx.rank)  # rank 0 = one process: seed; DDP copies rank 0's initial weights
-    state = read_checkpoint(last) if resume else None
+    out, state = _resolve_run(out_dir, data, resume, overwrite, seed, ctx)
     if state is not None:
         config = LMPNetConfig.from_dict(state["config"])
     else:
@@ -287,6 +289,45 @@ def fit(
                               num_filters=num_filters, k=k, thr=thr, iterations=iterations,
                               mask_size=mask_size, replica=replica, subcell=subcell, refine=refine,
                               gate=gate, freeze=freeze)
+    dataset, class_names = _training_data(data, config, crop_scale, jitter, classes, limit, seed)
+    model = prepare_model(LMPNetPair(config, pretrained=pretrained and state is None), dev)
+    loader = _training_loader(dataset, batch_size, workers, seed, dev, ctx)
+    optimizer, scheduler = _optimisation(model, lr, weight_decay, epochs * len(loader))
+    run = _Run(out, ctx, dev, progress, model, class_names, optimizer, scheduler, loader, half_weights)
+    if state is not None:
+        _restore_state(run, state)
+    recipe = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay,
+              "label_smoothing": label_smoothing, "crop_scale": crop_scale, "jitter": jitter, "cutmix": cutmix,
+              "seed": seed}
+    run.meta = _run_meta(data, recipe, len(dataset), sync_bn, state, ctx, dev)
+    _train_epochs(run, _parallel(model, sync_bn, ctx, dev), epochs, label_smoothing, cutmix)
+    if ctx.is_main and bn_images > 0 and not run.meta.get("bn_recalibrated"):
+        _recalibrate_step(run, _eval_images(data, config, classes, dataset), bn_images, batch_size, workers, seed,
+                          max(run.start_epoch, epochs))
+    if ctx.is_main and parts > 0 and run.meta.get("parts") != parts:
+        _fit_parts_step(run, _eval_images(data, config, classes, dataset), parts, batch_size, workers, seed,
+                        max(run.start_epoch, epochs))
+    close_distributed(ctx)
+    return out / "model.pt"
+
+
+# The steps of fit, in order (torchvision's reference script keeps them in one main(); here each is a function).
+
+
+def _resolve_run(out_dir: str | Path, data: str | Path, resume: bool, overwrite: bool, seed: int,
+                 ctx: DistContext) -> tuple[Path, dict | None]:
+    """The run folder (checked: :func:`lmpcli.validate.check_train_out`), every generator seeded
+    (``seed`` + rank) and, with ``resume``, the contents of its ``last.pt`` (else None)."""
+    out = check_train_out(out_dir, data, resume=resume, overwrite=overwrite)
+    seed_everything(seed + ctx.rank)  # rank 0 = one process: seed; DDP copies rank 0's initial weights
+    return out, read_checkpoint(out / "last.pt") if resume else None
+
+
+def _training_data(data: str | Path, config: LMPNetConfig, crop_scale: float, jitter: float,
+                   classes: list[int] | None, limit: int | None, seed: int) -> tuple[Dataset, list[str]]:
+    """The augmented training images and their class names; sets ``config``'s ``num_classes``,
+    ``mean`` and ``std`` (the backbone's input normalisation). ``limit``: a random subset of that
+    many images (a :class:`~torch.utils.data.Subset`, drawn from ``seed``)."""
     probe = LMPNetPair(LMPNetConfig(**{**config.to_dict(), "num_classes": 2, "replica": False}), pretrained=False)
     mean, std = probe.main.backbone.mean, probe.main.backbone.std
     del probe
@@ -297,101 +338,153 @@ def fit(
     if limit:
         g = torch.Generator().manual_seed(seed)
         dataset = Subset(dataset, torch.randperm(len(dataset), generator=g)[:limit].tolist())
-    model = prepare_model(LMPNetPair(config, pretrained=pretrained and state is None), dev)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    loader = _training_loader(dataset, batch_size, workers, seed, dev, ctx)
-    total_steps = max(1, epochs * len(loader))
+    return dataset, class_names
+
+
+def _eval_images(data: str | Path, config: LMPNetConfig, classes: list[int] | None, dataset: Dataset) -> Dataset:
+    """The training images of ``dataset`` (the same subset), with the test-time transform."""
+    images = open_training_data(data, eval_transform(config.image_size, config.mean, config.std), classes=classes)
+    return Subset(images, dataset.indices) if isinstance(dataset, Subset) else images
+
+
+def _optimisation(model: LMPNetPair, lr: float, weight_decay: float, total_steps: int):
+    """AdamW over the trainable parameters, and a per-step schedule: linear warm-up over the first
+    10 % of ``total_steps``, then cosine decay to 0 (resumable with more epochs)."""
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay)
+    total_steps = max(1, total_steps)
     warmup = max(1, total_steps // 10)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(  # linear warm-up, cosine decay; resumable with more epochs
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min((s + 1) / warmup, 0.5 * (1 + math.cos(math.pi * min(s, total_steps) / total_steps))))
-    history: list[dict] = []
-    start_epoch = 0
-    if state is not None:
-        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state["state_dict"].items()})
-        ts = state["training_state"]
-        optimizer.load_state_dict(ts["optimizer"])
-        scheduler.load_state_dict(ts["scheduler"])
-        history = list(ts["history"])
-        start_epoch = int(ts["epoch"])
-        _restore_generators(ts, loader, dev, ctx, progress)
-        progress.log(f"resuming {last} after epoch {start_epoch}")
-    rng_states = state["training_state"].get("rng_states", []) if state is not None else []
-    trained = model
-    if ctx.distributed:
-        if sync_bn:
-            convert_sync_batchnorm(model, trained_batchnorms(model))
-        trained = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
-    out.mkdir(parents=True, exist_ok=True)
+    return optimizer, scheduler
+
+
+@dataclass
+class _Run:
+    """What the steps of one :func:`fit` call share: where it writes, what it trains, how far it is."""
+
+    out: Path
+    ctx: DistContext
+    dev: torch.device
+    progress: Progress
+    model: LMPNetPair
+    class_names: list[str]
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    loader: DataLoader
+    half_weights: bool
+    history: list[dict] = field(default_factory=list)
+    start_epoch: int = 0
+    rng_states: list[dict] = field(default_factory=list)
+    meta: dict = field(default_factory=dict)
+
+    def save(self, epoch: int) -> None:
+        """``last.pt`` (with the optimizer, schedule and generators, for resume) and ``model.pt``."""
+        _save(self.out, self.model, self.class_names, self.meta, self.optimizer, self.scheduler, epoch,
+              self.history, self.half_weights, self.rng_states)
+
+
+def _restore_state(run: _Run, state: dict) -> None:
+    """Weights, optimizer, schedule, history and generators from ``last.pt`` (exact resume)."""
+    run.model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state["state_dict"].items()})
+    ts = state["training_state"]
+    run.optimizer.load_state_dict(ts["optimizer"])
+    run.scheduler.load_state_dict(ts["scheduler"])
+    run.history = list(ts["history"])
+    run.start_epoch = int(ts["epoch"])
+    run.rng_states = ts.get("rng_states", [])
+    _restore_generators(ts, run.loader, run.dev, run.ctx, run.progress)
+    run.progress.log(f"resuming {run.out / 'last.pt'} after epoch {run.start_epoch}")
+
+
+def _parallel(model: LMPNetPair, sync_bn: bool, ctx: DistContext, dev: torch.device) -> torch.nn.Module:
+    """The module to train: ``model`` itself, or under torchrun wrapped in DistributedDataParallel."""
+    if not ctx.distributed:
+        return model
+    if sync_bn:
+        convert_sync_batchnorm(model, trained_batchnorms(model))
+    return DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+
+
+def _run_meta(data: str | Path, recipe: dict, train_images: int, sync_bn: bool, state: dict | None,
+              ctx: DistContext, dev: torch.device) -> dict:
+    """The metadata stored in both checkpoints: the command, the recipe, the machine. On resume the
+    run's own recipe (not this call's defaults; the optimizer state holds them) and this command as
+    ``resume_command``."""
     meta = {
         "command": " ".join(["lmp", *sys.argv[1:]]) if Path(sys.argv[0]).name == "lmp" else "lmpcli.train.fit",
-        "data": str(data), "epochs": epochs, "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay,
-        "label_smoothing": label_smoothing, "crop_scale": crop_scale, "jitter": jitter, "cutmix": cutmix, "seed": seed,
-        "train_images": len(dataset), "world_size": ctx.world_size, "sync_bn": sync_bn, "device": str(dev), "torch": str(torch.__version__),
-        "machine": f"{platform.machine()} {os.cpu_count()} cpus, {platform.system()}",
+        "data": str(data), **recipe,
+        "train_images": train_images, "world_size": ctx.world_size, "sync_bn": sync_bn, "device": str(dev),
+        "torch": str(torch.__version__), "machine": f"{platform.machine()} {os.cpu_count()} cpus, {platform.system()}",
         "cuda_device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "",
     }
-    if state is not None:  # the run's own settings, not this call's defaults (the optimizer state holds them)
+    if state is not None:
         kept = ("epochs", "device", "torch", "machine", "cuda_device", "train_images", "world_size")
         this_command = meta["command"]
         meta.update({k: v for k, v in state.get("meta", {}).items() if k not in kept})
         meta["resume_command"] = this_command
-    for epoch in range(start_epoch, epochs):
+    return meta
+
+
+def _train_epochs(run: _Run, trained: torch.nn.Module, epochs: int, label_smoothing: float, cutmix: float) -> None:
+    """Epochs ``run.start_epoch + 1 .. epochs``: :func:`train_one_epoch`, the ranks' rows combined,
+    both checkpoints and ``metrics.csv`` written after each (rank 0)."""
+    run.out.mkdir(parents=True, exist_ok=True)
+    ctx, progress, loader = run.ctx, run.progress, run.loader
+    for epoch in range(run.start_epoch, epochs):
         if isinstance(loader.sampler, DistributedSampler):
             loader.sampler.set_epoch(epoch)
         progress.start(f"epoch {epoch + 1}/{epochs}", len(loader.sampler))
-        row = {"epoch": epoch + 1, **train_one_epoch(trained, loader, optimizer, scheduler, dev,
-                                                     label_smoothing, progress, cutmix), "lr": scheduler.get_last_lr()[0]}
+        row = {"epoch": epoch + 1, **train_one_epoch(trained, loader, run.optimizer, run.scheduler, run.dev,
+                                                     label_smoothing, progress, cutmix),
+               "lr": run.scheduler.get_last_lr()[0]}
         progress.finish()
         row = reduce_epoch_row(row, ctx)
-        history.append(row)
+        run.history.append(row)
         progress.log(f"epoch {epoch + 1}: loss {row['train_loss']:.3f}, train acc {row['train_acc']:.3f}, "
                      f"{row['images_per_s']:.2f} img/s")
-        meta.update(history=history, train_seconds=sum(h["seconds"] for h in history), bn_recalibrated=0)
-        rng_states = all_gather_objects(capture_rng_state(loader.generator, dev), ctx)  # every rank's: exact resume
+        run.meta.update(history=run.history, train_seconds=sum(h["seconds"] for h in run.history), bn_recalibrated=0)
+        run.rng_states = all_gather_objects(capture_rng_state(loader.generator, run.dev), ctx)  # every rank's: exact resume
         if ctx.is_main:
-            _save(out, model, class_names, meta, optimizer, scheduler, epoch + 1, history, half_weights, rng_states)
-            _write_metrics(out / "metrics.csv", history)
-    if not ctx.is_main:
-        close_distributed(ctx)
-        return out / "model.pt"
-    if bn_images > 0 and not meta.get("bn_recalibrated"):
-        recal = open_training_data(data, eval_transform(config.image_size, mean, std), classes=classes)
-        if limit:
-            recal = Subset(recal, dataset.indices)
-        g = torch.Generator().manual_seed(seed)
-        recal = Subset(recal, torch.randperm(len(recal), generator=g)[:bn_images].tolist())
-        progress.start("batch-norm statistics", len(recal))
-        start = time.perf_counter()
-        meta["bn_recalibrated"] = recalibrate_batchnorm(
-            model, DataLoader(recal, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=_collate),
-            dev, progress)
-        progress.finish()
-        meta["bn_seconds"] = time.perf_counter() - start
-        progress.log(f"batch-norm statistics re-estimated on {meta['bn_recalibrated']} images "
-                     f"in {meta['bn_seconds']:.0f} s")
-        _save(out, model, class_names, meta, optimizer, scheduler, max(start_epoch, epochs), history, half_weights,
-              rng_states)
-    if parts > 0 and meta.get("parts") != parts:
-        from .data import collate_skip_errors
-        from .parts import PartModelError, fit_parts_from_loader
+            run.save(epoch + 1)
+            _write_metrics(run.out / "metrics.csv", run.history)
 
-        images = open_training_data(data, eval_transform(config.image_size, mean, std), classes=classes)
-        images = Subset(images, dataset.indices) if limit else images
-        try:
-            model.part_model = fit_parts_from_loader(
-                model, DataLoader(images, batch_size=batch_size, shuffle=False, num_workers=workers,
-                                  collate_fn=collate_skip_errors), len(images), k=parts, seed=seed, progress=progress)
-        except PartModelError as e:  # e.g. fewer feature-map cells than parts on a tiny data set
-            progress.log(f"no part model: {e}")
-            close_distributed(ctx)
-            return out / "model.pt"
-        meta["parts"] = parts
-        progress.log(f"part model: {parts} parts fitted on {len(images)} images")
-        _save(out, model, class_names, meta, optimizer, scheduler, max(start_epoch, epochs), history, half_weights,
-              rng_states)
-    close_distributed(ctx)
-    return out / "model.pt"
+
+def _recalibrate_step(run: _Run, images: Dataset, bn_images: int, batch_size: int, workers: int, seed: int,
+                      epoch: int) -> None:
+    """Re-estimate the batch-norm statistics on ``bn_images`` random ``images`` (drawn from ``seed``)
+    and save both checkpoints again (:func:`recalibrate_batchnorm`)."""
+    g = torch.Generator().manual_seed(seed)
+    images = Subset(images, torch.randperm(len(images), generator=g)[:bn_images].tolist())
+    run.progress.start("batch-norm statistics", len(images))
+    start = time.perf_counter()
+    run.meta["bn_recalibrated"] = recalibrate_batchnorm(
+        run.model, DataLoader(images, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=_collate),
+        run.dev, run.progress)
+    run.progress.finish()
+    run.meta["bn_seconds"] = time.perf_counter() - start
+    run.progress.log(f"batch-norm statistics re-estimated on {run.meta['bn_recalibrated']} images "
+                     f"in {run.meta['bn_seconds']:.0f} s")
+    run.save(epoch)
+
+
+def _fit_parts_step(run: _Run, images: Dataset, parts: int, batch_size: int, workers: int, seed: int,
+                    epoch: int) -> None:
+    """Fit a part model of ``parts`` parts on ``images`` (no labels read) and save both checkpoints
+    again; a data set too small for it is logged and leaves the checkpoints without one."""
+    from .data import collate_skip_errors
+    from .parts import PartModelError, fit_parts_from_loader
+
+    try:
+        run.model.part_model = fit_parts_from_loader(
+            run.model, DataLoader(images, batch_size=batch_size, shuffle=False, num_workers=workers,
+                                  collate_fn=collate_skip_errors), len(images), k=parts, seed=seed,
+            progress=run.progress)
+    except PartModelError as e:  # e.g. fewer feature-map cells than parts on a tiny data set
+        run.progress.log(f"no part model: {e}")
+        return
+    run.meta["parts"] = parts
+    run.progress.log(f"part model: {parts} parts fitted on {len(images)} images")
+    run.save(epoch)
 
 
 def _training_loader(dataset, batch_size: int, workers: int, seed: int, dev: torch.device,
