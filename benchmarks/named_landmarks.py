@@ -1,0 +1,212 @@
+"""Named landmarks: Kp against the number of labelled images N, for the parts and the ranks
+(docs/quality-log.md section 33, item 2; docs/part-metrics.md).
+
+Two steps, so that a killed run continues where it stopped:
+
+  # 1. one forward of each network per image of both splits: the ranks (lmpnet, k = 5), the
+  #    checkpoint's parts, and the main network's final-conv maps (float16), in chunks of 100
+  #    under --cache (an existing chunk is skipped)
+  python benchmarks/named_landmarks.py cache --data ../shared/data/cub50 --cache runs/named_landmarks
+
+  # 2. fit the regressors on N = 10, 30, 100 random train images (10 draws each) and on all of
+  #    them, score all cached test images, print the table
+  python benchmarks/named_landmarks.py table --data ../shared/data/cub50 --cache runs/named_landmarks [--ridge]
+
+Frames (the error is always in units of the ground-truth box, Huang & Li's Kp):
+``box``: the evaluation protocol (``lmp evaluate``'s Kp, :mod:`lmpcli.landmarks`); ``image``:
+what ``lmp fit-landmarks`` / ``lmp predict --landmarks`` do, with no box at predict time
+(:mod:`lmpcli.named_landmarks`). Landmarks labelled on none of the N images are left out of
+that draw's fit and score, as ``lmp fit-landmarks`` leaves them out of its file.
+
+``--ridge`` adds the pre-registered follow-up: the same draws with each landmark's least squares
+replaced by ``sklearn.linear_model.RidgeCV`` (no intercept, leave-one-out over alphas
+10^-2..10^3 on the N labelled images alone) on the same scaled inputs.
+
+``benchmarks/parts_held_out.py`` reads the same cache.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from lmpcli.checkpoint import atomic_torch_save
+from lmpcli.data import CUBDataset, eval_transform
+from lmpcli.evaluate import _collate
+from lmpcli.inference import iterate, load_for_inference, make_loader
+from lmpcli.landmarks import fit_landmark_regressor, normalise_to_box
+from lmpcli.methods import create_method
+from lmpcli.named_landmarks import reference_boxes
+from lmpcli.part_metrics import part_metric_rows
+
+from _markdown import emit_table
+
+CHUNK = 100
+METHODS = ("parts", "lmpnet")
+FIT_SIZES = (10, 30, 100)  # and all train images
+SEEDS = tuple(range(10))
+FRAMES = ("box", "image")
+RIDGE_ALPHAS = np.logspace(-2, 3, 11)
+
+
+def cache(args) -> None:
+    """Run both methods over every image of both splits; chunks ``SPLIT-NNN.pt`` under ``--cache``."""
+    torch.set_num_threads(args.threads)
+    dev = torch.device("cpu")
+    (model, *_), _ = load_for_inference(args.weights, dev, backend=args.backend)
+    cfg = model.config
+    methods = [create_method(n, model, k=args.k) for n in METHODS]
+    out = Path(args.cache)
+    out.mkdir(parents=True, exist_ok=True)
+    transform = eval_transform(cfg.image_size, cfg.mean, cfg.std)
+    for split in ("test", "train"):
+        ds = CUBDataset(args.data, split, transform)
+        class_ids = torch.tensor(ds.table["class_id"].to_numpy())
+        n = len(ds) if args.limit is None else min(args.limit, len(ds))
+        for start in range(0, n, CHUNK):
+            path = out / f"{split}-{start // CHUNK:03d}.pt"
+            if path.exists():
+                continue
+            t0 = time.perf_counter()
+            idx = list(range(start, min(start + CHUNK, n)))
+            loader = make_loader(torch.utils.data.Subset(ds, idx), 8, args.workers, _collate, dev)
+            got: dict = {"xy": {n: [] for n in METHODS}, "features": [], "keypoints": [], "visible": [], "box": [],
+                         "size": []}
+            for batch, results, shared in iterate(loader, methods, dev, with_cache=True):
+                for n in METHODS:
+                    got["xy"][n].append(results[n]["xy"])
+                got["features"].append(shared["main"][1].detach().cpu().half())
+                for key in ("keypoints", "visible", "box", "size"):
+                    got[key].append(batch[key])
+            atomic_torch_save({"indices": torch.tensor(idx), "class_id": class_ids[idx],
+                               "xy": {n: torch.cat(v) for n, v in got["xy"].items()},
+                               **{key: torch.cat(got[key]) for key in ("features", "keypoints", "visible", "box", "size")}},
+                              path)
+            print(f"{path.name}: {len(idx)} images, {time.perf_counter() - t0:.0f} s", flush=True)
+
+
+def load_split(cache_dir: str, split: str, features: bool = False) -> dict:
+    """The cached chunks of ``split`` in dataset order: ``indices``, ``class_id`` (CUB ids), ``xy``
+    {method: (N, k, 2) original pixels, NaN = absent}, ``keypoints`` (N, 15, 2), ``visible``,
+    ``box`` (N, 4) x, y, w, h, ``size`` (N, 2) W, H, and with ``features`` the (N, 1280, 14, 14)
+    float16 maps."""
+    chunks = sorted(Path(cache_dir).glob(f"{split}-*.pt"))
+    if not chunks:
+        raise SystemExit(f"no cached {split} images in {cache_dir}; run the cache step first")
+    keys = ["indices", "class_id", "keypoints", "visible", "box", "size"] + (["features"] if features else [])
+    parts = []
+    for c in chunks:
+        d = torch.load(c, weights_only=True)
+        parts.append({key: d[key] for key in keys} | {"xy": d["xy"]})
+    return {**{key: torch.cat([p[key] for p in parts]) for key in keys},
+            "xy": {n: torch.cat([p["xy"][n] for p in parts]) for n in parts[0]["xy"]}}
+
+
+def take(d: dict, rows) -> dict:
+    """The images at positions ``rows`` of a loaded split (every per-image key)."""
+    rows = torch.as_tensor(rows)
+    return {key: ({n: v[rows] for n, v in val.items()} if key == "xy" else val[rows]) for key, val in d.items()}
+
+
+def frame_boxes(d: dict, method: str, frame: str) -> np.ndarray:
+    """(N, 4) boxes the coordinates are normalised by: the ground-truth box (``box``) or the
+    predict-time frame of :func:`lmpcli.named_landmarks.reference_boxes`."""
+    if frame == "box":
+        return d["box"].numpy().astype(np.float64)
+    return reference_boxes(d["xy"][method], d["size"], frame).numpy()
+
+
+def ridge_coefficients(reg, keypoints, landmarks, visible) -> np.ndarray:
+    """(L, D, 2) coefficients of ``RidgeCV`` on the regressor's own scaled inputs and targets
+    (its scalers unchanged), per landmark on the images where it is visible."""
+    from sklearn.linear_model import RidgeCV
+
+    z = reg._scaled_inputs(keypoints)  # (L, N, D), absent keypoints 0
+    t = (np.asarray(landmarks, np.float64).transpose(1, 0, 2) - reg.out_mean[:, None]) / reg.out_scale[:, None]
+    vis = np.asarray(visible)
+    coef = np.zeros_like(reg.coef)
+    for lm in range(len(coef)):
+        rows = vis[:, lm]
+        coef[lm] = RidgeCV(alphas=RIDGE_ALPHAS, fit_intercept=False).fit(z[lm, rows], t[lm, rows]).coef_.T
+    return coef
+
+
+def landmark_kp(fit: dict, test: dict, method: str, frame: str, ridge: bool = False) -> float:
+    """Kp (x 100, units of the ground-truth box) of regressors fit on ``fit`` in ``frame`` and
+    applied to ``test``; landmarks labelled on no fit image are left out of both."""
+    seen = fit["visible"].any(0).numpy()
+    fb, tb = frame_boxes(fit, method, frame), frame_boxes(test, method, frame)
+    kp = normalise_to_box(fit["xy"][method], fb)
+    lm = normalise_to_box(fit["keypoints"][:, seen], fb)
+    vis = fit["visible"][:, seen].numpy()
+    reg = fit_landmark_regressor(kp, lm, vis)
+    if ridge:
+        reg.coef = ridge_coefficients(reg, kp, lm, vis)
+    pred = reg.predict(normalise_to_box(test["xy"][method], tb)) * tb[:, None, 2:] + tb[:, None, :2]  # pixels
+    box = test["box"].numpy().astype(np.float64)
+    d = np.linalg.norm((pred - test["keypoints"][:, seen].numpy()) / box[:, None, 2:], axis=-1)
+    return 100.0 * float(d[test["visible"][:, seen].numpy()].mean())
+
+
+def table(args) -> None:
+    test, train = load_split(args.cache, "test"), load_split(args.cache, "train")
+    n_pool = len(train["indices"])
+    check = part_metric_rows(train, test, list(METHODS))  # lmp evaluate's rows on the same keypoints
+    emit_table(f"check: lmp evaluate's Kp / NMI / ARI from the cache, {len(test['indices'])} test images, "
+               f"regressors fit on all {n_pool} train images",
+               ["row", "Kp", "NMI", "ARI"],
+               [[n, *(f"{r[c]:.2f}" for c in ("Kp", "NMI", "ARI"))] for n, r in check.items()])
+    print()
+    variants = [False, True] if args.ridge else [False]
+    head = ["labelled images N", *[f"{m}, {f} frame" + (", ridge" if r else "")
+                                   for m in METHODS for r in variants for f in FRAMES]]
+    cells, raw = [], {}
+    for n in [*(n for n in FIT_SIZES if n < n_pool), n_pool]:
+        draws = SEEDS if n < n_pool else (0,)
+        row = [f"{n}" + ("" if n < n_pool else " (all)")]
+        for m in METHODS:
+            for r in variants:
+                for f in FRAMES:
+                    vals = [landmark_kp(take(train, np.random.default_rng(s).choice(n_pool, n, replace=False)),
+                                        test, m, f, r) for s in draws]
+                    raw[f"{n}/{m}/{f}" + ("/ridge" if r else "")] = vals
+                    row.append(f"{np.mean(vals):.2f} ± {np.std(vals):.2f}" if len(vals) > 1 else f"{vals[0]:.2f}")
+        cells.append(row)
+        print(f"N = {n} done", file=sys.stderr, flush=True)
+    emit_table(f"Kp of named landmarks against the labelled train images N (mean ± sd over {len(SEEDS)} random "
+               f"draws, seeds {SEEDS[0]}-{SEEDS[-1]}), all {len(test['indices'])} cached test images, error in units "
+               f"of the ground-truth box; parts = the checkpoint's part model, lmpnet = the ranks (k = {args.k})",
+               head, cells, args.out)
+    if args.json:
+        import json
+
+        Path(args.json).write_text(json.dumps({"check": check, "draws": raw}, indent=1) + "\n")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("step", choices=["cache", "table"])
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--cache", default="runs/named_landmarks")
+    ap.add_argument("--weights", default=None)
+    ap.add_argument("--backend", default="auto", help="network runtime of the cache step (as lmp evaluate)")
+    ap.add_argument("--k", type=int, default=5, help="ranked keypoints per image")
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--limit", type=int, default=None, help="cache only the first N images of each split (smoke tests)")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--ridge", action="store_true", help="also the RidgeCV follow-up (quality log 33)")
+    ap.add_argument("--out", default=None, help="also write the markdown table here")
+    ap.add_argument("--json", default=None, help="also write every draw's Kp here")
+    args = ap.parse_args()
+    cache(args) if args.step == "cache" else table(args)
+
+
+if __name__ == "__main__":
+    main()
