@@ -56,18 +56,25 @@ FRAMES = ("box", "image")
 RIDGE_ALPHAS = np.logspace(-2, 3, 11)
 
 
+def class_range(text: str) -> set[int]:
+    """``"1-40"`` -> {1, ..., 40} (CUB class ids)."""
+    lo, hi = (int(v) for v in text.split("-"))
+    return set(range(lo, hi + 1))
+
+
 def cache(args) -> None:
     """Run both methods over every image of both splits; chunks ``SPLIT-NNN.pt`` under ``--cache``."""
     torch.set_num_threads(args.threads)
     dev = torch.device("cpu")
     (model, *_), _ = load_for_inference(args.weights, dev, backend=args.backend)
     cfg = model.config
-    methods = [create_method(n, model, k=args.k) for n in METHODS]
+    names = args.methods.split(",")
+    methods = [create_method(n, model, k=args.k) for n in names]
     out = Path(args.cache)
     out.mkdir(parents=True, exist_ok=True)
     transform = eval_transform(cfg.image_size, cfg.mean, cfg.std)
     for split in ("test", "train"):
-        ds = CUBDataset(args.data, split, transform)
+        ds = CUBDataset(args.data, split, transform, classes=args.train_classes if split == "train" else None)
         class_ids = torch.tensor(ds.table["class_id"].to_numpy())
         n = len(ds) if args.limit is None else min(args.limit, len(ds))
         for start in range(0, n, CHUNK):
@@ -77,10 +84,10 @@ def cache(args) -> None:
             t0 = time.perf_counter()
             idx = list(range(start, min(start + CHUNK, n)))
             loader = make_loader(torch.utils.data.Subset(ds, idx), 8, args.workers, _collate, dev)
-            got: dict = {"xy": {n: [] for n in METHODS}, "features": [], "keypoints": [], "visible": [], "box": [],
+            got: dict = {"xy": {n: [] for n in names}, "features": [], "keypoints": [], "visible": [], "box": [],
                          "size": []}
             for batch, results, shared in iterate(loader, methods, dev, with_cache=True):
-                for n in METHODS:
+                for n in names:
                     got["xy"][n].append(results[n]["xy"])
                 got["features"].append(shared["main"][1].detach().cpu().half())
                 for key in ("keypoints", "visible", "box", "size"):
@@ -201,10 +208,14 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--limit", type=int, default=None, help="cache only the first N images of each split (smoke tests)")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--methods", default=",".join(METHODS), help="cache step: keypoint methods to run")
+    ap.add_argument("--train-classes", default=None, help="cache step: only these CUB class ids of the train split, e.g. 1-40")
     ap.add_argument("--ridge", action="store_true", help="also the RidgeCV follow-up (quality log 33)")
     ap.add_argument("--out", default=None, help="also write the markdown table here")
     ap.add_argument("--json", default=None, help="also write every draw's Kp here")
     args = ap.parse_args()
+    if args.train_classes:
+        args.train_classes = sorted(class_range(args.train_classes))
     cache(args) if args.step == "cache" else table(args)
 
 

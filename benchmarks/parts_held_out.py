@@ -29,13 +29,7 @@ from lmpcli.parts import DEFAULT_PART_METHOD, DEFAULT_PARTS, fit_part_model, par
 from lmpcli.part_metrics import part_metric_rows
 
 from _markdown import emit_table
-from named_landmarks import load_split, take
-
-
-def class_range(text: str) -> set[int]:
-    """``"1-40"`` -> {1, ..., 40} (CUB class ids)."""
-    lo, hi = (int(v) for v in text.split("-"))
-    return set(range(lo, hi + 1))
+from named_landmarks import class_range, load_split, take
 
 
 def part_xy(model, part_model, features: torch.Tensor, sizes: torch.Tensor) -> torch.Tensor:
@@ -75,8 +69,10 @@ def main() -> None:
           f"{check.nan_to_num(0).max():.2e} px, absent alike: {bool((check.isnan() == test['xy']['parts'].isnan()).all())}")
     subsets = {f"unseen {args.unseen}": take(test, rows_of(test, unseen)), f"seen {args.seen}": take(test, rows_of(test, seen))}
     cells = []
-    for label, pm in ((f"fit on train classes {args.seen} only", held_out), ("checkpoint's (all train classes)", shipped),
-                      ("none: the ranks (lmpnet)", None)):
+    models = [(f"fit on train classes {args.seen} only", held_out), ("the checkpoint's own", shipped)]
+    if "lmpnet" in fit["xy"]:
+        models.append(("none: the ranks (lmpnet)", None))
+    for label, pm in models:
         name = "lmpnet" if pm is None else "parts"
         f = dict(fit, xy={name: fit["xy"][name] if pm is None else part_xy(model, pm, fit["features"], fit["size"])})
         for sub_label, sub in subsets.items():
