@@ -76,19 +76,19 @@ def cache(args) -> None:
     for split in ("test", "train"):
         ds = CUBDataset(args.data, split, transform, classes=args.train_classes if split == "train" else None)
         class_ids = torch.tensor(ds.table["class_id"].to_numpy())
-        n = len(ds) if args.limit is None else min(args.limit, len(ds))
-        for start in range(0, n, CHUNK):
+        total = len(ds) if args.limit is None else min(args.limit, len(ds))
+        for start in range(0, total, CHUNK):
             path = out / f"{split}-{start // CHUNK:03d}.pt"
             if path.exists():
                 continue
             t0 = time.perf_counter()
-            idx = list(range(start, min(start + CHUNK, n)))
+            idx = list(range(start, min(start + CHUNK, total)))
             loader = make_loader(torch.utils.data.Subset(ds, idx), 8, args.workers, _collate, dev)
             got: dict = {"xy": {n: [] for n in names}, "features": [], "keypoints": [], "visible": [], "box": [],
                          "size": []}
             for batch, results, shared in iterate(loader, methods, dev, with_cache=True):
-                for n in names:
-                    got["xy"][n].append(results[n]["xy"])
+                for name in names:
+                    got["xy"][name].append(results[name]["xy"])
                 got["features"].append(shared["main"][1].detach().cpu().half())
                 for key in ("keypoints", "visible", "box", "size"):
                     got[key].append(batch[key])
