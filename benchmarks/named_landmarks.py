@@ -1,5 +1,5 @@
 """Named landmarks: Kp against the number of labelled images N, for the parts and the ranks
-(docs/quality-log.md section 33, item 2; docs/part-metrics.md).
+(docs/quality-log.md section 35, item 2; docs/part-metrics.md).
 
 Two steps, so that a killed run continues where it stopped:
 
@@ -210,7 +210,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--methods", default=",".join(METHODS), help="cache step: keypoint methods to run")
     ap.add_argument("--train-classes", default=None, help="cache step: only these CUB class ids of the train split, e.g. 1-40")
-    ap.add_argument("--ridge", action="store_true", help="also the RidgeCV follow-up (quality log 33)")
+    ap.add_argument("--ridge", action="store_true", help="also the RidgeCV follow-up (quality log 35)")
     ap.add_argument("--out", default=None, help="also write the markdown table here")
     ap.add_argument("--json", default=None, help="also write every draw's Kp here")
     args = ap.parse_args()

@@ -1,4 +1,4 @@
-"""``lmp evaluate``'s rows for part checkpoints, from the named-landmarks cache (quality log 33, item 1).
+"""``lmp evaluate``'s rows for part checkpoints, from the named-landmarks cache (quality log 35, item 1).
 
     python benchmarks/named_landmarks.py cache --data ../shared/data/cub50 --cache runs/named_landmarks
     lmp fit-parts weights/lmpnet-lite0-cub50.pt --data ../shared/data/cub50 --k 4 --out runs/parts4.pt

@@ -1,4 +1,4 @@
-"""Class-held-out parts, the part-model half (docs/quality-log.md section 33, item 3).
+"""Class-held-out parts, the part-model half (docs/quality-log.md section 35, item 3).
 
     python benchmarks/named_landmarks.py cache --data ../shared/data/cub50 --cache runs/named_landmarks
     python benchmarks/parts_held_out.py --data ../shared/data/cub50 --cache runs/named_landmarks

@@ -505,7 +505,7 @@ FIT_LANDMARKS_EPILOG = """Examples:
 
   lmp fit-landmarks ../shared/data/cub50 --out cub-landmarks.json              # all labelled train images
 
-  lmp fit-landmarks ../shared/data/cub50 --limit 30 --seed 1 --out cub30.json  # 30 labelled images
+  lmp fit-landmarks ../shared/data/cub50 --method parts --limit 100 --out cub100.json  # 100 labelled images
 
   lmp fit-landmarks my-birds.json --images photos/ --out mine.json             # COCO keypoints file
 

@@ -1,4 +1,4 @@
-"""benchmarks/named_landmarks.py: its Kp per frame is the library's Kp (quality log section 33)."""
+"""benchmarks/named_landmarks.py: its Kp per frame is the library's Kp (quality log section 35)."""
 
 from __future__ import annotations
 
