@@ -15,10 +15,7 @@ import importlib
 import torch
 from torch import Tensor, nn
 
-BACKBONES = (
-    "efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2",
-    "resnet18", "resnet34", "resnet50", "resnet101",
-)
+from .choices import BACKBONES
 
 
 class BackboneError(RuntimeError):

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader
 
+from .choices import NETWORKS, NORMALIZE_MODES
 from .data import (CUBDataset, ImagePathDataset, InputError, collate_skip_errors, eval_transform, expand_inputs,
                    spread_subset)
 from .layers import mask_out
@@ -37,8 +38,6 @@ from .model import LMPNetPair
 from .outputs import put_text
 from .progress import NullProgress, Progress
 
-NETWORKS = ("main", "replica")
-NORMALIZE_MODES = ("filter", "tile", "grid")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 
 #: Grid layout in pixels: padding between tiles (torchvision ``make_grid``), title strip,

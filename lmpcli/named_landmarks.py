@@ -22,12 +22,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from .choices import NORMALISATIONS  # frames of the named landmarks (first: the default)
 from .data import CUBDataset, InputError, eval_transform, load_rgb
 from .landmarks import LandmarkRegressor, fit_landmark_regressor, normalise_to_box
 from .outputs import atomic_write_text, check_writable
 
-#: Frames named landmarks are normalised by at fit and predict time (first: the default).
-NORMALISATIONS = ("image", "keypoints")
 FORMAT = "lmp-landmarks/1"
 
 

@@ -34,13 +34,12 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from .choices import PART_METHODS  # fitting methods of fit_part_model
 from .layers.selection import _centroid3x3
 from .progress import NullProgress, Progress
 
 #: Checkpoint key holding :meth:`PartModel.to_dict`.
 CHECKPOINT_KEY = "parts"
-#: Fitting methods of :func:`fit_part_model`.
-PART_METHODS = ("filters", "kmeans", "kmeans-centred", "nmf")
 #: Cells per image whose descriptors ``kmeans`` and ``nmf`` fit on: the strongest by channel sum.
 FOREGROUND_CELLS = 16
 #: Visible when the peak reaches this fraction of the part's median training peak.

@@ -20,7 +20,6 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from .distributed import torchrun_env
 from .outputs import OutputError, atomic_write_text, check_writable
 
 #: Output formats by file suffix: CSV rows, JSON Lines (one image a line), one JSON array.
@@ -63,6 +62,8 @@ def parse_shard(spec: str | Sequence[int]) -> tuple[int, int]:
 
 def shard_from_env() -> tuple[int, int] | None:
     """``(rank, world_size)`` under torchrun with several processes, else None."""
+    from .distributed import torchrun_env  # imports torch; this module stays torch-free for the checks
+
     env = torchrun_env()
     return None if env is None or env[1] == 1 else (env[0], env[1])
 
@@ -187,26 +188,23 @@ def find_shards(out: str | os.PathLike) -> dict[int, list[tuple[int, Path]]]:
     out = Path(out)
     pattern = re.compile(re.escape(out.stem) + r"\.shard-(\d{5})-of-(\d{5})" + re.escape(out.suffix) + r"(\.part)?")
     found: dict[int, list[tuple[int, Path]]] = {}
-    for p in (out.parent if str(out.parent) else Path(".")).iterdir():
+    folder = out.parent if str(out.parent) else Path(".")
+    for p in folder.iterdir() if folder.is_dir() else ():
         m = pattern.fullmatch(p.name)
         if m:
             found.setdefault(int(m.group(2)), []).append((int(m.group(1)), p))
     return found
 
 
-def merge_shards(out: str | os.PathLike, *, overwrite: bool = False) -> dict:
-    """Join ``out``'s finished shard files (``kps.shard-0000i-of-0000N.csv``) into ``out``.
-
-    The rows follow shard order, which is the sorted input order (:func:`shard_inputs`). The format
-    comes from the suffix (CSV, ``.jsonl``, ``.json``). The shard files are kept.
+def check_shard_set(out: str | os.PathLike, overwrite: bool = False) -> dict[int, Path]:
+    """The finished shard files of ``out``, checked before anything is read (torch-free).
 
     Returns:
-        ``{"shards": N, "images": number of distinct images, "records": rows (CSV) or records, "out": path}``.
+        ``{i: path}`` for every shard i of N, all finished.
 
     Raises:
         OutputError: no shard files, shards of several N, a shard missing or unfinished (only its
-            ``.part`` file), an image in two shards, different CSV headers, ``out`` exists
-            without ``overwrite``.
+            ``.part`` file), ``out`` exists without ``overwrite`` or cannot be written.
     """
     out = Path(out)
     found = find_shards(out)
@@ -228,6 +226,24 @@ def merge_shards(out: str | os.PathLike, *, overwrite: bool = False) -> dict:
             parts.append(f"missing shards {_ids(missing)}")
         raise OutputError(f"cannot merge {count} shards into {out}: " + "; ".join(parts))
     check_writable(out, overwrite)
+    return finished
+
+
+def merge_shards(out: str | os.PathLike, *, overwrite: bool = False) -> dict:
+    """Join ``out``'s finished shard files (``kps.shard-0000i-of-0000N.csv``) into ``out``.
+
+    The rows follow shard order, which is the sorted input order (:func:`shard_inputs`). The format
+    comes from the suffix (CSV, ``.jsonl``, ``.json``). The shard files are kept.
+
+    Returns:
+        ``{"shards": N, "images": number of distinct images, "records": rows (CSV) or records, "out": path}``.
+
+    Raises:
+        OutputError: see :func:`check_shard_set`; an image in two shards, different CSV headers.
+    """
+    out = Path(out)
+    finished = check_shard_set(out, overwrite)
+    count = len(finished)
     fmt = output_format(out)
     header, chunks, owner, records = None, [], {}, 0
     for i in range(count):

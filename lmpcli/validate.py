@@ -17,6 +17,7 @@ import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from .choices import BACKENDS, METHODS, NETWORKS, NORMALISATIONS, SPLITS
 from .data.io import InputError, expand_inputs
 from .outputs import OutputError, check_writable
 
@@ -74,8 +75,11 @@ def check_number(name: str, value: float | int | None, *, low: float | None = No
 def check_keypoint_options(*, k: int | None = None, thr: float | None = None, num_filters: int | None = None,
                            iterations: int | None = None, gate: float | None = None,
                            output_stride: int | None = None, image_size: int | None = None,
-                           batch_size: int | None = None, workers: int | None = None, device: str | None = None) -> None:
+                           batch_size: int | None = None, workers: int | None = None, device: str | None = None,
+                           **unchecked) -> None:
     """The test-time options shared by predict, evaluate and visualize-filters (see their ``--help``).
+
+    ``unchecked``: other settings of the same call (flags such as ``replica`` or ``flip``), ignored.
 
     Raises:
         UsageError: ``k`` outside 1..:data:`MAX_K`; ``thr`` not > 0 (cells) or NaN; ``num_filters`` < 1;
@@ -211,23 +215,29 @@ def check_output_folder(folder: str | os.PathLike | None, paths: Sequence[str], 
 
 
 def check_predict_call(inputs: Sequence[str], *, out: str | None = "-", vis_dir=None, heatmaps_dir=None,
-                       weights=None, overwrite: bool = False, stdin=None, method: str = "lmpnet", **options) -> dict:
+                       weights=None, overwrite: bool = False, stdin=None, method: str = "lmpnet",
+                       backend: str = "auto", landmarks=None, **options) -> dict:
     """Every check of ``lmp predict`` that needs no model: inputs, options, checkpoint files, outputs.
 
     Args:
         inputs: as for :func:`lmpcli.predict.predict_images` (``-`` reads stdin once, here).
-        options: the keypoint options of :func:`check_keypoint_options` (others are ignored).
+        method, backend: names of :data:`lmpcli.choices.METHODS` and :data:`lmpcli.choices.BACKENDS`.
+        landmarks: a file of ``lmp fit-landmarks`` (its content is read later), or None.
+        options: the keypoint options of :func:`check_keypoint_options`.
 
     Returns:
         ``{"paths": the expanded input paths, "vis": {path: file} or None, "heatmaps": ... or None}``.
 
     Raises:
         UsageError: see :func:`check_keypoint_options`, :func:`check_checkpoint_file`,
-            :func:`check_output_file`, :func:`check_output_folder`; missing inputs.
+            :func:`check_output_file`, :func:`check_output_folder`; missing inputs; an unknown
+            method or backend; a missing landmarks file.
     """
-    known = {"k", "thr", "num_filters", "iterations", "gate", "output_stride", "image_size", "batch_size",
-             "workers", "device"}
-    check_keypoint_options(**{key: v for key, v in options.items() if key in known})
+    check_keypoint_options(**options)
+    check_choice("--method", method, METHODS)
+    check_choice("--backend", backend, BACKENDS)
+    if landmarks is not None and not Path(landmarks).is_file():
+        raise UsageError(f"landmarks file not found: {landmarks} (write one with lmp fit-landmarks)")
     weights_list = [] if weights is None else [weights] if isinstance(weights, (str, Path)) else list(weights)
     for w in weights_list:
         check_checkpoint_file(w)
@@ -298,16 +308,22 @@ def check_choice(name: str, value: str, choices: Sequence[str]) -> None:
 
 
 def check_evaluate_call(data: str | os.PathLike, *, split: str = "test", out=None, weights=None, alpha: float = 0.1,
-                        limit: int | None = None, overwrite: bool = False, **options) -> None:
+                        limit: int | None = None, overwrite: bool = False, methods: Sequence[str] = ("lmpnet",),
+                        backend: str = "auto", **options) -> None:
     """Every check of ``lmp evaluate`` that needs no model (``options``: see :func:`check_keypoint_options`).
 
     Raises:
-        UsageError: a missing data folder, an unknown split, ``alpha`` outside (0, 1], ``limit`` < 1,
-            bad keypoint options or checkpoint files, an output that exists (without ``overwrite``),
-            cannot be written, or is a file of the data folder.
+        UsageError: a missing data folder, an unknown split, method or backend, no method, ``alpha``
+            outside (0, 1], ``limit`` < 1, bad keypoint options or checkpoint files, an output that
+            exists (without ``overwrite``), cannot be written, or is a file of the data folder.
     """
     root = check_data_folder(data)
-    check_choice("--split", split, ("train", "test", "all"))
+    check_choice("--split", split, SPLITS)
+    if not methods:
+        raise UsageError("--method names no method; use e.g. lmpnet or lmpnet,cam")
+    for method in methods:
+        check_choice("--method", method, METHODS)
+    check_choice("--backend", backend, BACKENDS)
     check_number("--alpha", alpha, low=0, high=1, low_open=True)
     check_number("--limit", limit, low=1, integer=True)
     check_keypoint_options(**options)
@@ -365,7 +381,7 @@ def check_filters_call(inputs: Sequence[str], *, out, weights=None, overwrite: b
     """
     check_keypoint_options(**options)
     check_checkpoint_file(weights)
-    check_choice("--network", network, ("main", "replica"))
+    check_choice("--network", network, NETWORKS)
     check_number("--alpha", alpha, low=0, high=1)
     check_number("--limit", limit, low=1, integer=True)
     try:
@@ -384,7 +400,7 @@ def check_export_call(out, *, weights=None, overwrite: bool = False, network: st
     """
     check_keypoint_options(**options)
     check_checkpoint_file(weights)
-    check_choice("--network", network, ("main", "replica"))
+    check_choice("--network", network, NETWORKS)
     check_output_file(out, [] if weights is None else [weights], overwrite)
 
 
@@ -419,9 +435,24 @@ def check_fit_landmarks_call(data: str | os.PathLike, *, out, weights=None, over
     """
     if not Path(data).exists():
         raise UsageError(f"no such CUB folder or COCO file: {data}")
-    check_choice("--split", split, ("train", "test", "all"))
-    check_choice("--normalisation", normalisation, ("image", "keypoints"))
+    check_choice("--split", split, SPLITS)
+    check_choice("--normalisation", normalisation, NORMALISATIONS)
     check_number("--limit", limit, low=1, integer=True)
     check_keypoint_options(**options)
     check_checkpoint_file(weights)
     check_output_file(out, [data] + ([] if weights is None else [weights]), overwrite)
+
+
+def check_merge_shards_call(out: str | os.PathLike, *, overwrite: bool = False) -> None:
+    """Every check of ``lmp merge-shards`` before any shard is read (:func:`lmpcli.shards.check_shard_set`).
+
+    Raises:
+        UsageError: no shard files beside ``out``, shards of several counts, a shard missing or
+            unfinished, or ``out`` exists (without ``overwrite``) or cannot be written.
+    """
+    from .shards import check_shard_set  # torch-free
+
+    try:
+        check_shard_set(out, overwrite)
+    except OutputError as e:
+        raise UsageError(str(e)) from e

@@ -352,6 +352,7 @@ def test_bad_calls_fail_before_torch_is_imported(photos, tmp_path):
     (tmp_path / "run" / "model.pt").write_text("x")
     fake = tmp_path / "fake.pt"  # looks like a checkpoint (a zip archive's magic) to the torch-free checks
     fake.write_bytes(b"PK\x03\x04" + bytes(60))
+    (tmp_path / "k.shard-00000-of-00002.csv").write_text("image,rank,x,y,score\n")  # shard 1 of 2 missing
     calls = [["predict", str(photos), "--thr", "nan"], ["predict", str(photos), "--device", "meta"],
              ["predict", str(photos), "--weights", str(photos / "a.jpg")], ["predict", str(tmp_path / "missing")],
              ["predict", str(photos), "--vis-dir", str(photos), "--overwrite"],
@@ -364,7 +365,12 @@ def test_bad_calls_fail_before_torch_is_imported(photos, tmp_path):
              ["visualize-parts", str(photos), "--device", "meta"],
              ["fit-landmarks", str(tmp_path / "missing.json"), "--out", str(tmp_path / "lm.json")],
              ["fit-landmarks", str(photos), "--out", str(tmp_path / "lm.json"), "--normalisation", "box"],
-             ["fit-landmarks", str(fake), "--out", str(fake), "--overwrite"]]
+             ["fit-landmarks", str(fake), "--out", str(fake), "--overwrite"],
+             ["predict", str(photos), "--landmarks", str(tmp_path / "missing.json")],
+             ["predict", str(photos), "--backend", "tvm"], ["predict", str(photos), "--method", "sift"],
+             ["evaluate", "--data", str(photos), "--method", "lmpnet,sift"],
+             ["merge-shards", str(tmp_path / "kps.csv")], ["merge-shards", str(tmp_path / "nowhere" / "kps.csv")],
+             ["merge-shards", str(tmp_path / "k.csv")]]
     code = ("import json, sys\nfrom typer.testing import CliRunner\nfrom lmpcli.cli import app\n"
             f"codes = [CliRunner().invoke(app, c).exit_code for c in {calls!r}]\n"
             "print(json.dumps([codes, 'torch' in sys.modules]))")

@@ -102,7 +102,7 @@ def test_predict_exits_quietly_when_the_reader_of_stdout_goes_away(messy_folder,
     import subprocess
     import sys
 
-    proc = subprocess.Popen([sys.executable, "-m", "lmpcli.cli", "predict", messy_folder / "ok.jpg", "--weights",
+    proc = subprocess.Popen([sys.executable, "-m", "lmpcli", "predict", messy_folder / "ok.jpg", "--weights",
                              tiny_checkpoint, "--out", "-", "--workers", "0", "--device", "cpu"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     proc.stdout.close()  # the reader is gone before the first row is written
@@ -225,14 +225,14 @@ def test_train_flag_defaults_match_fit_and_config():
     import dataclasses
     import inspect
 
-    from lmpcli import cli
+    from lmpcli.cli.train import train
     from lmpcli.model import LMPNetConfig
     from lmpcli.train import fit
 
     fit_defaults = {n: p.default for n, p in inspect.signature(fit).parameters.items()
                     if p.default is not inspect.Parameter.empty}
     cli_defaults = {n: getattr(p.default, "default", p.default)
-                    for n, p in inspect.signature(cli.train).parameters.items()}
+                    for n, p in inspect.signature(train).parameters.items()}
     shared = cli_defaults.keys() & fit_defaults.keys()
     assert {"mask_size", "thr", "freeze", "crop_scale", "cutmix", "epochs"} <= shared
     assert {n: cli_defaults[n] for n in shared} == {n: fit_defaults[n] for n in shared}
@@ -243,3 +243,95 @@ def test_train_flag_defaults_match_fit_and_config():
     assert fit_defaults["mask_size"] == 0.15  # quality log, section 9
     assert fit_defaults["thr"] == 1.2  # quality log, section 17
     assert fit_defaults["subcell"] is True  # quality log, section 18
+
+
+def test_library_errors_map_to_the_documented_exit_statuses():
+    """One mapping (lmpcli/cli/_errors.py, docs/robustness.md); None = a bug, which keeps its traceback."""
+    import typer
+
+    from lmpcli.checkpoint import CheckpointError
+    from lmpcli.cli._errors import exit_status
+    from lmpcli.data import InputError
+    from lmpcli.outputs import OutputError
+    from lmpcli.validate import UsageError
+
+    cases = [(UsageError("x"), 2), (InputError("x"), 1), (OutputError("x"), 1), (CheckpointError("x"), 1),
+             (ValueError("x"), 1), (FileNotFoundError("x"), 1), (KeyboardInterrupt(), 130),
+             (BrokenPipeError(), 141), (TypeError("x"), None), (RuntimeError("x"), None), (typer.Exit(3), None)]
+    assert [exit_status(e) for e, _ in cases] == [code for _, code in cases]
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_an_error_is_one_line_unless_lmp_debug_asks_for_the_traceback(debug, messy_folder, tiny_checkpoint,
+                                                                       monkeypatch):
+    import lmpcli.predict as predict_mod
+
+    def broken(*a, **kw):
+        raise ValueError("the disk is [full]")
+
+    monkeypatch.setattr(predict_mod, "run_predict", broken)
+    if debug:
+        monkeypatch.setenv("LMP_DEBUG", "1")
+    r = run("predict", messy_folder / "ok.jpg", "--weights", tiny_checkpoint, "--out", "-")
+    assert r.exit_code == 1  # the same status either way
+    if debug:
+        assert "Traceback" in r.output and "ValueError: the disk is [full]" in r.output
+    else:
+        assert r.output.strip() == "error: the disk is [full]"  # one line; brackets are not rich markup
+
+
+def test_a_bug_keeps_its_traceback(messy_folder, tiny_checkpoint, monkeypatch):
+    import lmpcli.predict as predict_mod
+
+    def buggy(*a, **kw):
+        raise TypeError("unexpected keyword")
+
+    monkeypatch.setattr(predict_mod, "run_predict", buggy)
+    r = run("predict", messy_folder / "ok.jpg", "--weights", tiny_checkpoint)
+    assert isinstance(r.exception, TypeError) and r.exit_code == 1
+
+
+def test_choices_are_listed_in_help_and_refused_as_usage_errors(messy_folder, monkeypatch):
+    from lmpcli.choices import BACKENDS, METHODS
+
+    monkeypatch.setenv("COLUMNS", "200")  # choices unbroken by line wrapping
+    r = run("predict", "--help")
+    assert r.exit_code == 0
+    assert all(m in r.output for m in METHODS) and all(b in r.output for b in BACKENDS)
+    for panel in ("Inputs and outputs", "Keypoint settings", "occlusion-gbp", "cam", "Performance"):
+        assert panel in r.output
+    r = run("predict", messy_folder, "--method", "sift")
+    assert r.exit_code == 2 and "'sift' is not one of" in r.output
+    r = run("train", messy_folder, "--pooling", "mean")
+    assert r.exit_code == 2 and "'mean' is not one of" in r.output
+    r = run("visualize-filters", messy_folder, "--classes", "1-x")
+    assert r.exit_code == 2 and "cannot parse '1-x'" in r.output
+
+
+def test_predict_and_evaluate_share_one_declaration_of_the_keypoint_settings():
+    import inspect
+
+    from lmpcli.cli.evaluate import evaluate
+    from lmpcli.cli.options import KEYPOINT_SETTINGS, METHOD_OPTIONS
+    from lmpcli.cli.predict import predict
+
+    for command in (predict, evaluate):
+        params = inspect.signature(command).parameters
+        for name, (alias, default) in {**KEYPOINT_SETTINGS.options, **METHOD_OPTIONS.options}.items():
+            assert params[name].annotation is alias and params[name].default == default
+
+
+def test_the_library_never_imports_typer_or_rich():
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).parent.parent / "lmpcli"
+    offenders = []
+    for path in root.rglob("*.py"):
+        if root / "cli" in path.parents:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            offenders += [f"{path.name}: {n}" for n in names if n.split(".")[0] in ("typer", "rich", "click")]
+    assert offenders == []

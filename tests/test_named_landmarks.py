@@ -116,7 +116,7 @@ def test_cli_fit_landmarks_then_predict_named_landmarks(tmp_path, tiny_cub, tiny
     assert len(table) == 10 * len(images)
     r = run(app, ["predict", images[0], "--landmarks", str(tmp_path / "nope.json"), "--weights",
                   str(tiny_checkpoint), "--workers", "0", "-q"])
-    assert r.exit_code == 1 and "not found" in r.output
+    assert r.exit_code == 2 and "not found" in r.output  # refused before any work
 
 
 def test_cli_fit_landmarks_from_coco(tmp_path, tiny_checkpoint):

@@ -70,7 +70,7 @@ def test_cli_reports_part_discovery_and_writes_it(tiny_cub, tiny_checkpoint, tmp
 
 
 def test_cli_fit_images_default_is_the_library_default():
-    from lmpcli import cli
+    from lmpcli.cli.evaluate import evaluate as evaluate_command
 
-    option = inspect.signature(cli.evaluate).parameters["fit_images"].default
-    assert option.default == DEFAULT_FIT_IMAGES == inspect.signature(evaluate).parameters["fit_images"].default
+    option = inspect.signature(evaluate_command).parameters["fit_images"].default
+    assert option == DEFAULT_FIT_IMAGES == inspect.signature(evaluate).parameters["fit_images"].default

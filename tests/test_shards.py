@@ -123,7 +123,7 @@ def test_cli_shard_jsonl_and_merge(images, tiny_checkpoint, tmp_path):
     assert r.exit_code == 0, r.output
     assert len(out.read_text().splitlines()) == 6
     r = runner.invoke(app, ["merge-shards", str(out)])
-    assert r.exit_code == 1 and "exists" in r.output and "Traceback" not in r.output
+    assert r.exit_code == 2 and "exists" in r.output and "Traceback" not in r.output  # refused before any work
     r = runner.invoke(app, ["predict", str(images), "--weights", str(tiny_checkpoint), "--shard", "0/2"])
     assert r.exit_code == 1 and "--shard needs --out" in r.output
     r = runner.invoke(app, ["predict", str(images), "--weights", str(tiny_checkpoint), "--resume"])

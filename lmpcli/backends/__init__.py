@@ -13,7 +13,7 @@ import importlib.util
 
 import torch
 
-BACKENDS = ("auto", "torch", "onnxruntime")
+from ..choices import BACKENDS
 
 
 def resolve_backend(backend: str, device: torch.device) -> str:

@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from ..choices import EXPORT_FORMATS, NETWORKS
 from ..outputs import atomic_path
 
 EXPORT_VERSION = 1  # bump when the exported graph changes for the same weights
@@ -253,9 +254,9 @@ def export_checkpoint(out: str | os.PathLike, *, weights: str | os.PathLike | No
     from ..inference import load_for_inference
     from ..outputs import check_writable
 
-    if format != "onnx":
+    if format not in EXPORT_FORMATS:
         raise ValueError(f"unknown export format {format!r}; only onnx is supported")
-    if network not in ("main", "replica"):
+    if network not in NETWORKS:
         raise ValueError(f"unknown network {network!r}; choose main or replica")
     check_writable(out, overwrite)
     (pair,), ckpt = load_for_inference(weights, torch.device("cpu"), output_stride, image_size, backend="torch")

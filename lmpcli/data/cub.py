@@ -10,6 +10,7 @@ import torch
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
+from ..choices import SPLITS
 from .io import InputError, load_rgb
 
 #: CUB part ids (1-based, ``parts/parts.txt``) grouped for part recall reports.
@@ -58,7 +59,7 @@ class CUBDataset(Dataset):
                  classes: list[int] | None = None, crop_to_box: bool = False) -> None:
         self.root = Path(root)
         self.crop_to_box = crop_to_box
-        if split not in ("train", "test", "all"):
+        if split not in SPLITS:
             raise InputError(f"unknown split {split!r}; use train, test or all")
         images = _read(self.root, "images.txt", ["image_id", "file"])
         labels = _read(self.root, "image_class_labels.txt", ["image_id", "class_id"])

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-POOLING_MODES = ("avg", "max", "lmp")
+from ..choices import POOLING_MODES
 
 
 def _flat_argmax_value(x: Tensor) -> tuple[Tensor, Tensor]:

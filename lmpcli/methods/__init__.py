@@ -10,7 +10,7 @@ from .lmpnet import LMPNetMethod
 from .occlusion_gbp import OcclusionGBPMethod
 from .parts import PartsMethod
 
-METHODS = ("lmpnet", "centre", "channel-mean", "occlusion-gbp", "cam", "parts")
+from ..choices import METHODS
 
 
 def create_method(name: str, model: LMPNetPair, k: int = 5, thr: float | None = None, **options) -> KeypointMethod:
