@@ -52,8 +52,9 @@ def main() -> None:
     args = ap.parse_args()
     shifts = [tuple(float(v) for v in pair.split(",")) for pair in args.shifts.split()]
     model, _, _, loader = load_split(args)
-    cfg, s = model.config, model.config.image_size
-    methods = [LMPNetMethod(model), ChannelMeanBaseline(model, cfg.k)]
+    s = model.config.image_size
+    lmpnet = LMPNetMethod(model)
+    methods = [lmpnet, ChannelMeanBaseline(model, lmpnet.k)]
     xy = {m.name: [] for m in methods}
     parts, visible, sizes, start = [], [], [], time.perf_counter()
     for batch, results in iterate(loader, methods, torch.device("cpu")):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import replace
 
 import torch
 
@@ -19,8 +20,10 @@ from _markdown import emit_table
 from lmpcli.checkpoint import load_model
 from lmpcli.data import PART_GROUPS, CUBDataset, eval_transform, spread_subset
 from lmpcli.evaluate import _collate
+from lmpcli.head import KeypointHead
 from lmpcli.inference import make_loader
 from lmpcli.meters import KeypointMeter
+from lmpcli.settings import KeypointSettings
 
 VARIANTS = {
     "shipped config": {},
@@ -60,6 +63,8 @@ def main() -> None:
         key, value = item.split("=")
         base[key] = float(value) if key in ("thr", "gate") else int(value)
     names = [n.strip() for n in args.variants.split(",")]
+    settings = {n: model.resolve(replace(KeypointSettings(k=args.k), **{**base, **VARIANTS[n]})) for n in names}
+    heads = {n: KeypointHead(s, model.cell_centre()) for n, s in settings.items()}  # one keypoint head per variant
     meters = {n: KeypointMeter() for n in names}
     start = time.perf_counter()
     with torch.inference_mode():
@@ -67,17 +72,15 @@ def main() -> None:
             logits, feats, rep = model.features(batch["image"])
             scale = batch["size"] / torch.tensor([cfg.image_size, cfg.image_size], dtype=torch.float32)
             for n in names:
-                opts = {**base, **VARIANTS[n]}
-                use_rep = bool(opts.pop("replica", True))
-                xy, _ = model.keypoints_from_features(feats, rep if use_rep else None,
-                                                      (cfg.image_size, cfg.image_size), k=args.k, **opts)
+                maps = [feats, rep] if settings[n].replica and rep is not None else [feats]
+                xy, _ = heads[n](maps, (cfg.image_size, cfg.image_size))
                 xy = xy * scale[:, None, :]
                 meters[n].update(xy, batch["keypoints"], batch["visible"], batch["size"])
     head = ["variant"] + [f"KP{r + 1}" for r in range(args.k)] + ["avg", "recall"] + list(PART_GROUPS)
     caption = (f"Test-time sweep: {len(ds)} {args.split} images of {args.data}, k={args.k}, weights "
                f"{args.weights or 'shipped'} ({cfg.backbone}, {cfg.image_size} px, "
-               f"{cfg.image_size // 32}x{cfg.image_size // 32} maps; config thr={cfg.thr}, "
-               f"filters={cfg.num_filters}, iterations={cfg.iterations}); base overrides {base or 'none'}; "
+               f"{cfg.image_size // 32}x{cfg.image_size // 32} maps; config thr={cfg.keypoints.thr}, "
+               f"filters={cfg.keypoints.num_filters}, iterations={cfg.keypoints.iterations}); base overrides {base or 'none'}; "
                f"{time.perf_counter() - start:.0f} s.")
     columns = head[1:-len(PART_GROUPS)] + [f"recall_{g}" for g in PART_GROUPS]
     rows = [[n] + [f"{row[c]:.1f}" for c in columns] for n, row in ((n, m.compute()) for n, m in meters.items())]

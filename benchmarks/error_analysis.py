@@ -18,9 +18,9 @@ import torch
 
 from _cub import cub_parser, load_split
 from _markdown import emit_table
-from lmpcli.layers import Proposals, concat_proposals, gate_proposals, learnable_clustering, select_filters
+from lmpcli.head import KeypointHead
+from lmpcli.layers import Proposals
 from lmpcli.meters import KeypointMeter
-from lmpcli.model import cells_to_pixels
 
 ROWS = {"as configured": (False, False), "test-time flip": (True, False),
         "oracle box gate": (False, True), "flip + oracle box gate": (True, True)}
@@ -38,6 +38,9 @@ def main() -> None:
     args = cub_parser(__doc__).parse_args()
     model, full, indices, loader = load_split(args)
     cfg, s = model.config, model.config.image_size
+    settings = model.resolve()  # the checkpoint's keypoint settings
+    kp_head = KeypointHead(settings, model.cell_centre())  # the keypoint branch of lmp predict / evaluate
+    centre = model.cell_centre()
     boxes = torch.tensor(full.table.loc[indices, ["bx", "by", "bw", "bh"]].values, dtype=torch.float32)
     meters = {n: KeypointMeter() for n in ROWS}
     inside = {n: [] for n in ROWS}  # (B, k) keypoint inside the true box
@@ -52,32 +55,30 @@ def main() -> None:
             h, w = feats.shape[-2:]
             per_px = batch["size"].float() / s  # original pixels per input pixel, (B, 2)
             cell = torch.tensor([s / w, s / h])
-            x0y0 = box[:, :2] / per_px / cell - 0.5
-            x1y1 = (box[:, :2] + box[:, 2:]) / per_px / cell - 0.5
+            x0y0 = box[:, :2] / per_px / cell - centre
+            x1y1 = (box[:, :2] + box[:, 2:]) / per_px / cell - centre
             box_cells = torch.cat([x0y0, x1y1], -1)
             for name, (flip, oracle) in ROWS.items():
                 maps = [feats] + ([rep] if rep is not None else []) + (mirrored if flip else [])
-                props = concat_proposals(*(select_filters(m.float(), cfg.num_filters, cfg.subcell) for m in maps))
-                props = gate_proposals(props, feats, cfg.gate)
+                props = kp_head.proposals(maps)
                 if oracle:
                     props = box_gate(props, box_cells)
-                clusters = learnable_clustering(props, (h, w), cfg.k, cfg.thr, cfg.iterations, cfg.refine)
-                xy = cells_to_pixels(clusters.xy, (h, w), (s, s)) * per_px[:, None, :]
-                xy = torch.where(clusters.found[..., None], xy, float("nan"))
+                xy, _ = kp_head.to_pixels(kp_head.cluster(props, (h, w)), (h, w), (s, s))
+                xy = xy * per_px[:, None, :]
                 meters[name].update(xy, batch["keypoints"], batch["visible"], batch["size"])
                 x, y = xy[..., 0], xy[..., 1]
                 inside[name].append((x >= box[:, None, 0]) & (x <= box[:, None, 0] + box[:, None, 2])
                                     & (y >= box[:, None, 1]) & (y <= box[:, None, 1] + box[:, None, 3]))
-    ranks = range(1, cfg.k + 1)
+    ranks = range(1, settings.k + 1)
     head = (["row"] + [f"KP{r}" for r in ranks] + ["avg", "recall"]
             + [f"wrong outside KP{r}" for r in ranks] + [f"wrong inside KP{r}" for r in ranks])
     caption = (f"Error analysis: {seen} {args.split} images of {args.data}, weights {args.weights or 'shipped'} "
-               f"({cfg.backbone}, {s} px, thr={cfg.thr}, filters={cfg.num_filters}); "
+               f"({cfg.backbone}, {s} px, thr={settings.thr}, filters={settings.num_filters}); "
                f"{time.perf_counter() - start:.0f} s. Percent of images per rank.")
     rows = []
     for name, meter in meters.items():
         row, wrong, box_in = meter.compute(), 1 - meter.hits().float(), torch.cat(inside[name]).float()
-        cells = ([row[c] for c in head[1:cfg.k + 3]] + [100 * v for v in (wrong * (1 - box_in)).mean(0).tolist()]
+        cells = ([row[c] for c in head[1:settings.k + 3]] + [100 * v for v in (wrong * (1 - box_in)).mean(0).tolist()]
                  + [100 * v for v in (wrong * box_in).mean(0).tolist()])
         rows.append([name] + [f"{v:.1f}" for v in cells])
     emit_table(caption, head, rows, args.out)

@@ -46,6 +46,7 @@ from lmpcli.evaluate import _collate
 from lmpcli.inference import iterate, load_for_inference, make_loader
 from lmpcli.landmarks import fit_landmark_regressor, normalise_to_box
 from lmpcli.methods import create_method
+from lmpcli.settings import KeypointSettings
 from lmpcli.named_landmarks import reference_boxes
 from lmpcli.part_metrics import part_metric_rows
 
@@ -72,7 +73,7 @@ def cache(args) -> None:
     (model, *_), _ = load_for_inference(args.weights, dev, backend=args.backend)
     cfg = model.config
     names = args.methods.split(",")
-    methods = [create_method(n, model, k=args.k) for n in names]
+    methods = [create_method(n, model, KeypointSettings(k=args.k)) for n in names]
     out = Path(args.cache)
     out.mkdir(parents=True, exist_ok=True)
     transform = eval_transform(cfg.image_size, cfg.mean, cfg.std)

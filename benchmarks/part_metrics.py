@@ -30,6 +30,7 @@ from lmpcli.inference import load_for_inference
 from lmpcli.landmarks import MEAN_LANDMARK, keypoint_regression_error, normalise_to_box
 from lmpcli.methods import create_method
 from lmpcli.meters import KeypointMeter
+from lmpcli.settings import KeypointSettings
 from lmpcli.named_landmarks import NORMALISATIONS, landmark_regression_error
 from lmpcli.part_metrics import collect_predictions, part_metric_rows
 
@@ -68,7 +69,7 @@ def cache(args) -> None:
     dev = torch.device("cpu")
     (model, *_), _ = load_for_inference(args.weights, dev)
     cfg = model.config
-    methods = [create_method(n, model, k=args.k) for n in METHODS]
+    methods = [create_method(n, model, KeypointSettings(k=args.k)) for n in METHODS]
     out = Path(args.cache)
     out.mkdir(parents=True, exist_ok=True)
     steps = plan(args.data)

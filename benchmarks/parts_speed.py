@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from lmpcli.checkpoint import load_model
 from lmpcli.data import ImagePathDataset, collate_skip_errors, eval_transform, expand_inputs
 from lmpcli.methods import create_method
+from lmpcli.settings import KeypointSettings
 
 
 def main() -> None:
@@ -35,7 +36,7 @@ def main() -> None:
     ds = ImagePathDataset(expand_inputs(args.images), eval_transform(cfg.image_size, cfg.mean, cfg.std))
     batches = [collate_skip_errors([ds[i] for i in range(s, min(s + args.batch_size, len(ds)))])["image"]
                for s in range(0, len(ds), args.batch_size)]
-    methods = {"lmpnet (ranked)": create_method("lmpnet", model, k=5), "parts": create_method("parts", model)}
+    methods = {"lmpnet (ranked)": create_method("lmpnet", model, KeypointSettings(k=5)), "parts": create_method("parts", model)}
     seconds = dict.fromkeys(methods, 0.0)
     n = sum(len(b) for b in batches)
     with torch.inference_mode():

@@ -48,6 +48,7 @@ import torch
 from lmpcli.checkpoint import read_checkpoint
 from lmpcli.evaluate import evaluate
 from lmpcli.outputs import atomic_write_image, atomic_write_text
+from lmpcli.settings import KeypointSettings
 from lmpcli.train import fit
 
 #: Training variants: name -> (description, keywords of :func:`lmpcli.train.fit`).
@@ -59,7 +60,7 @@ TRAIN_VARIANTS: dict[str, tuple[str, dict]] = {
     "lmp-norep": ("leaky max pooling, eps 0.1, trained without replica", {"pooling": "lmp", "eps": 0.1,
                                                                           "replica": False}),
 }
-#: Test-time variants of the ``lmp`` model: name -> (description, keywords of ``evaluate``).
+#: Test-time variants of the ``lmp`` model: name -> (description, changes of its keypoint settings: evaluate's ``variants``).
 TEST_VARIANTS: dict[str, tuple[str, dict]] = {
     "m32": ("filter selection m=32", {"num_filters": 32}),
     "m128": ("filter selection m=128", {"num_filters": 128}),
@@ -192,7 +193,7 @@ def run_train_variant(args, name: str, progress: PrintProgress) -> dict:
     run = weights.parent
     meta = read_checkpoint(weights)["meta"]
     progress.log(f"[{name}] evaluating keypoints and feature-map entropy (one pass)")
-    report = evaluate(args.data, split=args.split, weights=weights, methods=("lmpnet",), k=args.k, entropy=True,
+    report = evaluate(args.data, split=args.split, weights=weights, methods=("lmpnet",), settings=KeypointSettings(k=args.k), entropy=True,
                       limit=args.eval_limit, batch_size=args.eval_batch_size, device=args.device,
                       workers=args.workers, progress=progress)
     cfg = report["config"]
@@ -220,7 +221,7 @@ def run_test_variants(args, names: list[str], progress: PrintProgress) -> dict[s
         weights = ensure_trained(args, "lmp", progress)
         train_cmd = train_command(args, weights.parent, train_settings(args, "lmp"))
     progress.log(f"[{', '.join(names)}] evaluating {weights} in one pass")
-    report = evaluate(args.data, split=args.split, weights=weights, methods=(), baselines=True, k=args.k,
+    report = evaluate(args.data, split=args.split, weights=weights, methods=(), baselines=True, settings=KeypointSettings(k=args.k),
                       variants={n: TEST_VARIANTS[n][1] for n in names}, limit=args.test_eval_limit,
                       batch_size=args.eval_batch_size, device=args.device, workers=args.workers, progress=progress)
     rows = report["table"].to_dict("records")
@@ -358,7 +359,7 @@ def figure_keypoints(args, results: dict[str, dict], path: Path) -> dict | None:
     paths = _first_test_images(args, args.figure_images)
     side, cols = 256, 4
     tiles = []
-    for item in predict_images(paths, weights=weights, k=5, device=args.device, workers=0):
+    for item in predict_images(paths, weights=weights, settings=KeypointSettings(k=5), device=args.device, workers=0):
         rgb = np.asarray(load_rgb(item.image))
         h, w = rgb.shape[:2]
         s = side / max(h, w)

@@ -19,6 +19,7 @@ import time
 from _cub import cub_parser
 from _markdown import emit_table
 from lmpcli.evaluate import evaluate
+from lmpcli.settings import KeypointSettings
 
 MEASURES = ("KP1", "KP2", "KP3", "KP4", "KP5", "avg", "recall", "acc")
 
@@ -30,7 +31,7 @@ def main() -> None:
         ap.error("an ensemble needs at least two checkpoints")
 
     start = time.time()
-    common = dict(split=args.split, k=5, limit=args.limit, workers=args.workers, batch_size=args.batch_size,
+    common = dict(split=args.split, settings=KeypointSettings(k=5), limit=args.limit, workers=args.workers, batch_size=args.batch_size,
                   baselines=False)
     alone = [evaluate(args.data, weights=w, **common)["table"].set_index("method").loc["lmpnet"] for w in args.weights]
     n = len(args.weights)

@@ -22,6 +22,7 @@ import time
 from _cub import cub_parser
 from _markdown import emit_table
 from lmpcli.evaluate import evaluate, write_report
+from lmpcli.settings import KeypointSettings
 
 VARIANTS = {"thr2-cell": {"thr": 2.0, "subcell": False}, "thr1.2-cell": {"thr": 1.2, "subcell": False}}
 COLUMNS = [("defaults", "lmpnet"), ("thr 2, cell peaks", "thr2-cell"), ("thr 1.2, cell peaks", "thr1.2-cell"),
@@ -44,8 +45,9 @@ def main() -> None:
     start = time.time()
     tables = []
     for i, w in enumerate(args.weights):
-        report = evaluate(args.data, split=args.split, weights=w, methods=["lmpnet"], baselines=True, k=5,
-                          limit=args.limit, workers=args.workers, batch_size=args.batch_size, image_size=args.image_size,
+        report = evaluate(args.data, split=args.split, weights=w, methods=["lmpnet"], baselines=True,
+                          settings=KeypointSettings(k=5, image_size=args.image_size), limit=args.limit,
+                          workers=args.workers, batch_size=args.batch_size,
                           variants=variants)
         if args.reports:
             write_report(report, args.reports[i], overwrite=True)

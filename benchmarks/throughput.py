@@ -255,7 +255,7 @@ def main() -> None:
         ("keypoints", "torch eager (NCHW)", lambda x: lmp["torch"](x), batches),
         ("keypoints", "torch channels_last", lambda x: lmp["cl"](x), cl_batches),
         ("keypoints", "ONNX Runtime", lambda x: lmp["ort"](x), batches),
-        ("keypoint branch alone", "selection + clustering", lambda x: ref.keypoints_from_features(maps, rep, s),
+        ("keypoint branch alone", "selection + clustering", lambda x: lmp["torch"].head([maps, rep], s),
          [batches[0]] * len(batches)),
     ]
     for stage, variant, fn, data in cpu_rows:

@@ -53,7 +53,9 @@ def save_checkpoint(path, model: LMPNetPair, class_names: list[str], meta: dict 
     """Write a checkpoint.
 
     Args:
-        model: the network pair.
+        model: the network pair; its config is stored with the keypoint settings it holds under
+            ``config["keypoints"]`` (:class:`lmpcli.settings.KeypointSettings`, the defaults of every
+            run of this checkpoint).
         class_names: K names, index = label.
         meta: training metadata (command, data, epochs, time, machine, metrics).
         training_state: optimizer/scheduler/epoch for ``--resume`` (omit for shipped weights).
@@ -90,6 +92,9 @@ def read_checkpoint(path) -> dict:
 
 def load_model(path=None, device: torch.device | str = "cpu") -> tuple[LMPNetPair, dict]:
     """Rebuild the :class:`LMPNetPair` of a checkpoint (default: the shipped weights), in eval mode.
+
+    A checkpoint written before ``config["keypoints"]`` existed gets the keypoint settings its flat
+    config holds (:meth:`lmpcli.model.LMPNetConfig.from_dict`).
 
     Returns:
         (model on ``device``, checkpoint dict without the state dict). ``model.part_model`` is

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import fields, replace
 from pathlib import Path
 
 import pandas as pd
@@ -21,6 +22,7 @@ from .meters import EntropyMeter, KeypointMeter, gather_meters
 from .outputs import atomic_write_text, check_writable
 from .part_metrics import DEFAULT_FIT_IMAGES, collect_predictions, fit_subset, part_metric_rows
 from .progress import NullProgress, Progress
+from .settings import KeypointSettings
 from .shards import shard_bounds
 
 BASELINES = ("centre", "channel-mean")
@@ -45,17 +47,7 @@ def evaluate(
     weights: str | Path | Sequence[str | Path] | None = None,
     methods: Sequence[str] = ("lmpnet",),
     baselines: bool = True,
-    k: int = 5,
-    thr: float | None = None,
-    num_filters: int | None = None,
-    iterations: int | None = None,
-    replica: bool = True,
-    subcell: bool | None = None,
-    refine: bool | None = None,
-    gate: float | None = None,
-    flip: bool = False,
-    output_stride: int | None = None,
-    image_size: int | None = None,
+    settings: KeypointSettings | None = None,
     method_options: dict[str, dict] | None = None,
     variants: dict[str, dict] | None = None,
     entropy: bool = False,
@@ -81,27 +73,20 @@ def evaluate(
             ``entropy`` use the first.
         methods: keypoint methods to score (see :data:`lmpcli.methods.METHODS`).
         baselines: also score :data:`BASELINES` on the same images.
-        k: keypoints per image. thr: LMPNet erase radius in cells (None = checkpoint's).
-        num_filters, iterations: LMPNet filter selection size and clustering iterations
-            (None = checkpoint's). replica: fuse the replica's proposals (Sec. 3.3).
-        subcell, refine: sub-cell proposal peaks / centroid keypoints (None = checkpoint's).
-        gate: object gate (fraction of the channel-mean map's peak; extension; None = checkpoint's).
-        flip: test-time flip for LMPNet (extension): also fuse the proposals of the mirrored
-            images; twice the forward passes.
-        output_stride: 16 runs both networks with twice as fine feature maps from the same
-            weights (EfficientNet-Lite; the checkpoint's ``thr`` is doubled to keep its radius in
-            pixels; docs/quality-log.md section 15); None/32 = as trained.
-        image_size: square network input side at test time, pixels, a multiple of 32 (None = the
-            checkpoint's, as trained); the checkpoint's ``thr`` is rescaled to keep the erased
-            disk the same fraction of the image (:meth:`lmpcli.model.LMPNetPair.set_image_size`;
-            docs/quality-log.md section 21).
+        settings: keypoint settings (:class:`lmpcli.settings.KeypointSettings`; None fields and
+            None: the checkpoint's, the erase radius rescaled to the grid the networks run at,
+            :func:`lmpcli.settings.resolve_settings`): ``k`` for every method; ``thr`` (cells),
+            ``num_filters``, ``iterations``, ``subcell``, ``refine``, ``gate``, ``replica``, ``flip``
+            and ``members`` for LMPNet; ``output_stride`` (16: twice as fine maps from the same
+            weights, docs/quality-log.md section 15) and ``image_size`` (section 21) for the networks.
         method_options: ``{method name: constructor keywords}`` for the other methods, e.g.
             ``{"occlusion-gbp": {"input_size": 112}, "cam": {"nms_radius": 1}}``.
-        variants: extra LMPNet rows, ``{row name: settings}`` with settings among ``thr``,
-            ``num_filters``, ``iterations``, ``subcell``, ``refine``, ``gate``, ``replica``, ``flip``,
-            ``members`` (fuse only the first n of ``weights``) (e.g. ``{"thr3": {"thr": 3.0},
-            "no-fusion": {"replica": False}, "first": {"members": 1}}``); they share the
-            networks' forward passes, so a test-time sweep costs about one evaluation.
+        variants: extra LMPNet rows, ``{row name: changes}``: the row's settings are
+            ``dataclasses.replace(settings, **changes)``, any field but ``output_stride`` and
+            ``image_size`` (the networks run at one grid), e.g. ``{"thr3": {"thr": 3.0},
+            "no-fusion": {"replica": False}, "first": {"members": 1}}`` (``members``: fuse only the
+            first n of ``weights``); they share the networks' forward passes, so a test-time sweep
+            costs about one evaluation.
         entropy: also report the mean entropy of the main network's normalised feature maps
             (Fig. 6) on the same images: over all filters, over the maps that fire, and over
             the top-``num_filters`` selected filters (in ``config``; nats).
@@ -134,8 +119,9 @@ def evaluate(
     Raises:
         InputError: not a CUB folder, unknown split, no images.
         CheckpointError: missing or foreign checkpoint.
-        ValueError: a variant named like a method, an unknown variant setting, an unsupported
-            ``output_stride`` (BackboneError for a ResNet backbone) or ``image_size``.
+        ValueError: a variant named like a method, an unknown variant setting or one that changes
+            the grid, a bad setting, an unsupported ``output_stride`` (BackboneError for a ResNet
+            backbone) or ``image_size``.
 
     Under torchrun with several processes each process scores one contiguous block of the
     images (:func:`lmpcli.shards.shard_bounds`, no padding) and every process returns the report
@@ -144,7 +130,7 @@ def evaluate(
     """
     ctx, dev = init_distributed(device, backend="gloo")  # only Python objects are gathered
     progress = (progress or NullProgress()) if ctx.is_main else NullProgress()
-    (model, *ensemble), ckpt = load_for_inference(weights, dev, output_stride, image_size, backend)
+    (model, *ensemble), ckpt = load_for_inference(weights, dev, settings, backend)
     cfg = model.config
     root = Path(data)
     if not (root / "images.txt").is_file():
@@ -163,27 +149,17 @@ def evaluate(
     if ctx.distributed:
         dataset = torch.utils.data.Subset(dataset, range(*bounds))
     names = list(dict.fromkeys([*methods, *(BASELINES if baselines else ())]))
-    lmp_options = {"num_filters": num_filters, "iterations": iterations, "use_replica": replica,
-                   "subcell": subcell, "refine": refine, "gate": gate, "flip": flip, "ensemble": ensemble}
     extra = method_options or {}
-    kp_methods = [create_method(n, model, k=k, thr=thr, **(lmp_options if n == "lmpnet" else {}), **extra.get(n, {}))
-                  for n in names]
-    for vname, settings in (variants or {}).items():
+    kp_methods = [create_method(n, model, settings, **({"ensemble": ensemble} if n == "lmpnet" else {}),
+                                **extra.get(n, {})) for n in names]
+    for vname, changes in (variants or {}).items():
         if vname in names:
             raise ValueError(f"variant name {vname!r} is already a method row")
-        opts = {**lmp_options, "thr": thr}
-        for key, value in settings.items():
-            if key == "members":
-                if not 1 <= value <= 1 + len(ensemble):
-                    raise ValueError(f"variant {vname!r}: members must be 1 to {1 + len(ensemble)}, got {value}")
-                opts["ensemble"] = ensemble[:value - 1]
-            else:
-                opts["use_replica" if key == "replica" else key] = value
-        kp_methods.append(LMPNetMethod(model, k=k, name=vname, **opts))
+        kp_methods.append(LMPNetMethod(model, variant_settings(settings, vname, changes), name=vname, ensemble=ensemble))
         names.append(vname)
-    top_m = num_filters or cfg.num_filters
+    resolved = next((m.settings for m in kp_methods if isinstance(m, LMPNetMethod)), model.resolve(settings))
     meters = {n: KeypointMeter(alpha) for n in names}
-    entropy_meter = EntropyMeter(top_m) if entropy else None
+    entropy_meter = EntropyMeter(resolved.num_filters) if entropy else None
     truth: dict[str, list] = {"keypoints": [], "visible": [], "box": []}  # for the Kp regressors
     loader = make_loader(dataset, batch_size, workers, _collate, dev)
     progress.start(f"evaluate {', '.join(names)}", len(dataset))
@@ -219,22 +195,32 @@ def evaluate(
     landing = [{"method": n, **r} for n in names for r in meters[n].landing()]
     rows += [{"method": n, **r} for n, r in part_rows.items()]  # the mean-landmark row
 
-    def pick(value, default):
-        return default if value is None else value
-
     checkpoints = [str(p or "shipped") for p in checkpoint_paths(weights)]
-    config = {"data": str(data), "split": split, "images": n_images, "k": k, "alpha": alpha,
-              "thr": pick(thr, cfg.thr), "num_filters": pick(num_filters, cfg.num_filters),
-              "iterations": pick(iterations, cfg.iterations), "replica": bool(replica and cfg.replica),
-              "subcell": pick(subcell, cfg.subcell), "refine": pick(refine, cfg.refine),
-              "gate": pick(gate, cfg.gate), "flip": flip, "output_stride": cfg.output_stride,
+    config = {"data": str(data), "split": split, "images": n_images, "alpha": alpha, **resolved.to_dict(),
               "weights": checkpoints[0] if len(checkpoints) == 1 else checkpoints, "device": str(dev), "backend": resolve_backend(backend, dev), "backbone": cfg.backbone,
-              "image_size": cfg.image_size, "classes": classes, "feature_map": cfg.image_size // cfg.output_stride,
+              "classes": classes, "feature_map": cfg.image_size // cfg.output_stride,
               "method_options": {n: o for n, o in extra.items() if n in names}, "variants": variants or {},
               "crop_to_box": crop_to_box, "fit_images": n_fit}
     if entropy_meter is not None:
         config["entropy"] = entropy_meter.compute()
     return {"table": pd.DataFrame(rows), "landing": pd.DataFrame(landing), "config": config}
+
+
+def variant_settings(base: KeypointSettings | None, name: str, changes: dict) -> KeypointSettings:
+    """The settings of variant row ``name``: ``dataclasses.replace(base, **changes)``.
+
+    Raises:
+        ValueError: a change that is not a keypoint setting, or one of the grid (``output_stride``,
+            ``image_size``: the networks of one run run at one grid).
+    """
+    grid = {"output_stride", "image_size"} & set(changes)
+    if grid:
+        raise ValueError(f"variant {name!r}: {', '.join(sorted(grid))} cannot change within one run")
+    try:
+        return replace(base if base is not None else KeypointSettings(), **changes)
+    except TypeError:
+        known = ", ".join(f.name for f in fields(KeypointSettings))
+        raise ValueError(f"variant {name!r}: unknown setting in {sorted(changes)}; choose among {known}") from None
 
 
 def write_report(report: dict, out: str | Path, overwrite: bool = False) -> None:

@@ -33,7 +33,6 @@ from torch.utils.data import DataLoader
 from .choices import NETWORKS, NORMALIZE_MODES
 from .data import (CUBDataset, ImagePathDataset, InputError, collate_skip_errors, eval_transform, expand_inputs,
                    spread_subset)
-from .layers import mask_out
 from .model import LMPNetPair
 from .outputs import put_text
 from .progress import NullProgress, Progress
@@ -59,8 +58,7 @@ def network_features(model: LMPNetPair, images: Tensor, network: str = "main") -
     """Final-conv feature maps of one network of the pair, exactly as keypoint prediction sees them.
 
     For ``replica`` the input is the image with the main network's first keypoint masked
-    out, as in :meth:`LMPNetPair.predict` (Sec. 3.3): ``mask_out(images,
-    model.first_keypoint(main_features), config.mask_size)``.
+    out by the pair's one mask-out path, :meth:`LMPNetPair.replica_input` (Sec. 3.3).
 
     Args:
         model: the pair (eval mode).
@@ -83,8 +81,7 @@ def network_features(model: LMPNetPair, images: Tensor, network: str = "main") -
         return features.float(), images
     if model.replica is None:
         raise ValueError("this checkpoint has no replica network (trained with --no-replica)")
-    first = model.first_keypoint(features.float(), images.shape[-2:])
-    masked = mask_out(images, first, model.config.mask_size)
+    masked = model.replica_input(images, features)
     _, rep = model.replica(masked)
     return rep.float(), masked
 

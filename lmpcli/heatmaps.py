@@ -58,7 +58,7 @@ def draw_heatmap_panel(image_bgr, coarse, fine, xy, label: str | None = None, sc
     Args:
         image_bgr: (H, W, 3) uint8 BGR image (any size, e.g. the original photo).
         coarse, fine: (h, w) maps in [0, 1] (numpy arrays or tensors, e.g. one image's (S, S)
-            maps of occlusion-gbp's :attr:`lmpcli.model.KeypointOutput.heatmaps`); resized to
+            maps of occlusion-gbp's :attr:`lmpcli.methods.base.KeypointOutput.heatmaps`); resized to
             (H, W), so they must cover the same field of view as ``image_bgr``.
         xy: (k, 2) keypoints (x, y) in pixels of ``image_bgr``; NaN rows are skipped.
         label: optional caption (e.g. predicted class).

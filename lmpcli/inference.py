@@ -14,6 +14,7 @@ from .backends import apply_backend, resolve_backend
 from .checkpoint import CheckpointError, load_model
 from .device import autocast, prepare_model
 from .methods.base import KeypointMethod
+from .settings import KeypointSettings, check_settings
 
 
 def checkpoint_paths(weights: str | Path | Sequence[str | Path] | None) -> list:
@@ -24,16 +25,17 @@ def checkpoint_paths(weights: str | Path | Sequence[str | Path] | None) -> list:
 
 
 def load_for_inference(weights: str | Path | Sequence[str | Path] | None, device: torch.device,
-                       output_stride: int | None = None, image_size: int | None = None,
-                       backend: str = "torch") -> tuple[list, dict]:
+                       settings: KeypointSettings | None = None, backend: str = "torch") -> tuple[list, dict]:
     """Load one checkpoint, or several for an ensemble, ready for inference on ``device``.
 
     Args:
         weights: a checkpoint path, several (the first leads: its config, class names and
             feature maps drive the baselines; the rest are ensemble members, docs/quality-log.md
             section 27), or None / an empty sequence for the shipped weights.
-        output_stride, image_size: test-time settings applied to every pair (see
-            :meth:`lmpcli.model.LMPNetPair.set_output_stride` / ``set_image_size``).
+        settings: the run's keypoint settings (:class:`~lmpcli.settings.KeypointSettings`); only
+            its ``output_stride`` and ``image_size`` are used here (None: as trained): every pair
+            is set to run at them (:meth:`lmpcli.model.LMPNetPair.set_output_stride` /
+            ``set_image_size``); the methods resolve the rest (:meth:`lmpcli.model.LMPNetPair.resolve`).
         backend: ``torch``, ``onnxruntime`` or ``auto`` (:func:`lmpcli.backends.apply_backend`:
             ONNX Runtime on the CPU, torch on CUDA), installed after the test-time settings.
 
@@ -45,6 +47,8 @@ def load_for_inference(weights: str | Path | Sequence[str | Path] | None, device
         ValueError, BackboneError: an unsupported ``output_stride``, ``image_size`` or ``backend``.
     """
     resolve_backend(backend, device)  # fail on a bad name before loading anything
+    settings = settings if settings is not None else KeypointSettings()
+    check_settings(settings)
     paths = checkpoint_paths(weights)
     pairs, first = [], None
     for path in paths:
@@ -52,8 +56,8 @@ def load_for_inference(weights: str | Path | Sequence[str | Path] | None, device
         if first is not None and ckpt["class_names"] != first["class_names"]:
             raise CheckpointError(f"{path} was trained on other classes than {paths[0]}; an ensemble needs the same classes")
         model = prepare_model(model, device)
-        model.set_output_stride(output_stride)
-        model.set_image_size(image_size)
+        model.set_output_stride(settings.output_stride)
+        model.set_image_size(settings.image_size)
         apply_backend(model, backend, device)
         pairs.append(model)
         first = first or ckpt
@@ -96,7 +100,7 @@ def run_methods(methods: Sequence[KeypointMethod], images: torch.Tensor, sizes: 
     Returns:
         ``{name: {"xy": (B, k, 2) float32 CPU, original pixels (NaN = not found),
         "score": (B, k), "logits": (B, K) or None, "seconds": float, and "heatmaps": the
-        method's :attr:`~lmpcli.model.KeypointOutput.heatmaps` on the CPU (occlusion-gbp:
+        method's :attr:`~lmpcli.methods.base.KeypointOutput.heatmaps` on the CPU (occlusion-gbp:
         (coarse, fine), (B, S, S) each) for methods that make them}}``. ``seconds`` includes
         the main network's forward for every method that uses it, even when shared.
     """

@@ -266,6 +266,7 @@ def fit_landmarks(
     from .inference import load_for_inference
     from .methods import create_method
     from .part_metrics import collect_predictions
+    from .settings import KeypointSettings
 
     if normalisation not in NORMALISATIONS:
         raise InputError(f"unknown normalisation {normalisation!r}; choose one of {', '.join(NORMALISATIONS)}")
@@ -286,7 +287,7 @@ def fit_landmarks(
         dataset = torch.utils.data.Subset(dataset, pick.tolist())
     if len(dataset) == 0:
         raise InputError(f"no labelled images in {data}")
-    kp_method = create_method(method, model, k=k)
+    kp_method = create_method(method, model, KeypointSettings(k=k))
     pred = collect_predictions(dataset, [kp_method], dev, batch_size=batch_size, workers=workers,
                                progress=progress, label="fit-landmarks")
     labelled = pred["visible"].any(0)  # a landmark labelled on none of the images cannot be fit: left out

@@ -308,13 +308,13 @@ def part_keypoints(part_model: PartModel, features: Tensor, image_size: tuple[in
     Args:
         features: (B, C, h, w) final-conv maps of the main network.
         image_size: (H, W) of the network input, pixels.
-        cell_centre: where a cell sits, fraction of the stride (:func:`lmpcli.model.cells_to_pixels`).
+        cell_centre: where a cell sits, fraction of the stride (:func:`lmpcli.head.cells_to_pixels`).
 
     Returns:
         (xy (B, K, 2) float32 (x, y) input pixels, index = part id, NaN where absent;
         score (B, K) in [0, 1]; visible (B, K) bool).
     """
-    from .model import cells_to_pixels
+    from .head import cells_to_pixels
 
     xy, score, visible, _ = part_model.locate(features)
     return cells_to_pixels(xy, features.shape[-2:], image_size, cell_centre), score, visible

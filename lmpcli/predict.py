@@ -7,7 +7,7 @@ import math
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +19,7 @@ from .methods import create_method
 from .distributed import process_device
 from .outputs import OutputError, atomic_write_image, draw_keypoints
 from .progress import NullProgress, Progress
+from .settings import KeypointSettings
 from .shards import StreamedOutput, output_format, parse_shard, shard_from_env, shard_inputs, shard_path
 from .validate import check_predict_call
 
@@ -73,17 +74,7 @@ def predict_images(
     *,
     weights: str | Path | Sequence[str | Path] | None = None,
     method: str = "lmpnet",
-    k: int = 5,
-    thr: float | None = None,
-    num_filters: int | None = None,
-    iterations: int | None = None,
-    replica: bool = True,
-    subcell: bool | None = None,
-    refine: bool | None = None,
-    gate: float | None = None,
-    flip: bool = False,
-    output_stride: int | None = None,
-    image_size: int | None = None,
+    settings: KeypointSettings | None = None,
     method_options: dict | None = None,
     batch_size: int = 8,
     device: str = "auto",
@@ -102,20 +93,12 @@ def predict_images(
             (extension): every pair's proposals are fused before one clustering and the class
             probabilities come from the averaged logits (docs/quality-log.md section 27).
         method: keypoint method name (see :data:`lmpcli.methods.METHODS`).
-        k: keypoints per image. thr: clustering erase radius in cells (None = checkpoint's).
-        num_filters, iterations, replica: LMPNet filter selection size, clustering iterations,
-            and whether to fuse the replica's proposals (None = checkpoint's).
-        subcell, refine: sub-cell proposal peaks / centroid keypoints (None = checkpoint's).
-        gate: object gate, fraction of the channel-mean map's peak a proposal's cell must
-            reach (extension; 0 = off; None = checkpoint's).
-        flip: LMPNet test-time flip (extension): also fuse the proposals of the mirrored
-            image; twice the forward passes.
-        output_stride: 16 runs both networks with twice as fine feature maps from the same
-            weights (EfficientNet-Lite; about 1.4x the forward time; the checkpoint's ``thr``
-            is doubled to keep its radius in pixels); None/32 = as trained.
-        image_size: square network input side, pixels, a multiple of 32 (None = the
-            checkpoint's, as trained); the checkpoint's ``thr`` is rescaled to keep the erased
-            disk the same fraction of the image (:meth:`lmpcli.model.LMPNetPair.set_image_size`).
+        settings: keypoint settings (:class:`lmpcli.settings.KeypointSettings`: ``k``, LMPNet's
+            erase radius ``thr`` in cells, ``num_filters``, ``iterations``, ``subcell``, ``refine``,
+            ``gate``, ``replica``, ``flip``, and the ``output_stride`` / ``image_size`` the networks
+            run at, e.g. 16: twice as fine feature maps from the same weights, about 1.4x the
+            forward time); None fields and None: the checkpoint's, the radius rescaled to the grid
+            (:func:`lmpcli.settings.resolve_settings`). Methods other than ``lmpnet`` use ``k`` only.
         method_options: extra constructor keywords of the method (e.g. ``occluder_size``,
             ``input_size`` for ``occlusion-gbp``; ``nms_radius`` for ``cam``).
         backend: network runtime, ``auto`` (ONNX Runtime on the CPU, torch on CUDA), ``torch``
@@ -126,19 +109,17 @@ def predict_images(
     Raises:
         InputError: missing paths, empty folders, no inputs.
         CheckpointError: missing or foreign checkpoint.
-        ValueError, BackboneError: an unsupported ``output_stride`` or ``image_size``.
+        ValueError, BackboneError: a bad setting, an unsupported ``output_stride`` or ``image_size``.
     """
     progress = progress or NullProgress()
     paths = expand_inputs(list(inputs), stdin)
     dev = resolve_device(device)
-    (model, *ensemble), ckpt = load_for_inference(weights, dev, output_stride, image_size, backend)
+    (model, *ensemble), ckpt = load_for_inference(weights, dev, settings, backend)
     if ensemble and method != "lmpnet":
         raise ValueError(f"several --weights (an ensemble) work with the lmpnet method only, not {method!r}")
     names = ckpt["class_names"]
-    options = {"num_filters": num_filters, "iterations": iterations, "use_replica": replica, "subcell": subcell,
-               "refine": refine, "gate": gate, "flip": flip, "ensemble": ensemble} if method == "lmpnet" else {}
-    options.update(method_options or {})
-    kp_method = create_method(method, model, k=k, thr=thr, **options)
+    options = {"ensemble": ensemble} if method == "lmpnet" else {}
+    kp_method = create_method(method, model, settings, **options, **(method_options or {}))
     cfg = model.config
     dataset = ImagePathDataset(paths, eval_transform(cfg.image_size, cfg.mean, cfg.std), cfg.image_size)
     loader = make_loader(dataset, batch_size, workers, collate_skip_errors, dev)
@@ -226,7 +207,7 @@ def run_predict(
     Returns:
         ``{"images": n predicted now, "resumed": n skipped as already done, "errors": [(path, reason)],
         "seconds": t, "out": the file written (a shard's own name), "short": number of images with
-        fewer than ``k`` keypoints (the method ran out of proposals)}``.
+        fewer than ``k`` keypoints (the method ran out of proposals), "k": keypoints asked for per image}``.
 
     Raises:
         UsageError: see :func:`lmpcli.validate.check_predict_call`.
@@ -264,7 +245,8 @@ def run_predict(
         from .named_landmarks import LANDMARK_CSV_COLUMNS, add_landmarks, load_landmarks
 
         named = load_landmarks(landmarks)
-        options.update(method=named[1]["method"], k=named[1]["k"])
+        options.update(method=named[1]["method"],
+                       settings=replace(options.get("settings") or KeypointSettings(), k=named[1]["k"]))
     parts = options.get("method") == "parts"  # identities: one entry per part, absent ones kept
     if parts:
         from .part_outputs import PART_CSV_COLUMNS, draw_parts, part_csv_rows, part_json
@@ -283,7 +265,7 @@ def run_predict(
     sink = None if to_stdout else StreamedOutput(out, fmt, _csv_text([], columns=columns), resume=resume, overwrite=overwrite)
     start = time.perf_counter()
     if sink is not None and sink.complete:
-        return {"images": 0, "resumed": 0, "errors": [], "seconds": 0.0, "out": out, "short": 0}
+        return {"images": 0, "resumed": 0, "errors": [], "seconds": 0.0, "out": out, "short": 0, "k": 0}
     done = sink.done if sink is not None else set()
     todo = [p for p in paths if p not in done]
     errors: list[tuple[str, str]] = []
@@ -295,13 +277,14 @@ def run_predict(
             user_on_error(path, reason)
 
     records: list[dict] = []
-    n = short = 0
+    n = short = k = 0
     header = True
     try:
         # the paths as expanded once (stdin is read once), passed as stdin lines so that a listed
         # file that has gone missing is reported and skipped, as any unreadable image
         for item in (predict_images(["-"], stdin=todo, on_error=on_error, **options) if todo else ()):
             n += 1
+            k = len(item.xy)
             short += int(not parts and not np.isfinite(item.xy[:, 0]).all())  # parts keep absent ones as NaN
             if vis is not None or heat is not None:  # drawn before the rows: a resumed run skips images with rows
                 import cv2
@@ -343,4 +326,4 @@ def run_predict(
     elif fmt == "csv" and header:  # streamed nothing (no keypoint found): still print a header
         stdout.write(_csv_text([], columns=columns))
     return {"images": n, "resumed": len(paths) - len(todo), "errors": errors,
-            "seconds": time.perf_counter() - start, "out": out, "short": short}
+            "seconds": time.perf_counter() - start, "out": out, "short": short, "k": k}

@@ -101,7 +101,7 @@ def split_entropy(
     cfg = model.config
     dataset = ImagePathDataset(paths, eval_transform(cfg.image_size, cfg.mean, cfg.std), cfg.image_size)
     loader = make_loader(dataset, batch_size, workers, collate_skip_errors, dev)
-    m = cfg.num_filters if top_m is None else top_m
+    m = cfg.keypoints.num_filters if top_m is None else top_m  # the checkpoint's filter selection size
     return mean_feature_map_entropy(model, loader, network, dev, top_m=m, progress=progress)
 
 

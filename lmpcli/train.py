@@ -18,7 +18,7 @@ import os
 import platform
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -33,6 +33,7 @@ from .device import autocast, prepare_model
 from .distributed import (DistContext, all_gather_objects, close_distributed, convert_sync_batchnorm,
                           init_distributed, reduce_epoch_row)
 from .model import LMPNetConfig, LMPNetPair
+from .settings import KeypointSettings
 from .outputs import atomic_write_text
 from .progress import NullProgress, Progress
 from .rng import capture_rng_state, restore_rng_state, seed_everything
@@ -209,15 +210,9 @@ def fit(
     label_smoothing: float = 0.1,
     pooling: str = "lmp",
     eps: float = 0.1,
-    num_filters: int = 128,
-    k: int = 5,
-    thr: float = 1.2,
-    iterations: int = 3,
     mask_size: float = 0.15,
     replica: bool = True,
-    subcell: bool = True,
-    refine: bool = True,
-    gate: float = 0.0,
+    keypoints: KeypointSettings | None = None,
     freeze: int = 12,
     crop_scale: float = 0.6,
     jitter: float = 0.2,
@@ -241,8 +236,11 @@ def fit(
     ``data`` is a CUB-200-2011-layout folder (its train split is used) or a folder with one
     sub-folder of images per class. ``out_dir`` receives ``last.pt`` (resumable),
     ``model.pt`` (weights + config + class names + metadata; float16 when ``half_weights``)
-    and ``metrics.csv`` (one row per epoch). Other keywords are the :class:`LMPNetConfig`
-    fields and the optimisation settings (AdamW, cosine schedule, label smoothing, ``cutmix``:
+    and ``metrics.csv`` (one row per epoch). ``keypoints``: the keypoint settings the checkpoint
+    stores as its defaults (:class:`~lmpcli.settings.KeypointSettings`, None fields:
+    :data:`lmpcli.settings.DEFAULTS`; ``num_filters``, ``thr`` and ``iterations`` also place the
+    replica's training mask, Sec. 3.3; the rest is test-time only). Other keywords are the
+    :class:`LMPNetConfig` fields and the optimisation settings (AdamW, cosine schedule, label smoothing, ``cutmix``:
     chance per batch of CutMix, see :func:`cutmix_batch`; 0 = off). ``weight_decay`` is
     AdamW's decoupled decay; 1 (the default since docs/quality-log.md section 23, where it
     raised greedy PCK and part recall on two seeds, and section 24 on four) shrinks the trained weights by about 16 %
@@ -286,9 +284,7 @@ def fit(
         config = LMPNetConfig.from_dict(state["config"])
     else:
         config = LMPNetConfig(backbone=backbone, pooling=pooling, eps=eps, image_size=image_size,
-                              num_filters=num_filters, k=k, thr=thr, iterations=iterations,
-                              mask_size=mask_size, replica=replica, subcell=subcell, refine=refine,
-                              gate=gate, freeze=freeze)
+                              mask_size=mask_size, replica=replica, freeze=freeze, keypoints=keypoints)
     dataset, class_names = _training_data(data, config, crop_scale, jitter, classes, limit, seed)
     model = prepare_model(LMPNetPair(config, pretrained=pretrained and state is None), dev)
     loader = _training_loader(dataset, batch_size, workers, seed, dev, ctx)
@@ -328,7 +324,7 @@ def _training_data(data: str | Path, config: LMPNetConfig, crop_scale: float, ji
     """The augmented training images and their class names; sets ``config``'s ``num_classes``,
     ``mean`` and ``std`` (the backbone's input normalisation). ``limit``: a random subset of that
     many images (a :class:`~torch.utils.data.Subset`, drawn from ``seed``)."""
-    probe = LMPNetPair(LMPNetConfig(**{**config.to_dict(), "num_classes": 2, "replica": False}), pretrained=False)
+    probe = LMPNetPair(replace(config, num_classes=2, replica=False), pretrained=False)
     mean, std = probe.main.backbone.mean, probe.main.backbone.std
     del probe
     dataset = open_training_data(data, train_transform(config.image_size, mean, std, crop_scale, jitter),

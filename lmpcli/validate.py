@@ -72,20 +72,27 @@ def check_number(name: str, value: float | int | None, *, low: float | None = No
         raise UsageError(f"{name} must be {' and '.join(b for b in (lo, hi) if b)}, got {value:g}")
 
 
-def check_keypoint_options(*, k: int | None = None, thr: float | None = None, num_filters: int | None = None,
-                           iterations: int | None = None, gate: float | None = None,
+def check_keypoint_options(*, settings=None, k: int | None = None, thr: float | None = None,
+                           num_filters: int | None = None, iterations: int | None = None, gate: float | None = None,
                            output_stride: int | None = None, image_size: int | None = None,
                            batch_size: int | None = None, workers: int | None = None, device: str | None = None,
                            **unchecked) -> None:
     """The test-time options shared by predict, evaluate and visualize-filters (see their ``--help``).
 
-    ``unchecked``: other settings of the same call (flags such as ``replica`` or ``flip``), ignored.
+    ``settings``: a :class:`lmpcli.settings.KeypointSettings` (the record of the keypoint flags); its
+    fields are checked as the options of the same names where those are not given. ``unchecked``:
+    other settings of the same call (flags such as ``replica`` or ``flip``), ignored.
 
     Raises:
         UsageError: ``k`` outside 1..:data:`MAX_K`; ``thr`` not > 0 (cells) or NaN; ``num_filters`` < 1;
             ``iterations`` < 0; ``gate`` outside [0, 1]; ``output_stride`` not 16 or 32;
             ``image_size`` not a positive multiple of 32; ``batch_size`` < 1; ``workers`` < 0; bad ``device``.
     """
+    if settings is not None:
+        k, thr, num_filters, iterations, gate, output_stride, image_size = (
+            getattr(settings, name) if value is None else value for name, value in
+            (("k", k), ("thr", thr), ("num_filters", num_filters), ("iterations", iterations), ("gate", gate),
+             ("output_stride", output_stride), ("image_size", image_size)))
     check_number("--k", k, low=1, high=MAX_K, integer=True)
     check_number("--thr", thr, low=0, low_open=True)
     check_number("--num-filters", num_filters, low=1, integer=True)

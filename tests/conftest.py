@@ -11,6 +11,7 @@ from PIL import Image
 
 from lmpcli.checkpoint import DEFAULT_WEIGHTS, save_checkpoint
 from lmpcli.model import LMPNetConfig, LMPNetPair
+from lmpcli.settings import KeypointSettings
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"
@@ -51,7 +52,7 @@ def one_thread():
 def tiny_checkpoint(tmp_path_factory) -> Path:
     """An untrained 64-px LMPNet pair (2x2 feature maps), 3 classes, saved like a real one."""
     torch.manual_seed(0)
-    model = LMPNetPair(LMPNetConfig(image_size=64, num_classes=3, thr=1.0), pretrained=False)
+    model = LMPNetPair(LMPNetConfig(image_size=64, num_classes=3, keypoints=KeypointSettings(thr=1.0)), pretrained=False)
     path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
     save_checkpoint(path, model, ["a", "b", "c"], {"note": "test"}, half=True)
     return path

@@ -5,6 +5,7 @@ import torch
 
 from lmpcli.backbones import BackboneError, create_backbone
 from lmpcli.model import LMPNetConfig, LMPNetPair
+from lmpcli.settings import KeypointSettings
 
 
 def test_resnet_feature_map_shape():
@@ -59,21 +60,27 @@ def test_output_stride_16_holds_the_stride_32_map_at_odd_cells():
 
 
 def test_pair_at_output_stride_16_keeps_pixel_geometry():
-    from lmpcli.methods import ChannelMeanBaseline
-    from lmpcli.model import cells_to_pixels
+    from lmpcli.head import cells_to_pixels
+    from lmpcli.methods import ChannelMeanBaseline, LMPNetMethod
 
     torch.manual_seed(0)
-    pair = LMPNetPair(LMPNetConfig(image_size=128, num_classes=3, thr=1.5), pretrained=False).eval()
+    pair = LMPNetPair(LMPNetConfig(image_size=128, num_classes=3, keypoints=KeypointSettings(thr=1.5)),
+                      pretrained=False).eval()
     x = torch.randn(2, 3, 128, 128)
     with torch.inference_mode():
         logits, coarse = pair.main(x)
         pair.set_output_stride(16)
         dense_logits, dense = pair.main(x)
         torch.testing.assert_close(dense_logits, logits)  # classification is the trained model's
-        pair.set_output_stride(16)  # idempotent: thr is rescaled once
-        assert pair.config.thr == 3.0 and pair.config.output_stride == 16 and pair.cell_centre() == 0.0
+        pair.set_output_stride(16)  # idempotent
+        assert pair.config.output_stride == 16 and pair.cell_centre() == 0.0
+        assert pair.config.keypoints.thr == 1.5  # the checkpoint's record is never rescaled in place
+        assert pair.resolve().thr == 3.0  # 1.5 cells of 4x4 -> 3 cells of 8x8, resolved once
+        assert pair.resolve(KeypointSettings(thr=2.0)).thr == 2.0  # an explicit radius is used as given
+        with pytest.raises(ValueError, match="output stride 16"):
+            pair.resolve(KeypointSettings(output_stride=32))  # the networks run at 16 now
         assert pair.replica.backbone.stride == 16
-        kp = pair.predict(x)
+        kp = LMPNetMethod(pair)(x)
         base = ChannelMeanBaseline(pair, 1)(x, {})
     assert coarse.shape[-2:] == (4, 4) and dense.shape[-2:] == (8, 8) and kp.xy.shape == (2, 5, 2)
     found = ~kp.xy.isnan().any(-1)  # NaN: every proposal of the image already erased
@@ -90,20 +97,24 @@ def test_pair_at_output_stride_16_keeps_pixel_geometry():
 
 def test_pair_at_a_larger_input_keeps_the_erased_fraction_of_the_image():
     """set_image_size: maps grow with the input, thr (cells) grows with them; bad sizes are refused."""
+    from lmpcli.methods import LMPNetMethod
+
     torch.manual_seed(0)
-    pair = LMPNetPair(LMPNetConfig(image_size=128, num_classes=3, thr=1.5), pretrained=False).eval()
+    pair = LMPNetPair(LMPNetConfig(image_size=128, num_classes=3, keypoints=KeypointSettings(thr=1.5)),
+                      pretrained=False).eval()
     pair.set_image_size(None)
-    assert (pair.config.image_size, pair.config.thr) == (128, 1.5)
+    assert (pair.config.image_size, pair.resolve().thr) == (128, 1.5)
     for bad in (100, 0, True, 160.0):
         with pytest.raises(ValueError, match="multiple of 32"):
             pair.set_image_size(bad)
     pair.set_image_size(192)
-    pair.set_image_size(192)  # idempotent: thr is rescaled once
-    assert (pair.config.image_size, pair.config.thr) == (192, 2.25)  # 1.5 cells of 4x4 -> 2.25 of 6x6
+    pair.set_image_size(192)  # idempotent
+    assert (pair.config.image_size, pair.resolve().thr) == (192, 2.25)  # 1.5 cells of 4x4 -> 2.25 of 6x6
+    assert pair.config.keypoints.thr == 1.5 and pair.config.keypoints.image_size == 128  # as trained
     x = torch.randn(2, 3, 192, 192)
     with torch.inference_mode():
         _, features = pair.main(x)
-        kp = pair.predict(x)
+        kp = LMPNetMethod(pair)(x)
     assert features.shape[-2:] == (6, 6) and kp.xy.shape == (2, 5, 2)
     found = ~kp.xy.isnan().any(-1)  # NaN: every proposal already erased (likely on 6x6 maps at 2.25 cells)
     assert found[:, 0].all() and ((kp.xy[found] >= 0) & (kp.xy[found] <= 192)).all()

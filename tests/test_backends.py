@@ -23,6 +23,7 @@ from lmpcli.backends.onnx import (
 )
 from lmpcli.checkpoint import load_model
 from lmpcli.cli import app
+from lmpcli.settings import KeypointSettings
 from lmpcli.methods import create_method
 
 from .conftest import EXAMPLES, REPO, needs_weights
@@ -61,7 +62,7 @@ def test_onnx_networks_and_methods_match_torch(tiny_checkpoint):
         torch.testing.assert_close(logits, ref_logits, atol=1e-4, rtol=1e-4)
         torch.testing.assert_close(maps, ref_maps, atol=1e-4, rtol=1e-4)
     for name in ("lmpnet", "cam", "channel-mean"):
-        got, want = create_method(name, pair, k=3)(x), create_method(name, ref, k=3)(x)
+        got, want = create_method(name, pair, KeypointSettings(k=3))(x), create_method(name, ref, KeypointSettings(k=3))(x)
         assert torch.equal(torch.isnan(got.xy), torch.isnan(want.xy))
         assert float((got.xy - want.xy).nan_to_num().abs().max()) < 0.5, name
     with pytest.raises(ValueError, match=r"\(B, 3, S, S\)"):
@@ -73,10 +74,10 @@ def test_occlusion_gbp_uses_torch_for_gradients(tiny_checkpoint):
     pair, _ = load_model(tiny_checkpoint)
     install_onnxruntime(pair)
     x = _images(2, 64, seed=1)
-    opts = {"k": 2, "occluder_size": 16, "occluder_stride": 8, "input_size": 32, "nms_radius": 4}  # a 32-px graph too
+    opts = {"occluder_size": 16, "occluder_stride": 8, "input_size": 32, "nms_radius": 4}  # a 32-px graph too
     with torch.inference_mode():
-        got = create_method("occlusion-gbp", pair, **opts)(x)
-        want = create_method("occlusion-gbp", ref, **opts)(x)
+        got = create_method("occlusion-gbp", pair, KeypointSettings(k=2), **opts)(x)
+        want = create_method("occlusion-gbp", ref, KeypointSettings(k=2), **opts)(x)
     for a, b in zip(got.heatmaps, want.heatmaps, strict=True):  # coarse (ORT forwards) and fine (torch backward) maps
         torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-3)
     assert float((got.xy - want.xy).nan_to_num().abs().max()) < 0.5

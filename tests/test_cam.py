@@ -10,6 +10,7 @@ from torch import nn
 from lmpcli.methods import METHODS, CAMMethod, create_method
 from lmpcli.methods.cam import class_activation_map
 from lmpcli.model import LMPNetConfig, LMPNetPair
+from lmpcli.settings import KeypointSettings
 
 
 
@@ -48,7 +49,7 @@ def test_cam_toy_model_peaks_and_class():
     _paint(images[1], 1, 2, 4, 3.0)
     _paint(images[1], 0, 3, 3, 1.0)
     model = ToyPair()
-    out = create_method("cam", model, k=2)(images)
+    out = create_method("cam", model, KeypointSettings(k=2))(images)
     assert out.logits.argmax(-1).tolist() == [0, 1]
     # cell (x, y) -> pixel centre ((x + .5) * 8, (y + .5) * 8)
     assert out.xy[0].tolist() == [[12.0, 12.0], [36.0, 28.0]]
@@ -72,7 +73,7 @@ def test_cam_smoke_lmpnet_pair():
     assert "cam" in METHODS
     torch.manual_seed(0)
     model = LMPNetPair(LMPNetConfig(image_size=64, num_classes=3, replica=False), pretrained=False).eval()
-    method = create_method("cam", model, k=5, nms_radius=0)
+    method = create_method("cam", model, KeypointSettings(k=5), nms_radius=0)
     assert method.name == "cam" and method.uses_main
     with torch.inference_mode():
         out = method(torch.randn(2, 3, 64, 64))

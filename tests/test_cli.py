@@ -158,7 +158,7 @@ def test_train_resume_and_evaluate_on_tiny_data(tiny_cub, tmp_path, monkeypatch)
     assert r.exit_code == 0 and "re-estimated on 3 images" in r.output, r.output
     ckpt = torch.load(run_dir / "model.pt", weights_only=True)
     assert ckpt["meta"]["bn_recalibrated"] == 3 and len(ckpt["meta"]["history"]) == 2
-    assert ckpt["config"]["gate"] == 0.3 and ckpt["config"]["thr"] == 1
+    assert ckpt["config"]["keypoints"]["gate"] == 0.3 and ckpt["config"]["keypoints"]["thr"] == 1  # stored settings
     report = tmp_path / "eval.json"
     r = run("evaluate", "--data", tiny_cub, "--weights", run_dir / "model.pt", "--k", 2, "--workers", 0,
             "--out", report, "--gate", 0.5, "--flip", "--output-stride", 16, "-q")
@@ -234,15 +234,13 @@ def test_train_flag_defaults_match_fit_and_config():
     cli_defaults = {n: getattr(p.default, "default", p.default)
                     for n, p in inspect.signature(train).parameters.items()}
     shared = cli_defaults.keys() & fit_defaults.keys()
-    assert {"mask_size", "thr", "freeze", "crop_scale", "cutmix", "epochs"} <= shared
+    assert {"mask_size", "freeze", "crop_scale", "cutmix", "epochs"} <= shared
     assert {n: cli_defaults[n] for n in shared} == {n: fit_defaults[n] for n in shared}
     config_defaults = {f.name: f.default for f in dataclasses.fields(LMPNetConfig)}
     model_keys = config_defaults.keys() & fit_defaults.keys()
-    assert {"mask_size", "thr", "num_filters", "eps"} <= model_keys
+    assert {"mask_size", "eps"} <= model_keys
     assert {n: fit_defaults[n] for n in model_keys} == {n: config_defaults[n] for n in model_keys}
     assert fit_defaults["mask_size"] == 0.15  # quality log, section 9
-    assert fit_defaults["thr"] == 1.2  # quality log, section 17
-    assert fit_defaults["subcell"] is True  # quality log, section 18
 
 
 def test_library_errors_map_to_the_documented_exit_statuses():

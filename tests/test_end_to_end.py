@@ -37,18 +37,3 @@ def test_shipped_model_beats_chance_and_centre_on_real_test_images():
     kp1 = report["landing"].set_index(["method", "rank"]).loc[("lmpnet", 1)]
     assert kp1["head"] > kp1[["body", "wings", "tail", "legs"]].max()  # ... and mostly on its head
     assert not math.isnan(t.loc["channel-mean", "avg"]) and math.isnan(t.loc["centre", "acc"])
-
-
-@needs_weights
-def test_shipped_checkpoint_uses_the_default_keypoint_settings():
-    # the shipped file's test-time settings are today's defaults (thr 1.2 and sub-cell peaks:
-    # quality log, sections 17 and 18),
-    # so `lmp predict` with no flags and a checkpoint from `lmp train` agree
-    from lmpcli.checkpoint import load_model
-    from lmpcli.model import LMPNetConfig
-
-    model, ckpt = load_model()
-    defaults = LMPNetConfig(num_classes=model.config.num_classes)
-    for name in ("thr", "num_filters", "iterations", "refine", "subcell", "k", "mask_size"):
-        assert getattr(model.config, name) == getattr(defaults, name), name
-    assert "section 17" in ckpt["meta"]["test_time_settings"]

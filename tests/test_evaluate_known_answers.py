@@ -13,7 +13,8 @@ import torch
 import lmpcli.evaluate as evaluate_module
 from lmpcli.data import CUBDataset, eval_transform
 from lmpcli.evaluate import evaluate
-from lmpcli.model import KeypointOutput
+from lmpcli.methods.base import KeypointOutput
+from lmpcli.settings import KeypointSettings
 
 PARTS = 15  # CUB parts; the oracle predicts one keypoint per part
 
@@ -66,7 +67,7 @@ KW = dict(split="all", workers=0, batch_size=4, device="cpu", fit_images=0)  # t
 
 
 def test_an_oracle_scores_100_and_an_oracle_off_the_parts_scores_0(with_oracles, tiny_checkpoint, tiny_cub):
-    rep = evaluate(tiny_cub, weights=tiny_checkpoint, methods=("oracle", "oracle-off"), k=PARTS, **KW)
+    rep = evaluate(tiny_cub, weights=tiny_checkpoint, methods=("oracle", "oracle-off"), settings=KeypointSettings(k=PARTS), **KW)
     t = rep["table"].set_index("method")
     assert list(t.index) == ["oracle", "oracle-off", "centre", "channel-mean"]
     assert rep["config"]["images"] == 6
@@ -87,7 +88,8 @@ def test_a_variant_row_differs_from_the_default_when_its_setting_does(tiny_check
                 "one-filter": {"num_filters": 1},  # one proposal per network: at most 2 keypoints
                 "gate-max": {"gate": 1.0},  # only proposals on the channel-mean peak cell: 1 keypoint
                 "same": {"thr": None}}  # a setting equal to the default: the same row
-    rep = evaluate(tiny_cub, weights=tiny_checkpoint, k=3, alpha=1.0, baselines=False, variants=variants, **KW)
+    rep = evaluate(tiny_cub, weights=tiny_checkpoint, settings=KeypointSettings(k=3), alpha=1.0, baselines=False,
+                   variants=variants, **KW)
     t = rep["table"].set_index("method")
     cols = ["KP1", "KP2", "KP3"]
     assert t.loc["lmpnet", cols].tolist() == [100.0, 100.0, 100.0]

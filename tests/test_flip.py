@@ -2,14 +2,16 @@
 import pytest
 import torch
 
+from lmpcli.head import KeypointHead
 from lmpcli.methods import LMPNetMethod
 from lmpcli.model import LMPNetConfig, LMPNetPair
+from lmpcli.settings import KeypointSettings
 
 
 @pytest.fixture(scope="module")
 def pair():
     torch.manual_seed(0)
-    return LMPNetPair(LMPNetConfig(image_size=128, num_classes=3, thr=1.0), pretrained=False).eval()
+    return LMPNetPair(LMPNetConfig(image_size=128, num_classes=3, keypoints=KeypointSettings(thr=1.0)), pretrained=False).eval()
 
 
 def test_flipped_maps_align_with_the_original_cells(pair):
@@ -35,9 +37,9 @@ def test_duplicate_extra_maps_leave_keypoints_unchanged(pair):
     with torch.inference_mode():
         _, f, r = pair.features(x)
         for subcell, atol in ((False, 1e-4), (True, 0.5)):
-            xy, score = pair.keypoints_from_features(f, r, (128, 128), k=3, subcell=subcell)
-            xy2, score2 = pair.keypoints_from_features(f, r, (128, 128), k=3, subcell=subcell,
-                                                       extra_features=[f, r])
+            head = KeypointHead(pair.resolve(KeypointSettings(k=3, subcell=subcell)), pair.cell_centre())
+            xy, score = head([f, r], (128, 128))
+            xy2, score2 = head([f, r, f, r], (128, 128))
             torch.testing.assert_close(xy2, xy, equal_nan=True, atol=atol, rtol=0)
             torch.testing.assert_close(score2, score)
 
@@ -49,11 +51,12 @@ def test_flip_method_fuses_mirrored_proposals_and_shares_the_forward(pair, monke
     monkeypatch.setattr(pair, "flipped_features", lambda *a, **kw: calls.append(1) or original(*a, **kw))
     cache: dict = {}
     with torch.inference_mode():
-        a = LMPNetMethod(pair, k=3, flip=True, name="a")(x, cache)
-        b = LMPNetMethod(pair, k=3, flip=True, name="b", thr=2.0)(x, cache)
+        a = LMPNetMethod(pair, KeypointSettings(k=3, flip=True), name="a")(x, cache)
+        b = LMPNetMethod(pair, KeypointSettings(k=3, flip=True, thr=2.0), name="b")(x, cache)
         _, f, r = pair.features(x)
-        ref_xy, _ = pair.keypoints_from_features(f, r, (128, 128), k=3, extra_features=original(x))
-        plain = LMPNetMethod(pair, k=3)(x, {})
+        head = KeypointHead(pair.resolve(KeypointSettings(k=3)), pair.cell_centre())
+        ref_xy, _ = head([f, r, *original(x)], (128, 128))
+        plain = LMPNetMethod(pair, KeypointSettings(k=3))(x, {})
     assert len(calls) == 1  # one mirrored forward per batch, shared through the cache
     torch.testing.assert_close(a.xy, ref_xy, equal_nan=True)
     assert a.xy.shape == b.xy.shape == plain.xy.shape == (2, 3, 2)
@@ -64,7 +67,7 @@ def test_flip_at_output_stride_16_moves_the_mirrored_maps_one_cell():
     from lmpcli.model import shift_cells
 
     torch.manual_seed(0)
-    dense = LMPNetPair(LMPNetConfig(image_size=128, num_classes=3, thr=1.0), pretrained=False).eval()
+    dense = LMPNetPair(LMPNetConfig(image_size=128, num_classes=3, keypoints=KeypointSettings(thr=1.0)), pretrained=False).eval()
     dense.set_output_stride(16)
     x = torch.randn(2, 3, 128, 128)
     with torch.inference_mode():

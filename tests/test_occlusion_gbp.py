@@ -15,7 +15,9 @@ from lmpcli.inference import run_methods
 from lmpcli.methods import METHODS, OcclusionGBPMethod, create_method
 from lmpcli.attribution import GuidedBackprop, gbp_heatmap
 from lmpcli.methods.occlusion_gbp import fuse_heatmaps
-from lmpcli.model import KeypointOutput, LMPNetConfig, LMPNetPair
+from lmpcli.methods.base import KeypointOutput
+from lmpcli.model import LMPNetConfig, LMPNetPair
+from lmpcli.settings import KeypointSettings
 from lmpcli.peaks import detect_keypoints
 
 
@@ -63,7 +65,7 @@ def tiny_pair():
 
 def test_occlusion_gbp_method_smoke(tiny_pair):
     assert "occlusion-gbp" in METHODS
-    method = create_method("occlusion-gbp", tiny_pair, k=5)
+    method = create_method("occlusion-gbp", tiny_pair, KeypointSettings(k=5))
     assert isinstance(method, OcclusionGBPMethod) and method.name == "occlusion-gbp" and method.uses_main
     with torch.inference_mode():  # as in lmpcli.inference.run_methods: inference tensors in
         images = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
@@ -107,7 +109,7 @@ class _Recording:
 
 
 def test_occlusion_gbp_low_resolution_through_run_methods(tiny_pair):
-    method = create_method("occlusion-gbp", tiny_pair, k=3, input_size=32, chunk_size=64)
+    method = create_method("occlusion-gbp", tiny_pair, KeypointSettings(k=3), input_size=32, chunk_size=64)
     images = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
     spy = _Recording(method)
     cache = {}

@@ -14,8 +14,9 @@ from lmpcli.data import CUBDataset
 from lmpcli.evaluate import evaluate
 from lmpcli.landmarks import MEAN_LANDMARK, normalise_to_box, part_discovery_metrics
 from lmpcli.part_metrics import DEFAULT_FIT_IMAGES, PART_COLUMNS
+from lmpcli.settings import KeypointSettings
 
-KW = {"k": 3, "workers": 0, "batch_size": 4, "device": "cpu"}
+KW = {"settings": KeypointSettings(k=3), "workers": 0, "batch_size": 4, "device": "cpu"}
 
 
 def test_evaluate_adds_part_columns_and_the_mean_landmark_row(tiny_cub, tiny_checkpoint):

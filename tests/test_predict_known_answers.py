@@ -13,6 +13,7 @@ from PIL import Image
 
 from lmpcli.checkpoint import save_checkpoint
 from lmpcli.model import LMPNetConfig, LMPNetPair
+from lmpcli.settings import KeypointSettings
 from lmpcli.predict import predict_images
 
 KW = dict(workers=0, batch_size=2, device="cpu")
@@ -32,7 +33,7 @@ def images(tmp_path_factory):
 
 
 def test_centre_baseline_returns_the_image_centre_in_original_pixels(images, tiny_checkpoint):
-    out = list(predict_images(images, weights=tiny_checkpoint, method="centre", k=1, **KW))
+    out = list(predict_images(images, weights=tiny_checkpoint, method="centre", settings=KeypointSettings(k=1), **KW))
     assert [o.image for o in out] == images
     for o in out:
         assert (o.width, o.height) == Image.open(o.image).size
@@ -49,7 +50,7 @@ def two_checkpoints(tmp_path_factory):
     for seed in (0, 1):
         torch.manual_seed(seed)
         path = d / f"seed{seed}.pt"
-        save_checkpoint(path, LMPNetPair(LMPNetConfig(image_size=96, num_classes=3, thr=1.0), pretrained=False),
+        save_checkpoint(path, LMPNetPair(LMPNetConfig(image_size=96, num_classes=3, keypoints=KeypointSettings(thr=1.0)), pretrained=False),
                         ["a", "b", "c"], half=True)
         paths.append(path)
     return paths
@@ -57,7 +58,7 @@ def two_checkpoints(tmp_path_factory):
 
 def test_an_ensemble_of_two_checkpoints_moves_the_output(images, two_checkpoints):
     a, b = two_checkpoints
-    runs = {name: list(predict_images(images, weights=w, k=3, **KW)) for name, w in
+    runs = {name: list(predict_images(images, weights=w, settings=KeypointSettings(k=3), **KW)) for name, w in
             (("a", a), ("b", b), ("a+b", [a, b]))}
     for alone in ("a", "b"):
         assert any(e.class_prob != s.class_prob for e, s in zip(runs["a+b"], runs[alone])), alone

@@ -8,6 +8,7 @@ import torch
 
 from lmpcli.layers import mask_out
 from lmpcli.model import LMPNetConfig, LMPNetPair
+from lmpcli.settings import KeypointSettings
 
 SIZE = 128  # 4x4 feature maps: the first keypoint can sit in 16 cells
 
@@ -15,7 +16,7 @@ SIZE = 128  # 4x4 feature maps: the first keypoint can sit in 16 cells
 @pytest.fixture(scope="module")
 def pair() -> LMPNetPair:
     torch.manual_seed(0)
-    return LMPNetPair(LMPNetConfig(image_size=SIZE, num_classes=3, thr=1.0, mask_size=0.25), pretrained=False)
+    return LMPNetPair(LMPNetConfig(image_size=SIZE, num_classes=3, mask_size=0.25, keypoints=KeypointSettings(thr=1.0)), pretrained=False)
 
 
 def _training_forward(pair: LMPNetPair, images: torch.Tensor):

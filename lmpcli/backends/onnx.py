@@ -252,6 +252,7 @@ def export_checkpoint(out: str | os.PathLike, *, weights: str | os.PathLike | No
         CheckpointError: missing or foreign checkpoint.
     """
     from ..inference import load_for_inference
+    from ..settings import KeypointSettings
     from ..outputs import check_writable
 
     if format not in EXPORT_FORMATS:
@@ -259,7 +260,8 @@ def export_checkpoint(out: str | os.PathLike, *, weights: str | os.PathLike | No
     if network not in NETWORKS:
         raise ValueError(f"unknown network {network!r}; choose main or replica")
     check_writable(out, overwrite)
-    (pair,), ckpt = load_for_inference(weights, torch.device("cpu"), output_stride, image_size, backend="torch")
+    (pair,), ckpt = load_for_inference(weights, torch.device("cpu"),
+                                     KeypointSettings(output_stride=output_stride, image_size=image_size), backend="torch")
     net = getattr(pair, network)
     if net is None:
         raise ValueError("this checkpoint has no replica network (trained with --no-replica)")

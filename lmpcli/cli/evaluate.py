@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 
 from ..choices import METHODS
+from ..settings import KeypointSettings
 from ._console import say
 from ._progress import RichProgress
 from .options import (IO, KEYPOINT_SETTINGS, METHOD, METHOD_OPTIONS, PERFORMANCE_OPTIONS, SCORING, SELECTION, Limit,
@@ -49,7 +50,7 @@ def evaluate(
         help="Evaluate on images cropped to their ground-truth box (PCK radius from the crop's shorter side).")] = False,
     entropy: Annotated[bool, typer.Option(
         rich_help_panel=SCORING, help="Also report the mean feature-map entropy of the main network (Fig. 6).")] = False,
-    keypoint: dict = None,
+    keypoint: KeypointSettings = None,
     per_method: dict = None,
     performance: dict = None,
     quiet: Quiet = False,
@@ -63,20 +64,20 @@ def evaluate(
 
     methods = [m.strip() for m in method.split(",") if m.strip()]
     check_evaluate_call(data, split=selection["split"], out=out, weights=weights or None, alpha=alpha, limit=limit,
-                        overwrite=overwrite, methods=methods, **performance, **keypoint)
+                        overwrite=overwrite, methods=methods, settings=keypoint, **performance)
     from ..evaluate import evaluate as run_evaluate
     from ..evaluate import write_report
 
     report = run_evaluate(
         data, weights=weights or None, methods=methods, baselines=baselines, entropy=entropy, alpha=alpha,
         method_options=method_keywords(methods, per_method), limit=limit, fit_images=fit_images,
-        crop_to_box=crop_to_box, progress=RichProgress(not quiet), **selection, **performance, **keypoint,
+        crop_to_box=crop_to_box, progress=RichProgress(not quiet), settings=keypoint, **selection, **performance,
     )
     if os.environ.get("RANK", "0") != "0":  # under torchrun rank 0 prints and writes
         return
     # piped or logged output gets a wide table instead of truncated numbers
     console = Console(width=None if sys.stdout.isatty() else 160)
-    console.print(pck_table(report, alpha, selection["split"], keypoint["k"]))
+    console.print(pck_table(report, alpha, selection["split"], report["config"]["k"]))
     console.print(recall_table(report, alpha))
     console.print(landing_table(report, methods, alpha))
     if "Kp" in report["table"].columns:

@@ -20,6 +20,7 @@ from typing import Annotated, Any, Callable, List, Optional, get_args
 import typer
 
 from .. import choices
+from ..settings import KeypointSettings
 
 # ---------------------------------------------------------------------------------- help panels
 IO = "Inputs and outputs"
@@ -108,19 +109,23 @@ Workers = Annotated[Optional[int], typer.Option(
     help="Image-decoding processes; 0 decodes in the main process; unset: the CPU cores, at most 8.")]
 
 # ---------------------------------------------------------------------------------- keypoint settings
-K = Annotated[int, typer.Option(min=1, metavar="N", rich_help_panel=KEYPOINTS, help="Keypoints per image.")]
+K = Annotated[Optional[int], typer.Option(
+    min=1, metavar="N", rich_help_panel=KEYPOINTS,
+    help="Keypoints per image (default: the checkpoint's, 5 for the shipped weights).")]
 Thr = Annotated[Optional[float], typer.Option(
     metavar="CELLS", rich_help_panel=KEYPOINTS,
-    help="LMPNet: clustering erase radius in feature-map cells (Algorithm 1; default: the checkpoint's, 1.2 "
-         "for the shipped weights).")]
+    help="LMPNet: clustering erase radius in cells of the feature maps the networks run at, used as given "
+         "(Algorithm 1; default: the checkpoint's, 1.2 cells of 14x14 for the shipped weights, rescaled with "
+         "--output-stride and --image-size).")]
 NumFilters = Annotated[Optional[int], typer.Option(
     metavar="N", rich_help_panel=KEYPOINTS,
     help="LMPNet: filters kept per image and network (Sec. 3.2; default: the checkpoint's).")]
 Iterations = Annotated[Optional[int], typer.Option(
     metavar="N", rich_help_panel=KEYPOINTS,
     help="LMPNet: clustering iterations per keypoint (Algorithm 1; default: the checkpoint's).")]
-Replica = Annotated[bool, typer.Option(
-    rich_help_panel=KEYPOINTS, help="LMPNet: fuse the replica network's proposals (Sec. 3.3).")]
+Replica = Annotated[Optional[bool], typer.Option(
+    "--replica/--no-replica", show_default=False, rich_help_panel=KEYPOINTS,
+    help="LMPNet: fuse the replica network's proposals (Sec. 3.3; default: the checkpoint's, on when it has one).")]
 Subcell = Annotated[Optional[bool], typer.Option(
     "--subcell/--no-subcell", show_default=False, rich_help_panel=KEYPOINTS,
     help="LMPNet: proposal peaks between cells (default: the checkpoint's).")]
@@ -131,9 +136,10 @@ Gate = Annotated[Optional[float], typer.Option(
     min=0.0, max=1.0, metavar="FRACTION", rich_help_panel=KEYPOINTS,
     help="LMPNet: drop proposals where the channel-mean map is below this fraction of its peak (object gate; "
          "0 = off; default: the checkpoint's).")]
-Flip = Annotated[bool, typer.Option(
-    rich_help_panel=KEYPOINTS,
-    help="LMPNet: also fuse the proposals of the mirrored image (twice the forward passes).")]
+Flip = Annotated[Optional[bool], typer.Option(
+    "--flip/--no-flip", show_default=False, rich_help_panel=KEYPOINTS,
+    help="LMPNet: also fuse the proposals of the mirrored image (twice the forward passes; default: the "
+         "checkpoint's, off).")]
 OutputStride = Annotated[Optional[int], typer.Option(
     metavar="16|32", rich_help_panel=KEYPOINTS,
     help="16: feature maps twice as fine from the same weights (EfficientNet-Lite; the checkpoint's --thr is "
@@ -178,18 +184,22 @@ class OptionGroup:
     """Options that several commands share, declared once: ``name=(Annotated alias, default)``.
 
     :func:`command` adds them to a command's signature (after its own parameters) and passes
-    their values to the command as one dict.
+    their values to the command as one dict, or as ``build(**values)`` when ``build`` is given
+    (the keypoint settings arrive as one :class:`lmpcli.settings.KeypointSettings`).
     """
 
-    def __init__(self, **options: tuple[Any, Any]) -> None:
+    def __init__(self, build: Callable[..., Any] | None = None, **options: tuple[Any, Any]) -> None:
+        self.build = build
         self.options = options
 
 
-#: The test-time keypoint settings of ``predict`` and ``evaluate`` (keywords of
-#: :func:`lmpcli.predict.run_predict` and :func:`lmpcli.evaluate.evaluate`).
+#: The test-time keypoint settings of ``predict`` and ``evaluate``: the fields of
+#: :class:`lmpcli.settings.KeypointSettings`, built once from the flags (an unset flag, None, is the
+#: checkpoint's value) and passed on as ``settings``.
 KEYPOINT_SETTINGS = OptionGroup(
-    k=(K, 5), thr=(Thr, None), num_filters=(NumFilters, None), iterations=(Iterations, None),
-    replica=(Replica, True), subcell=(Subcell, None), refine=(Refine, None), gate=(Gate, None), flip=(Flip, False),
+    build=KeypointSettings,
+    k=(K, None), thr=(Thr, None), num_filters=(NumFilters, None), iterations=(Iterations, None),
+    replica=(Replica, None), subcell=(Subcell, None), refine=(Refine, None), gate=(Gate, None), flip=(Flip, None),
     output_stride=(OutputStride, None), image_size=(ImageSize, None),
 )
 
@@ -251,6 +261,7 @@ def command(**groups: OptionGroup) -> Callable[[Callable], Callable]:
         def run(**kwargs: Any) -> Any:
             kwargs = {name: v.value if isinstance(v, enum.Enum) else v for name, v in kwargs.items()}
             packed = {g: {name: kwargs.pop(name) for name in group.options} for g, group in groups.items()}
+            packed = {g: groups[g].build(**values) if groups[g].build else values for g, values in packed.items()}
             return fn(**kwargs, **packed)
 
         run.__signature__ = sig.replace(parameters=params)

@@ -5,6 +5,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from ..settings import KeypointSettings
+
 from ._console import report_skipped, say
 from ._errors import EXIT_SKIPPED
 from ._progress import RichProgress
@@ -62,7 +64,7 @@ def predict(
         rich_help_panel=METHOD,
         help="Keypoint method. parts: one point per part of the checkpoint's part model, in part order (CSV "
              "image, part, x, y, score, visible; --k is ignored).")] = "lmpnet",
-    keypoint: dict = None,
+    keypoint: KeypointSettings = None,
     per_method: dict = None,
     performance: dict = None,
     quiet: Quiet = False,
@@ -80,15 +82,15 @@ def predict(
 
     checked = check_predict_call(inputs, out=out, vis_dir=vis_dir, heatmaps_dir=heatmaps, landmarks=landmarks,
                                  weights=weights or None, overwrite=overwrite or resume or shard is not None,
-                                 method=method, **performance, **keypoint)
+                                 method=method, settings=keypoint, **performance)
     from ..predict import run_predict
 
     summary = run_predict(  # the inputs as the check expanded them (stdin is read once), passed on as path lines
         ["-"], stdin=checked["paths"], out=out, json_format=json_format, jsonl=jsonl, shard=shard, resume=resume,
         vis_dir=vis_dir, heatmaps_dir=heatmaps, landmarks=landmarks, overwrite=overwrite,
         method_options=method_keywords([method], per_method).get(method, {}), weights=weights or None,
-        method=method, on_error=report_skipped, progress=RichProgress(not quiet and out != "-"), **performance,
-        **keypoint,
+        method=method, on_error=report_skipped, progress=RichProgress(not quiet and out != "-"), settings=keypoint,
+        **performance,
     )
     if not quiet:
         where = "" if out == "-" else f" -> {summary['out']}"
@@ -96,6 +98,6 @@ def predict(
         say(f"{summary['images']} images{resumed}, {len(summary['errors'])} skipped, {summary['seconds']:.1f} s{where}")
     if summary.get("short"):
         say(f"[yellow]note[/yellow]: {summary['short']} of {summary['images']} images have fewer than "
-            f"{keypoint['k']} keypoints: {method} ran out of proposals (see docs/robustness.md)")
+            f"{summary['k']} keypoints: {method} ran out of proposals (see docs/robustness.md)")
     if summary["errors"]:
         raise typer.Exit(EXIT_SKIPPED)

@@ -6,6 +6,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from ..settings import DEFAULTS, KeypointSettings
+
 from ._console import say
 from ._progress import RichProgress
 from .options import (AFTER_TRAINING, AUGMENTATION, IO, KEYPOINTS, MODEL, OPTIMISATION, PERFORMANCE, Backbone,
@@ -43,7 +45,9 @@ def train(
                                              help="Global pooling; lmp is leaky max pooling (Sec. 3.1).")] = "lmp",
     eps: Annotated[float, typer.Option(rich_help_panel=MODEL, help="Leak of leaky max pooling (Eq. 3).")] = 0.1,
     num_filters: Annotated[int, typer.Option(metavar="N", rich_help_panel=MODEL,
-                                             help="Filters kept per image by filter selection (Sec. 3.2).")] = 128,
+                                             help="Filters kept per image by filter selection (Sec. 3.2); stored "
+                                                  "as the checkpoint's default and used by the replica's "
+                                                  "training mask.")] = DEFAULTS.num_filters,
     mask_size: Annotated[float, typer.Option(metavar="FRACTION", rich_help_panel=MODEL,
                                              help="Attention mask side, fraction of the input side (Sec. 3.3).")] = 0.15,
     replica: Annotated[bool, typer.Option(rich_help_panel=MODEL,
@@ -70,21 +74,21 @@ def train(
     cutmix: Annotated[float, typer.Option(min=0.0, max=1.0, metavar="P", rich_help_panel=AUGMENTATION,
                                           help="Chance per batch of CutMix augmentation (0 = off).")] = 0.0,
     k: Annotated[int, typer.Option(metavar="N", rich_help_panel=KEYPOINTS,
-                                   help="Keypoints per image, stored as the checkpoint's default.")] = 5,
+                                   help="Keypoints per image, stored as the checkpoint's default.")] = DEFAULTS.k,
     thr: Annotated[float, typer.Option(
         metavar="CELLS", rich_help_panel=KEYPOINTS,
         help="Clustering erase radius in feature-map cells, stored as the checkpoint's default (Algorithm 1; "
-             "1.2 erases a 5-cell disk). Test-time only: it does not change training.")] = 1.2,
+             "1.2 erases a 5-cell disk); also places the replica's training mask.")] = DEFAULTS.thr,
     iterations: Annotated[int, typer.Option(metavar="N", rich_help_panel=KEYPOINTS,
-                                            help="Clustering iterations per keypoint (Algorithm 1).")] = 3,
+                                            help="Clustering iterations per keypoint (Algorithm 1).")] = DEFAULTS.iterations,
     subcell: Annotated[bool, typer.Option(rich_help_panel=KEYPOINTS,
                                           help="Store proposal peaks between cells as the checkpoint's default "
-                                               "(test-time only).")] = True,
+                                               "(test-time only).")] = DEFAULTS.subcell,
     refine: Annotated[bool, typer.Option(rich_help_panel=KEYPOINTS,
-                                         help="Store centroid keypoints as the checkpoint's default.")] = True,
+                                         help="Store centroid keypoints as the checkpoint's default.")] = DEFAULTS.refine,
     gate: Annotated[float, typer.Option(min=0.0, max=1.0, metavar="FRACTION", rich_help_panel=KEYPOINTS,
                                         help="Store the object gate as the checkpoint's default (0 = off, "
-                                             "as in the paper).")] = 0.0,
+                                             "as in the paper).")] = DEFAULTS.gate,
     bn_images: Annotated[int, typer.Option(
         min=0, metavar="N", rich_help_panel=AFTER_TRAINING,
         help="Re-estimate batch-norm statistics on this many training images (0 = off). --resume on a finished "
@@ -109,14 +113,15 @@ def train(
     from ..validate import check_train_call
 
     numbers = dict(image_size=image_size, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-                   label_smoothing=label_smoothing, eps=eps, num_filters=num_filters, k=k, thr=thr,
-                   iterations=iterations, mask_size=mask_size, gate=gate, freeze=freeze, crop_scale=crop_scale,
+                   label_smoothing=label_smoothing, eps=eps, mask_size=mask_size, freeze=freeze, crop_scale=crop_scale,
                    jitter=jitter, cutmix=cutmix, limit=limit, workers=workers, bn_images=bn_images)
-    check_train_call(data, out, resume=resume, overwrite=overwrite, device=device, **numbers)
+    keypoints = KeypointSettings(k=k, thr=thr, num_filters=num_filters, iterations=iterations, subcell=subcell,
+                                 refine=refine, gate=gate)  # stored in the checkpoint as its defaults
+    check_train_call(data, out, resume=resume, overwrite=overwrite, device=device, **numbers, **keypoints.given())
     from ..train import fit
 
-    path = fit(data, out, backbone=backbone, pooling=pooling, replica=replica, subcell=subcell, refine=refine,
-               classes=classes, pretrained=pretrained, seed=seed, device=device, resume=resume, overwrite=overwrite,
-               parts=parts, sync_bn=sync_bn, progress=RichProgress(not quiet), **numbers)
+    path = fit(data, out, backbone=backbone, pooling=pooling, replica=replica, keypoints=keypoints, classes=classes,
+               pretrained=pretrained, seed=seed, device=device, resume=resume, overwrite=overwrite, parts=parts,
+               sync_bn=sync_bn, progress=RichProgress(not quiet), **numbers)
     if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 writes (and says so)
         say(f"weights written to {path}")

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from ..model import LMPNetPair
-from .base import KeypointMethod
+from ..settings import KeypointSettings
+from .base import KeypointMethod, KeypointOutput
 from .baselines import CentreBaseline, ChannelMeanBaseline
 from .cam import CAMMethod
 from .lmpnet import LMPNetMethod
@@ -13,33 +14,36 @@ from .parts import PartsMethod
 from ..choices import METHODS
 
 
-def create_method(name: str, model: LMPNetPair, k: int = 5, thr: float | None = None, **options) -> KeypointMethod:
+def create_method(name: str, model: LMPNetPair, settings: KeypointSettings | None = None, **options) -> KeypointMethod:
     """Build a keypoint method by name (see :data:`METHODS`).
 
-    ``options`` are passed to the method's constructor (``lmpnet``: see
-    :class:`LMPNetMethod`; ``occlusion-gbp``: see :class:`OcclusionGBPMethod`, e.g.
-    ``occluder_size``, ``chunk_size``, ``input_size``, ``nms_radius``; ``cam``: ``nms_radius``
-    in cells; ``parts``: ``part_model``, default the checkpoint's, and ``k`` is the part model's K).
-    ``thr`` (clustering radius in cells) only applies to ``lmpnet``.
+    ``settings``: the run's :class:`~lmpcli.settings.KeypointSettings` (None fields: the
+    checkpoint's). ``lmpnet`` takes all of them (:class:`LMPNetMethod`); the other methods take
+    ``k`` only (resolved by :meth:`lmpcli.model.LMPNetPair.resolve`; ``parts`` uses its part
+    model's K). ``options`` are passed to the method's constructor (``lmpnet``: ``name``,
+    ``ensemble``; ``occlusion-gbp``: see :class:`OcclusionGBPMethod`, e.g. ``occluder_size``,
+    ``chunk_size``, ``input_size``, ``nms_radius``; ``cam``: ``nms_radius`` in cells; ``parts``:
+    ``part_model``, default the checkpoint's).
 
     Raises:
         ValueError: unknown method name or invalid option values.
         TypeError: an option the method does not accept.
     """
     if name == "lmpnet":
-        return LMPNetMethod(model, k=k, thr=thr, **options)
+        return LMPNetMethod(model, settings, **options)
+    if name == "parts":
+        return PartsMethod(model, **options)
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}; choose one of {', '.join(METHODS)}")
+    k = settings.k if settings is not None and settings.k is not None else model.resolve(settings).k
     if name == "occlusion-gbp":
         return OcclusionGBPMethod(model, k=k, **options)
     if name == "cam":
         return CAMMethod(model, k=k, **options)
-    if name == "parts":
-        return PartsMethod(model, **options)
     if name == "centre":
         return CentreBaseline(k)
-    if name == "channel-mean":
-        return ChannelMeanBaseline(model, k)
-    raise ValueError(f"unknown method {name!r}; choose one of {', '.join(METHODS)}")
+    return ChannelMeanBaseline(model, k)
 
 
-__all__ = ["KeypointMethod", "LMPNetMethod", "OcclusionGBPMethod", "CAMMethod", "CentreBaseline",
+__all__ = ["KeypointMethod", "KeypointOutput", "LMPNetMethod", "OcclusionGBPMethod", "CAMMethod", "CentreBaseline",
            "ChannelMeanBaseline", "PartsMethod", "METHODS", "create_method"]

@@ -3,17 +3,36 @@
 from __future__ import annotations
 
 import time
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from torch import Tensor
 
-from ..model import KeypointOutput
+
+class KeypointOutput(NamedTuple):
+    """Output of a keypoint method on a batch of network inputs.
+
+    Attributes:
+        xy: (B, k, 2) float32 keypoints, (x, y) in pixels of the network input
+            (:func:`lmpcli.head.cells_to_pixels`: ``(cell + 0.5) * stride`` at output stride 32);
+            NaN where not found.
+        score: (B, k) confidence in [0, 1]; 0 where not found.
+        logits: (B, K) class logits of the main network, or None for class-agnostic methods.
+        heatmaps: the maps the keypoints were found on, for figures, or None (the default)
+            for methods that make none: occlusion-gbp returns ``(coarse, fine)``, each
+            (B, S, S) float32 in [0, 1] on the network input's pixel grid
+            (:func:`lmpcli.heatmaps.draw_heatmap_panel`).
+    """
+
+    xy: Tensor
+    score: Tensor
+    logits: Tensor | None
+    heatmaps: tuple[Tensor, ...] | None = None
 
 
 class KeypointMethod(Protocol):
     """Predicts ``k`` keypoints for (B, 3, S, S) normalised images.
 
-    Implementations return :class:`lmpcli.model.KeypointOutput` with (x, y) in pixels of the
+    Implementations return :class:`KeypointOutput` with (x, y) in pixels of the
     network input; callers rescale to original-image pixels. ``cache`` lets methods on the
     same batch share work (key ``"main"``: the main network's (logits, features)).
     """
@@ -40,8 +59,9 @@ def main_forward(model, images: Tensor, cache: dict | None) -> tuple[Tensor, Ten
 def replica_forward(model, images: Tensor, main_out: tuple[Tensor, Tensor], cache: dict | None) -> Tensor | None:
     """The replica's (B, C, h, w) maps on the masked images (Sec. 3.3), computed once per batch.
 
-    The mask comes from the main network's first keypoint under the checkpoint's config, so
-    every method and test-time variant on the batch can share it. None when the pair has no
+    The mask comes from the main network's first keypoint under the checkpoint's keypoint
+    settings (:meth:`lmpcli.model.LMPNetPair.replica_input`), so every method and test-time
+    variant on the batch can share it. None when the pair has no
     replica.
     """
     if model.replica is None:

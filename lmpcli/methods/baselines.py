@@ -5,8 +5,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..model import KeypointOutput, LMPNetPair, cells_to_pixels
-from .base import main_forward
+from ..head import cells_to_pixels
+from ..model import LMPNetPair
+from .base import KeypointOutput, main_forward
 
 
 class CentreBaseline:

@@ -15,9 +15,9 @@ import torch
 from torch import Tensor
 
 from ..layers import pooling_vector
-from ..model import KeypointOutput, cells_to_pixels
+from ..head import cells_to_pixels
 from ..peaks import check_peak_settings, nms_peaks
-from .base import main_forward
+from .base import KeypointOutput, main_forward
 
 
 def class_activation_map(features: Tensor, weight: Tensor, target: Tensor, pooling: str | None = None,
@@ -57,10 +57,10 @@ class CAMMethod:
     Args:
         model: :class:`~lmpcli.model.LMPNetPair` (uses ``model.main`` and
             ``model.main.classifier.weight``).
-        k: keypoints per image (None = ``model.config.k``).
+        k: keypoints per image.
         nms_radius: NMS radius in feature-map cells (window ``2 r + 1``; default 1 = 3x3).
 
-    Output: (x, y) at cell centres in input pixels (:func:`lmpcli.model.cells_to_pixels`),
+    Output: (x, y) at cell centres in input pixels (:func:`lmpcli.head.cells_to_pixels`),
     NaN where the map has fewer than ``k`` local maxima; score = CAM value divided by the
     image's CAM maximum, clamped to [0, 1].
 
@@ -89,7 +89,7 @@ class CAMMethod:
 
     @torch.no_grad()
     def __call__(self, images: Tensor, cache: dict | None = None) -> KeypointOutput:
-        """Keypoints for (B, 3, S, S) normalised images; see :class:`~lmpcli.model.KeypointOutput`."""
+        """Keypoints for (B, 3, S, S) normalised images; see :class:`~lmpcli.methods.base.KeypointOutput`."""
         cam, logits = self.heatmap(images, cache)
         values, cells, valid = nms_peaks(cam, self.nms_radius, max_peaks=self.k)
         centre = self.model.cell_centre() if hasattr(self.model, "cell_centre") else 0.5

@@ -7,75 +7,79 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from ..model import KeypointOutput, LMPNetPair
-from .base import flipped_forward, main_forward, replica_forward
+from ..head import KeypointHead
+from ..model import LMPNetPair
+from ..settings import KeypointSettings
+from .base import KeypointOutput, flipped_forward, main_forward, replica_forward
 
 
 class LMPNetMethod:
     """LMPNet keypoints (Secs. 3.2-3.4) from an :class:`~lmpcli.model.LMPNetPair`.
 
-    Several instances with different test-time settings share both networks' forward
-    passes through ``cache`` (keys ``"main"``, ``"replica"`` and, for ``flip``, ``"flip"``:
-    the replica's input mask depends only on the checkpoint's config, never on the
-    overrides), so a sweep over ``thr`` / ``num_filters`` / replica fusion / flip costs one
-    forward per batch (two with flip).
+    Several instances with different settings share both networks' forward passes through
+    ``cache`` (keys ``"main"``, ``"replica"`` and, for ``flip``, ``"flip"``: the replica's input
+    mask depends only on the checkpoint's settings, never on a run's), so a sweep over ``thr`` /
+    ``num_filters`` / replica fusion / flip costs one forward per batch (two with flip).
 
     Args:
-        model: trained pair, eval mode.
-        k: keypoints per image (None = checkpoint's).
-        use_replica: fuse the replica's proposals (Sec. 3.3) when the checkpoint has one.
-        flip: test-time flip (an extension): also fuse the proposals of the horizontally
-            mirrored images, maps flipped back (:meth:`LMPNetPair.flipped_features`); twice
-            the forward passes.
+        model: trained pair, eval mode, at the grid the settings ask for (the pair's input size
+            and output stride are set when loading: :func:`lmpcli.inference.load_for_inference`).
+        settings: keypoint settings (:class:`~lmpcli.settings.KeypointSettings`; None fields and
+            None: the checkpoint's), resolved once here by :meth:`LMPNetPair.resolve`. ``replica``
+            fuses the replica's proposals (Sec. 3.3); ``flip`` also fuses the proposals of the
+            horizontally mirrored images, maps flipped back (an extension; twice the forward
+            passes); ``members``: fuse only the first ``members`` pairs of ``model`` + ``ensemble``.
         name: row name in reports (default ``"lmpnet"``; test-time variants need their own).
         ensemble: more trained pairs (an extension; e.g. other training seeds): each runs both
             networks on the same (B, 3, S, S) input, its maps get their own filter selection, and
             all proposals are fused before one clustering; logits (B, K) are averaged. Their
             forwards are cached per pair (cache key ``("ensemble", id(pair))``), so variants
             share them. See :func:`check_ensemble`; docs/quality-log.md section 27.
-        overrides: ``thr`` (cells), ``num_filters``, ``iterations``, ``subcell``, ``refine``, ``gate``
-            (see :meth:`LMPNetPair.predict`); None values keep the checkpoint's.
+
+    Attributes:
+        settings: the resolved record (every field set; ``members`` = pairs fused).
+        head: the :class:`~lmpcli.head.KeypointHead` built from it.
 
     Raises:
-        ValueError: an unknown override, or an ensemble pair that does not fit ``model``
-            (:func:`check_ensemble`).
+        ValueError: a bad setting, ``members`` above the pairs given, or an ensemble pair that
+            does not fit ``model`` (:func:`check_ensemble`).
     """
 
-    name = "lmpnet"
     uses_main = True
 
-    OPTIONS = ("thr", "num_filters", "iterations", "subcell", "refine", "gate")
-
-    def __init__(self, model: LMPNetPair, k: int | None = None, use_replica: bool = True, name: str = "lmpnet",
-                 flip: bool = False, ensemble: Sequence[LMPNetPair] = (), **overrides) -> None:
-        unknown = set(overrides) - set(self.OPTIONS)
-        if unknown:
-            raise ValueError(f"unknown LMPNet option(s): {', '.join(sorted(unknown))}")
+    def __init__(self, model: LMPNetPair, settings: KeypointSettings | None = None, *, name: str = "lmpnet",
+                 ensemble: Sequence[LMPNetPair] = ()) -> None:
+        resolved = model.resolve(settings)
+        members = 1 + len(ensemble) if resolved.members is None else resolved.members
+        if members > 1 + len(ensemble):
+            raise ValueError(f"members must be 1 to {1 + len(ensemble)} (the checkpoints given), got {members}")
         self.model = model
         self.name = name
-        self.k = model.config.k if k is None else k
-        self.use_replica = use_replica
-        self.flip = flip
-        self.ensemble = tuple(ensemble)
+        self.settings = KeypointSettings(**{**resolved.to_dict(), "members": members})
+        self.k = resolved.k
+        self.ensemble = tuple(ensemble)[: members - 1]
         for other in self.ensemble:
             check_ensemble(model, other)
-        self.overrides = {key: v for key, v in overrides.items() if v is not None}
+        self.head = KeypointHead(resolved, model.cell_centre())
 
     def __call__(self, images: Tensor, cache: dict | None = None) -> KeypointOutput:
+        """Keypoints for (B, 3, S, S) normalised images; see :class:`~lmpcli.methods.base.KeypointOutput`."""
+        use_replica, flip = self.settings.replica, self.settings.flip
         logits, features = main_forward(self.model, images, cache)
-        rep = replica_forward(self.model, images, (logits, features), cache) if self.use_replica else None
-        extra = list(flipped_forward(self.model, images, self.use_replica, cache)) if self.flip else []
+        rep = replica_forward(self.model, images, (logits, features), cache) if use_replica else None
+        maps = [features] + ([rep] if rep is not None else [])
+        if flip:
+            maps += flipped_forward(self.model, images, use_replica, cache)
         all_logits = [logits.float()]
         for other in self.ensemble:
             sub = None if cache is None else cache.setdefault(("ensemble", id(other)), {})
             other_logits, other_features = main_forward(other, images, sub)
-            other_rep = replica_forward(other, images, (other_logits, other_features), sub) if self.use_replica else None
-            extra += [f for f in (other_features, other_rep) if f is not None]
-            if self.flip:
-                extra += flipped_forward(other, images, self.use_replica, sub)
+            other_rep = replica_forward(other, images, (other_logits, other_features), sub) if use_replica else None
+            maps += [f for f in (other_features, other_rep) if f is not None]
+            if flip:
+                maps += flipped_forward(other, images, use_replica, sub)
             all_logits.append(other_logits.float())
-        xy, score = self.model.keypoints_from_features(features, rep, images.shape[-2:], k=self.k,
-                                                       extra_features=extra, **self.overrides)
+        xy, score = self.head(maps, images.shape[-2:])
         return KeypointOutput(xy, score, torch.stack(all_logits).mean(0))
 
 

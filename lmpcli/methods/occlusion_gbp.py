@@ -23,7 +23,7 @@ CPU cost: the coarse map needs ``ceil((S' - size) / stride + 1) ** 2`` forwards 
 
 Coordinates: heat maps are (B, S, S) on the network input's pixel grid; map pixel index
 ``(col, row)`` has its centre at ``(col + 0.5, row + 0.5)`` input pixels, the convention of
-:class:`lmpcli.model.KeypointOutput`.
+:class:`lmpcli.methods.base.KeypointOutput`.
 """
 
 from __future__ import annotations
@@ -40,9 +40,8 @@ from ..attribution import GuidedBackprop, Occlusion, gbp_heatmap, logits_of, nor
 from ..attribution.guided_backprop import check_objective
 from ..attribution.occlusion import check_occlusion_settings
 from ..backends.onnx import torch_network
-from ..model import KeypointOutput
 from ..peaks import check_peak_settings, detect_keypoints
-from .base import main_forward
+from .base import KeypointOutput, main_forward
 
 
 def _pair(value: float | tuple[float, float]) -> tuple[float, float]:
@@ -103,7 +102,7 @@ class OcclusionGBPMethod:
     """Occlusion-sensitivity + guided-backprop keypoints (Shan poster; see module docstring).
 
     Calling it on (B, 3, S, S) normalised images returns a
-    :class:`~lmpcli.model.KeypointOutput` with ``k`` keypoints ((x, y) input pixels),
+    :class:`~lmpcli.methods.base.KeypointOutput` with ``k`` keypoints ((x, y) input pixels),
     confidences in [0, 1], the main network's logits and ``heatmaps = (coarse, fine)``, each
     (B, S, S) float32 in [0, 1] on the network input's pixel grid.
 
@@ -117,7 +116,7 @@ class OcclusionGBPMethod:
             -> (logits, features)``; ``.config.mean/std`` used when present). The occlusion
             forwards use ``model.main`` as installed (torch or ONNX Runtime); guided backprop
             always the torch network behind it (gradients).
-        k: keypoints per image (None = ``model.config.k``).
+        k: keypoints per image.
         occluder_size, occluder_stride: occluder side and step, pixels of the occlusion input
             (poster: 16 and 8).
         chunk_size: occluded copies per forward (memory/speed knob; larger on a GPU).
@@ -209,7 +208,7 @@ class OcclusionGBPMethod:
         return fuse_heatmaps(coarse, fine, self.weights, self.sigmoid_slope, self.sigmoid_centre)
 
     def __call__(self, images: Tensor, cache: dict | None = None) -> KeypointOutput:
-        """Keypoints for (B, 3, S, S) normalised images; see :class:`~lmpcli.model.KeypointOutput`.
+        """Keypoints for (B, 3, S, S) normalised images; see :class:`~lmpcli.methods.base.KeypointOutput`.
 
         ``heatmaps`` is ``(coarse, fine)``, (B, S, S) float32 each in [0, 1], for figures
         (:func:`lmpcli.heatmaps.draw_heatmap_panel`).

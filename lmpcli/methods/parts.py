@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from ..model import KeypointOutput
+from .base import KeypointOutput
 from ..parts import PartModel, part_keypoints
 from .base import main_forward
 
