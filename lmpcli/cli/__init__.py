@@ -37,8 +37,8 @@ for _module, _name in ((train, "train"), (predict, "predict"), (merge_shards, "m
 
 
 def main() -> None:
-    """Console-script entry point (``lmp``, ``python -m lmpcli``)."""
-    app()
+    """Console-script entry point (``lmp``, ``python -m lmpcli``, ``torchrun -m lmpcli``); usage says ``lmp``."""
+    app(prog_name="lmp")
 
 
 __all__ = ["RichProgress", "app", "main"]

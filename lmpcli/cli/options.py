@@ -75,10 +75,10 @@ def parse_ids(spec: str | None) -> list[int] | None:
 
 # ---------------------------------------------------------------------------------- inputs and outputs
 Images = Annotated[List[str], typer.Argument(
-    metavar="IMAGES...", show_default=False,
+    metavar="IMAGES", show_default=False,
     help="Image files, folders (recursive), globs, or - to read paths from stdin.")]
 DataImages = Annotated[List[str], typer.Argument(
-    metavar="DATA...", show_default=False,
+    metavar="DATA", show_default=False,
     help="CUB-200-2011-layout folder (its --split is used) or image files, folders (recursive), globs.")]
 Weights = Annotated[Optional[Path], typer.Option(
     metavar="FILE", rich_help_panel=IO, help="Checkpoint (default: the shipped weights).")]
