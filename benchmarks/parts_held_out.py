@@ -63,15 +63,18 @@ def main() -> None:
 
     fit = take(train, rows_of(train, seen))
     held_out = fit_part_model(fit["features"], args.k, args.method, seed=args.seed)
-    shipped = model.part_model
-    check = (part_xy(model, shipped, test["features"], test["size"]) - test["xy"]["parts"]).abs().amax(-1)
-    moved = 100 * (check.nan_to_num(0) > 1).float().mean().item()
-    print(f"check: the checkpoint's part model on the cached float16 maps against the parts cached from the network: "
-          f"{moved:.2f} % of the test parts moved by more than 1 px (max {check.nan_to_num(0).max():.1f} px), "
-          f"absent alike: {bool((check.isnan() == test['xy']['parts'][..., 0].isnan()).all())}")
+    shipped = getattr(model, "part_model", None)
+    if shipped is not None and "parts" in test["xy"]:
+        check = (part_xy(model, shipped, test["features"], test["size"]) - test["xy"]["parts"]).abs().amax(-1)
+        moved = 100 * (check.nan_to_num(0) > 1).float().mean().item()
+        print(f"check: the checkpoint's part model on the cached float16 maps against the parts cached from the network: "
+              f"{moved:.2f} % of the test parts moved by more than 1 px (max {check.nan_to_num(0).max():.1f} px), "
+              f"absent alike: {bool((check.isnan() == test['xy']['parts'][..., 0].isnan()).all())}")
     subsets = {f"unseen {args.unseen}": take(test, rows_of(test, unseen)), f"seen {args.seen}": take(test, rows_of(test, seen))}
     cells = []
-    models = [(f"fit on train classes {args.seen} only", held_out), ("the checkpoint's own", shipped)]
+    models = [(f"fit on train classes {args.seen} only", held_out)]
+    if shipped is not None:
+        models.append(("the checkpoint's own", shipped))
     if "lmpnet" in fit["xy"]:
         models.append(("none: the ranks (lmpnet)", None))
     for label, pm in models:
