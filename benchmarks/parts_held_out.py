@@ -87,8 +87,8 @@ def main() -> None:
             cells.append([label, sub_label, str(len(sub["indices"])), *(f"{r[name][c]:.2f}" for c in ("Kp", "NMI", "ARI")),
                           f"{r['mean-landmark']['Kp']:.2f}", f"{absent:.1f}"])
     emit_table(f"class-held-out part model: {len(fit['indices'])} train images of classes {args.seen} fit the part model "
-               f"(K = {args.k}, {args.method}) and the Kp regressors; the network is the checkpoint's "
-               f"({args.weights or 'shipped'}), which saw every class",
+               f"(K = {args.k}, {args.method}) and the Kp regressors; the network is the checkpoint's ("
+               + ("shipped, which saw every class)" if args.weights is None else f"{args.weights})"),
                ["part model", "test classes", "test images", "Kp", "NMI", "ARI", "mean-landmark Kp", "absent (%)"],
                cells, args.out)
 
