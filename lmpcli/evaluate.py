@@ -1,6 +1,9 @@
 """``lmp evaluate``: greedy PCK per keypoint rank (Table 2), part recall, accuracy, speed.
 
-Every chosen method and the two trivial baselines are scored on the same images in one run.
+Every chosen method and the two trivial baselines are scored on the same images in one run:
+the methods are built, one loop over the images feeds a :class:`lmpcli.meters.KeypointMeter` per
+method (and an :class:`lmpcli.meters.EntropyMeter` with ``entropy``), and the report is read off
+the meters (torchvision's classification reference, ``evaluate``, has the same shape).
 """
 
 from __future__ import annotations
