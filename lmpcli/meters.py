@@ -197,7 +197,7 @@ class EntropyMeter:
 
         Returns:
             ``{"all_filters": mean over every (image, filter) map, "active_filters": mean over
-            the maps with a positive peak (None if none fires), "top<m>_filters": mean over the
+            the maps with a positive peak (NaN if none fires), "top<m>_filters": mean over the
             top-m filters per image (only with ``top_m``), "uniform_map": log(h*w), the entropy
             of a uniform map (the maximum), "dead_fraction": share of maps that never fire}``.
 
@@ -208,7 +208,7 @@ class EntropyMeter:
         if s["n_all"] == 0:
             raise ValueError("no feature maps to compute the entropy of")
         out = {"all_filters": s["all"] / s["n_all"],
-               "active_filters": s["active"] / s["n_active"] if s["n_active"] else None}
+               "active_filters": s["active"] / s["n_active"] if s["n_active"] else float("nan")}
         if self.top_m:
             out[f"top{self.top_m}_filters"] = s["top"] / max(s["n_top"], 1)
         out["uniform_map"] = math.log(self.map_size[0] * self.map_size[1])

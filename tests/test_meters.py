@@ -137,7 +137,7 @@ def test_entropy_meter_without_top_m_and_empty():
     meter.update(torch.zeros(1, 2, 2, 2))  # every map dead: no active mean
     out = meter.compute()
     assert list(out) == ["all_filters", "active_filters", "uniform_map", "dead_fraction"]
-    assert out["active_filters"] is None and out["dead_fraction"] == 1.0
+    assert math.isnan(out["active_filters"]) and out["dead_fraction"] == 1.0
     assert out["all_filters"] == pytest.approx(math.log(4))
     with pytest.raises(ValueError, match="no feature maps"):
         EntropyMeter(3).compute()
