@@ -86,6 +86,17 @@ DEFAULTS = KeypointSettings(k=5, thr=1.2, num_filters=128, iterations=3, subcell
                             flip=False)
 
 #: Fields a stored record has in the flat config of checkpoints written before this record existed.
+#: Defaults of the per-method options ``lmp predict`` / ``lmp evaluate`` offer: constructor keywords
+#: of :class:`lmpcli.methods.OcclusionGBPMethod` (Shan et al.; pixels of the occlusion input, whose
+#: side is ``input_size``, None = the network's) and :class:`lmpcli.methods.CAMMethod` (NMS radius
+#: in feature-map cells). Written once here, torch-free, so that ``--help`` shows them before torch
+#: loads; the constructors take their defaults from this table.
+METHOD_DEFAULTS = {
+    "occlusion-gbp": {"occluder_size": 16, "occluder_stride": 8, "chunk_size": 32, "input_size": None,
+                      "coarse_weight": 0.5, "fine_weight": 0.5, "nms_radius": 16, "keep_fraction": 0.4},
+    "cam": {"nms_radius": 1},
+}
+
 LEGACY_CONFIG_KEYS = ("k", "thr", "num_filters", "iterations", "subcell", "refine", "gate")
 
 

@@ -29,7 +29,7 @@ def test_predict_examples_with_shipped_weights(tmp_path):
 @needs_weights
 @needs_cub50
 def test_shipped_model_beats_chance_and_centre_on_real_test_images():
-    report = evaluate(CUB50, split="test", limit=48, workers=0, batch_size=8)
+    report = evaluate(CUB50, split="test", limit=48, workers=0, batch_size=8, fit_images=48)
     t = report["table"].set_index("method")
     assert report["config"]["images"] == 48
     assert t.loc["lmpnet", "acc"] > 30  # 50 classes: chance is 2 %

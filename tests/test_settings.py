@@ -115,3 +115,18 @@ def test_a_method_changes_with_its_settings_and_mask_out_ignores_them():
     torch.testing.assert_close(wide_cache["replica"], cache["replica"])
     assert not torch.equal(plain.xy.nan_to_num(-1), wide.xy.nan_to_num(-1))
     assert LMPNetMethod(pair, KeypointSettings(k=3, thr=3.0)).settings.thr == 3.0
+
+
+def test_method_option_defaults_are_the_constructors_defaults():
+    """The CLI's occlusion-gbp / cam defaults and the methods' constructors read one table."""
+    import inspect
+
+    from lmpcli.cli.options import METHOD_KEYWORDS, METHOD_OPTIONS
+    from lmpcli.methods import CAMMethod, OcclusionGBPMethod
+    from lmpcli.settings import METHOD_DEFAULTS
+
+    constructors = {"occlusion-gbp": OcclusionGBPMethod, "cam": CAMMethod}
+    for method, keywords in METHOD_KEYWORDS.items():
+        params = inspect.signature(constructors[method]).parameters
+        for option, keyword in keywords.items():
+            assert METHOD_OPTIONS.options[option][1] == params[keyword].default == METHOD_DEFAULTS[method][keyword]

@@ -41,10 +41,10 @@ def evaluate(
                                             help="Also score the centre and channel-mean baselines.")] = True,
     alpha: Annotated[float, typer.Option(metavar="FRACTION", rich_help_panel=SCORING,
                                          help="PCK radius, fraction of the shorter image side.")] = 0.1,
-    fit_images: Annotated[int, typer.Option(
-        min=0, metavar="N", rich_help_panel=SCORING,
+    fit_images: Annotated[Optional[int], typer.Option(
+        min=0, metavar="N", rich_help_panel=SCORING, show_default=False,
         help="Train-split images (spread over every class) the methods also run on to fit the Kp regressors; "
-             "0 = no Kp / NMI / ARI.")] = 300,
+             "0 = no Kp / NMI / ARI; unset: all of them.")] = None,
     crop_to_box: Annotated[bool, typer.Option(
         rich_help_panel=SCORING,
         help="Evaluate on images cropped to their ground-truth box (PCK radius from the crop's shorter side).")] = False,

@@ -20,7 +20,7 @@ from typing import Annotated, Any, Callable, List, Optional, get_args
 import typer
 
 from .. import choices
-from ..settings import KeypointSettings
+from ..settings import METHOD_DEFAULTS, KeypointSettings
 
 # ---------------------------------------------------------------------------------- help panels
 IO = "Inputs and outputs"
@@ -221,13 +221,13 @@ METHOD_KEYWORDS = {
     "cam": {"cam_nms_radius": "nms_radius"},
 }
 
-#: The per-method options of ``predict`` and ``evaluate`` (:data:`METHOD_KEYWORDS`).
-METHOD_OPTIONS = OptionGroup(
-    occluder_size=(OccluderSize, 16), occluder_stride=(OccluderStride, 8), chunk_size=(ChunkSize, 32),
-    occlusion_input_size=(OcclusionInputSize, None), coarse_weight=(CoarseWeight, 0.5),
-    fine_weight=(FineWeight, 0.5), nms_radius=(NmsRadius, 16), keep_fraction=(KeepFraction, 0.4),
-    cam_nms_radius=(CamNmsRadius, 1),
-)
+#: The per-method options of ``predict`` and ``evaluate`` (:data:`METHOD_KEYWORDS`), with the
+#: methods' own defaults (:data:`lmpcli.settings.METHOD_DEFAULTS`).
+_METHOD_ALIASES = dict(occluder_size=OccluderSize, occluder_stride=OccluderStride, chunk_size=ChunkSize,
+                       occlusion_input_size=OcclusionInputSize, coarse_weight=CoarseWeight, fine_weight=FineWeight,
+                       nms_radius=NmsRadius, keep_fraction=KeepFraction, cam_nms_radius=CamNmsRadius)
+METHOD_OPTIONS = OptionGroup(**{option: (_METHOD_ALIASES[option], METHOD_DEFAULTS[method][keyword])
+                                for method, keywords in METHOD_KEYWORDS.items() for option, keyword in keywords.items()})
 
 
 def method_keywords(methods: list[str], values: dict[str, Any]) -> dict[str, dict[str, Any]]:

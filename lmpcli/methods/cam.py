@@ -17,6 +17,7 @@ from torch import Tensor
 from ..layers import pooling_vector
 from ..head import cells_to_pixels
 from ..peaks import check_peak_settings, nms_peaks
+from ..settings import METHOD_DEFAULTS
 from .base import KeypointOutput, main_forward
 
 
@@ -71,7 +72,7 @@ class CAMMethod:
     name = "cam"
     uses_main = True
 
-    def __init__(self, model, k: int | None = 5, nms_radius: int = 1) -> None:
+    def __init__(self, model, k: int | None = 5, nms_radius: int = METHOD_DEFAULTS["cam"]["nms_radius"]) -> None:
         if k is None:  # the checkpoint's k, as for lmpnet
             k = getattr(getattr(model, "config", None), "k", 5)
         if k < 1:

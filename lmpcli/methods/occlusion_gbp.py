@@ -41,6 +41,7 @@ from ..attribution.guided_backprop import check_objective
 from ..attribution.occlusion import check_occlusion_settings
 from ..backends.onnx import torch_network
 from ..peaks import check_peak_settings, detect_keypoints
+from ..settings import METHOD_DEFAULTS
 from .base import KeypointOutput, main_forward
 
 
@@ -98,6 +99,9 @@ def fuse_heatmaps(coarse: Tensor, fine: Tensor, weights: tuple[float, float] = (
             + wf * _sigmoid01(fine.float(), slopes[1], centres[1])) / (wc + wf)
 
 
+_D = METHOD_DEFAULTS["occlusion-gbp"]  # the CLI-visible defaults (lmpcli.settings)
+
+
 class OcclusionGBPMethod:
     """Occlusion-sensitivity + guided-backprop keypoints (Shan poster; see module docstring).
 
@@ -143,11 +147,12 @@ class OcclusionGBPMethod:
     name = "occlusion-gbp"
     uses_main = True
 
-    def __init__(self, model, k: int | None = 5, occluder_size: int = 16, occluder_stride: int = 8, chunk_size: int = 32,
-                 input_size: int | None = None, fill: str = "noise", coarse_weight: float = 0.5,
-                 fine_weight: float = 0.5, sigmoid_slope: float = 10.0, sigmoid_centre: float = 0.5,
-                 fine_sigma: float = 0.0, gbp_objective: str = "prob", nms_radius: int = 16,
-                 keep_fraction: float = 0.4, forstner_window: int = 5, forstner_model: str = "corner", seed: int = 0,
+    def __init__(self, model, k: int | None = 5, occluder_size: int = _D["occluder_size"],
+                 occluder_stride: int = _D["occluder_stride"], chunk_size: int = _D["chunk_size"],
+                 input_size: int | None = _D["input_size"], fill: str = "noise", coarse_weight: float = _D["coarse_weight"],
+                 fine_weight: float = _D["fine_weight"], sigmoid_slope: float = 10.0, sigmoid_centre: float = 0.5,
+                 fine_sigma: float = 0.0, gbp_objective: str = "prob", nms_radius: int = _D["nms_radius"],
+                 keep_fraction: float = _D["keep_fraction"], forstner_window: int = 5, forstner_model: str = "corner", seed: int = 0,
                  mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> None:
         if k is None:  # the checkpoint's k, as for lmpnet
             k = getattr(getattr(model, "config", None), "k", 5)
