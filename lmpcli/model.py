@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from .backbones import create_backbone, freeze_stages
 from .head import KeypointHead, cells_to_pixels
 from .layers import GlobalPool2d, mask_out
-from .settings import KeypointSettings, resolve_settings, settings_from_config, stored_settings
+from .settings import TRAIN_DEFAULTS, KeypointSettings, resolve_settings, settings_from_config, stored_settings
 
 
 @dataclass
@@ -47,15 +47,15 @@ class LMPNetConfig:
             by the test-time settings.
     """
 
-    backbone: str = "efficientnet-lite0"
+    backbone: str = TRAIN_DEFAULTS["backbone"]
     num_classes: int = 50
-    pooling: str = "lmp"
-    eps: float = 0.1
-    image_size: int = 448
-    mask_size: float = 0.15
-    replica: bool = True
+    pooling: str = TRAIN_DEFAULTS["pooling"]
+    eps: float = TRAIN_DEFAULTS["eps"]
+    image_size: int = TRAIN_DEFAULTS["image_size"]
+    mask_size: float = TRAIN_DEFAULTS["mask_size"]
+    replica: bool = TRAIN_DEFAULTS["replica"]
     output_stride: int = 32
-    freeze: int = 12
+    freeze: int = TRAIN_DEFAULTS["freeze"]
     dropout: float = 0.2
     mean: tuple[float, float, float] = field(default=(0.498, 0.498, 0.498))
     std: tuple[float, float, float] = field(default=(0.502, 0.502, 0.502))

