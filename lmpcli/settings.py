@@ -86,7 +86,6 @@ class KeypointSettings:
 DEFAULTS = KeypointSettings(k=5, thr=1.2, num_filters=128, iterations=3, subcell=True, refine=True, gate=0.0,
                             flip=False)
 
-#: Fields a stored record has in the flat config of checkpoints written before this record existed.
 #: Defaults of ``lmp train`` / :func:`lmpcli.train.fit` (and of the architecture fields of
 #: :class:`lmpcli.model.LMPNetConfig`), written once here, torch-free, so that ``--help`` shows
 #: them before torch loads. Why each value: docs/cli.md and docs/quality-log.md (e.g. weight decay
@@ -125,6 +124,7 @@ METHOD_DEFAULTS = {
     "cam": {"nms_radius": 1},
 }
 
+#: Fields a stored record has in the flat config of checkpoints written before this record existed.
 LEGACY_CONFIG_KEYS = ("k", "thr", "num_filters", "iterations", "subcell", "refine", "gate")
 
 

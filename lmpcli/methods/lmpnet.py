@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 import torch
 from torch import Tensor
@@ -55,7 +56,7 @@ class LMPNetMethod:
             raise ValueError(f"members must be 1 to {1 + len(ensemble)} (the checkpoints given), got {members}")
         self.model = model
         self.name = name
-        self.settings = KeypointSettings(**{**resolved.to_dict(), "members": members})
+        self.settings = replace(resolved, members=members)
         self.k = resolved.k
         self.ensemble = tuple(ensemble)[: members - 1]
         for other in self.ensemble:
@@ -65,20 +66,16 @@ class LMPNetMethod:
     def __call__(self, images: Tensor, cache: dict | None = None) -> KeypointOutput:
         """Keypoints for (B, 3, S, S) normalised images; see :class:`~lmpcli.methods.base.KeypointOutput`."""
         use_replica, flip = self.settings.replica, self.settings.flip
-        logits, features = main_forward(self.model, images, cache)
-        rep = replica_forward(self.model, images, (logits, features), cache) if use_replica else None
-        maps = [features] + ([rep] if rep is not None else [])
-        if flip:
-            maps += flipped_forward(self.model, images, use_replica, cache)
-        all_logits = [logits.float()]
-        for other in self.ensemble:
-            sub = None if cache is None else cache.setdefault(("ensemble", id(other)), {})
-            other_logits, other_features = main_forward(other, images, sub)
-            other_rep = replica_forward(other, images, (other_logits, other_features), sub) if use_replica else None
-            maps += [f for f in (other_features, other_rep) if f is not None]
+        maps: list[Tensor] = []
+        all_logits = []
+        for pair in (self.model, *self.ensemble):  # each pair's forwards cached on their own
+            sub = cache if pair is self.model or cache is None else cache.setdefault(("ensemble", id(pair)), {})
+            logits, features = main_forward(pair, images, sub)
+            rep = replica_forward(pair, images, (logits, features), sub) if use_replica else None
+            maps += [f for f in (features, rep) if f is not None]
             if flip:
-                maps += flipped_forward(other, images, use_replica, sub)
-            all_logits.append(other_logits.float())
+                maps += flipped_forward(pair, images, use_replica, sub)
+            all_logits.append(logits.float())
         xy, score = self.head(maps, images.shape[-2:])
         return KeypointOutput(xy, score, torch.stack(all_logits).mean(0))
 
