@@ -84,10 +84,10 @@ def augment(args) -> None:
     (model, *_), _ = load_for_inference(args.weights, dev, backend=args.backend)
     cfg = model.config
     ds = CUBDataset(args.data, "train", eval_transform(cfg.image_size, cfg.mean, cfg.std))
-    train = load_split(args.cache, "train")
     thetas = random_thetas(len(ds), args.seed)
     out = Path(args.cache)
-    idx_all = train["indices"].tolist()
+    out.mkdir(parents=True, exist_ok=True)
+    idx_all = list(range(len(ds) if args.limit is None else min(args.limit, len(ds))))
     for start in range(0, len(idx_all), CHUNK):
         path = out / f"aug-train-{start // CHUNK:03d}.pt"
         if path.exists():
@@ -205,7 +205,7 @@ def fit_head(features, aug, theta, labels, k: int, epochs: int, seed: int, batch
             opt.step()
             sched.step()
             for key, v in ls.items():
-                tot[key] = tot.get(key, 0.0) + float(v) * len(b) / n
+                tot[key] = tot.get(key, 0.0) + float(v.detach()) * len(b) / n
         if epoch % 5 == 4 or epoch == epochs - 1:
             print(f"epoch {epoch + 1}/{epochs} ({time.perf_counter() - t0:.0f} s): "
                   + ", ".join(f"{key} {v:.3f}" for key, v in tot.items()), flush=True)
@@ -282,6 +282,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--limit", type=int, default=None, help="augment only the first N train images (smoke tests)")
     ap.add_argument("--out", default=None, help="also write the markdown table here")
     ap.add_argument("--save", default=None, help="also save the head's state dict here")
     args = ap.parse_args()
