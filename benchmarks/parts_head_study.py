@@ -118,8 +118,10 @@ def load_augmented(cache: str) -> dict:
 class PartHead(torch.nn.Module):
     """PDiscoNet's part head over frozen (B, C, h, w) maps: K + 1 attention maps (last = background)."""
 
-    def __init__(self, prototypes: torch.Tensor, rms: float, classes: int, beta: float, dropout: float = 0.3) -> None:
+    def __init__(self, prototypes: torch.Tensor, rms: float, classes: int, beta: float, dropout: float = 0.3,
+                 weighted_mean: bool = False) -> None:
         super().__init__()
+        self.weighted_mean = weighted_mean
         k1, c = prototypes.shape
         self.rms = rms
         self.prototypes = torch.nn.Parameter(prototypes.clone())
@@ -138,7 +140,11 @@ class PartHead(torch.nn.Module):
     def forward(self, f: torch.Tensor):
         a = self.maps(f)
         x = f.float() / self.rms
-        parts = torch.einsum("bkhw,bchw->bck", a, x) / (a.shape[-1] * a.shape[-2])  # (B, C, K + 1)
+        parts = torch.einsum("bkhw,bchw->bck", a, x)  # (B, C, K + 1)
+        if self.weighted_mean:  # section 36's one change: attention-weighted means, O(1) descriptors
+            parts = parts / a.sum((-2, -1))[:, None, :].clamp_min(1e-6)
+        else:  # PDiscoNet's mean over all cells
+            parts = parts / (a.shape[-1] * a.shape[-2])
         mod = self.drop((parts * self.modulation).permute(0, 2, 1))  # (B, K + 1, C), whole parts dropped
         scores = self.classifier(mod)  # (B, K + 1, classes)
         return a, parts, scores[:, :-1].mean(1)
@@ -170,7 +176,8 @@ def losses(head: PartHead, f: torch.Tensor, f_aug: torch.Tensor, theta: torch.Te
             "acc": (logits.argmax(-1) == labels).float().mean()}
 
 
-def fit_head(features, aug, theta, labels, k: int, epochs: int, seed: int, batch: int = 32) -> PartHead:
+def fit_head(features, aug, theta, labels, k: int, epochs: int, seed: int, batch: int = 32,
+             variant: str = "pdisconet") -> PartHead:
     """Train :class:`PartHead` on (N, C, h, w) maps, their transformed copies' maps and (N,) labels."""
     from sklearn.cluster import KMeans
 
@@ -185,10 +192,12 @@ def fit_head(features, aug, theta, labels, k: int, epochs: int, seed: int, batch
     protos = protos[order]
     d2 = torch.cdist(cells[:5000], protos).pow(2)
     beta = 3.0 / float(d2.std())
-    head = PartHead(protos, rms, int(labels.max()) + 1, beta)
-    opt = torch.optim.Adam([{"params": [head.prototypes, head.log_beta], "lr": 1e-3},
-                            {"params": head.classifier.parameters(), "lr": 1e-3},
-                            {"params": [head.modulation], "lr": 1e-2}])
+    changed = variant == "weighted"
+    head = PartHead(protos, rms, int(labels.max()) + 1, beta, weighted_mean=changed)
+    lr = 1e-2 if changed else 1e-3  # the change also raises the head's learning rates ten-fold
+    opt = torch.optim.Adam([{"params": [head.prototypes, head.log_beta], "lr": lr},
+                            {"params": head.classifier.parameters(), "lr": lr},
+                            {"params": [head.modulation], "lr": 10 * lr}])
     steps = epochs * math.ceil(n / batch)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     t0 = time.perf_counter()
@@ -248,7 +257,8 @@ def study(args) -> None:
     else:
         fit, test = train, load_split(args.cache, "test", features=True)
     t0 = time.perf_counter()
-    head = fit_head(fit["features"], fit["aug"], fit["theta"], fit["label"], args.k, args.epochs, args.seed)
+    head = fit_head(fit["features"], fit["aug"], fit["theta"], fit["label"], args.k, args.epochs, args.seed,
+                    variant=args.variant)
     head_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     km = fit_part_model(fit["features"], args.k, "kmeans-centred", seed=args.seed)
@@ -263,7 +273,7 @@ def study(args) -> None:
         absent = 100 * t["xy"]["p"][..., 0].isnan().float().mean().item()
         cells.append([name, *(f"{r['p'][c]:.2f}" for c in ("Kp", "NMI", "ARI")), f"{absent:.1f}",
                       f"{r['mean-landmark']['Kp']:.2f}"])
-    emit_table(f"part head vs kmeans-centred, K = {args.k}, protocol {args.protocol}: fit on {len(fit['indices'])} "
+    emit_table(f"part head ({args.variant}) vs kmeans-centred, K = {args.k}, protocol {args.protocol}: fit on {len(fit['indices'])} "
                f"images, scored on {len(test['indices'])}; head {args.epochs} epochs ({head_s:.0f} s), k-means {km_s:.0f} s",
                ["part model", "Kp", "NMI", "ARI", "absent (%)", "mean-landmark Kp"], cells, args.out)
     if args.save:
@@ -281,6 +291,8 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=16)
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--variant", choices=["pdisconet", "weighted"], default="pdisconet",
+                    help="weighted: section 36's one allowed change (attention-weighted part means, lr x 10)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--limit", type=int, default=None, help="augment only the first N train images (smoke tests)")
     ap.add_argument("--out", default=None, help="also write the markdown table here")

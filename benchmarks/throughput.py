@@ -12,8 +12,9 @@ once into (B, 3, S, S) tensors for the network rows, at ``--batch-size``:
 * ``lmp predict`` files -> CSV end to end (:func:`lmpcli.predict.run_predict`, LMPNet defaults,
   decoding workers overlapping compute) per backend: steady state from the first batch to the
   last, and the whole call including loading;
-* occlusion-gbp on ``--occlusion-images`` images, occlusion at ``--occlusion-input-size`` (112 px:
-  169 occluded forwards per image, ONNX Runtime; guided backprop in torch at the full size).
+* occlusion-gbp on ``--occlusion-images`` images with its defaults (128-px occluders every 64 px
+  at the network's input size: 36 occluded forwards per image through ONNX Runtime; guided
+  backprop in torch at the full size); ``--occlusion-input-size`` runs the occlusion smaller.
 
 With CUDA present, the network rows also run on the GPU with AMP and channels_last for a
 batch sweep, and ``lmp predict`` with ``--device cuda``. Peak memory: the largest resident set
@@ -197,7 +198,8 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=48)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--occlusion-images", type=int, default=4, help="0 skips the occlusion-gbp row")
-    ap.add_argument("--occlusion-input-size", type=int, default=112, help="occlusion-gbp row: occlusion input side, px")
+    ap.add_argument("--occlusion-input-size", type=int, default=None,
+                    help="occlusion-gbp row: occlusion input side, px (default: the method's, the network input)")
     ap.add_argument("--train-batches", type=int, default=2, help="training-step rows: batches timed (0 skips them)")
     ap.add_argument("--memory-counts", default=None, help="e.g. 100,2000: only the memory-against-count check")
     ap.add_argument("--out", default=None)
@@ -287,8 +289,8 @@ def main() -> None:
 
     if args.occlusion_images:
         occ = create_method("occlusion-gbp", fast, input_size=args.occlusion_input_size)
-        occ_batches = list(images[: args.occlusion_images].split(2))
-        add("occlusion-gbp", f"occlusion at {occ.input_size} px, {occ.occluder_size}/{occ.occluder_stride}, ONNX Runtime",
+        occ_batches = list(images[: args.occlusion_images].split(8))
+        add("occlusion-gbp", f"occlusion at {occ.input_size or c.image_size} px, {occ.occluder_size}/{occ.occluder_stride}, ONNX Runtime",
             *measure(lambda x: occ(x), occ_batches, cpu))
 
     cuda_note = "no GPU in this run: CUDA rows not run"

@@ -61,6 +61,47 @@ def test_occlusion_chunking_does_not_change_the_map():
         Occlusion(net).attribute(images, torch.tensor([0, 1]), fill="grey")
 
 
+class RecordingNet(nn.Module):
+    """Records every batch it is given; logits from the image mean."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def forward(self, x):
+        self.seen.append(x.clone())
+        m = x.mean((1, 2, 3))
+        return torch.stack([m, -m], 1)
+
+
+@pytest.mark.parametrize("fill", ["noise", "colour", "mean"])
+def test_occluded_copies_change_only_the_occluder_window(fill):
+    net = RecordingNet()
+    mean, std = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
+    images = torch.randn(2, 3, 40, 36, generator=torch.Generator().manual_seed(0))
+    size, stride = 16, 10
+    ys, xs = occluder_starts(40, size, stride), occluder_starts(36, size, stride)
+    Occlusion(net, mean, std).attribute(images, torch.tensor([0, 1]), size=size, stride=stride, chunk_size=5,
+                                        fill=fill, generator=torch.Generator().manual_seed(1))
+    copies = torch.cat(net.seen[1:])  # after the base forward, image-major, positions row-major
+    assert len(copies) == 2 * len(ys) * len(xs)
+    m, s = torch.tensor(mean).view(3, 1, 1), torch.tensor(std).view(3, 1, 1)
+    for j, copy in enumerate(copies):
+        img, pos = divmod(j, len(ys) * len(xs))
+        top, left = ys[pos // len(xs)], xs[pos % len(xs)]
+        inside = torch.zeros(40, 36, dtype=torch.bool)
+        inside[top:top + size, left:left + size] = True
+        assert torch.equal(copy[:, ~inside], images[img][:, ~inside])  # the rest of the image untouched
+        pixels = copy * s + m  # back to [0, 1] pixel space
+        window = pixels[:, top:top + size, left:left + size]
+        if fill == "mean":
+            torch.testing.assert_close(window, m.expand_as(window))
+        else:
+            assert window.min() >= -1e-6 and window.max() <= 1 + 1e-6
+            per_pixel = window.flatten(1).std(1)
+            assert (per_pixel > 0.1).all() if fill == "noise" else (per_pixel < 1e-6).all()
+
+
 # ------------------------------------------------------------------ fine: guided backprop
 
 def _mlp(act: nn.Module) -> nn.Sequential:
@@ -146,3 +187,15 @@ def test_guided_backprop_under_inference_mode():
         x = torch.tensor([[1.0, 2.0, -1.0]])
         grad = GuidedBackprop(net).attribute(x, torch.tensor([0]), objective="logit")
     torch.testing.assert_close(grad, torch.tensor([[2.0, 0.0, -0.5]]))
+
+
+def test_guided_backprop_in_the_networks_channels_last_format_gives_the_same_gradient():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU6(), nn.Conv2d(8, 8, 3, stride=2), nn.ReLU(),
+                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4)).eval()
+    images = torch.randn(2, 3, 20, 20)
+    target = torch.tensor([1, 3])
+    plain = GuidedBackprop(net).attribute(images, target)
+    cl = GuidedBackprop(net.to(memory_format=torch.channels_last)).attribute(images, target)
+    assert cl.is_contiguous()  # handed back in the plain format
+    torch.testing.assert_close(cl, plain, rtol=1e-4, atol=1e-6)

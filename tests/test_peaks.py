@@ -106,7 +106,7 @@ def _reference_peaks(m: torch.Tensor, radius: int) -> list[tuple[float, int, int
     return sorted(peaks, key=lambda p: -p[0])
 
 
-@pytest.mark.parametrize("radius,keep_fraction", [(0, 1.0), (1, 1.0), (2, 0.4), (3, 0.7)])
+@pytest.mark.parametrize("radius,keep_fraction", [(0, 1.0), (1, 1.0), (2, 0.4), (3, 0.7), (5, 1.0), (8, 0.4)])
 def test_nms_peaks_matches_the_reference_from_its_definition(radius, keep_fraction):
     gen = torch.Generator().manual_seed(radius)
     maps = torch.randint(0, 6, (4, 7, 9), generator=gen).float()  # few levels: plateaus and ties

@@ -131,7 +131,10 @@ class GuidedBackprop:
         autocast_off = torch.autocast(images.device.type, enabled=False) if images.device.type in ("cpu", "cuda") \
             else contextlib.nullcontext()
         with torch.inference_mode(False), torch.enable_grad(), autocast_off, guided_relu_hooks(self.model):
-            x = images.detach().clone().float().requires_grad_(True)  # clones: normal tensors, not inference ones
+            # clones: normal tensors, not inference ones; in the network's memory format (channels_last
+            # on the CPU, lmpcli.device.prepare_model: 1.3x for this forward + backward at 448 px)
+            fmt = torch.channels_last if images.dim() == 4 and _channels_last(self.model) else torch.contiguous_format
+            x = images.detach().clone(memory_format=fmt).float().requires_grad_(True)
             target = target.detach().clone().to(x.device).view(-1, 1)
             logits = logits_of(self.forward_func(x)).float()
             if objective == "prob":
@@ -142,7 +145,14 @@ class GuidedBackprop:
                 out = logits
             selected = out.gather(1, target).sum()
             (grad,) = torch.autograd.grad(selected, x)
-        return grad.detach()
+        return grad.detach().contiguous()
+
+
+def _channels_last(model) -> bool:
+    """Whether ``model``'s first 4-D parameter (a convolution's weight) is stored channels_last."""
+    weight = next((p for p in model.parameters() if p.dim() == 4), None) if hasattr(model, "parameters") else None
+    return weight is not None and weight.is_contiguous(memory_format=torch.channels_last) \
+        and not weight.is_contiguous()
 
 
 def gbp_heatmap(grad: Tensor) -> Tensor:

@@ -125,7 +125,7 @@ class Occlusion:
         xs = torch.tensor(occluder_starts(w, size, stride), device=dev)
         ny, nx = len(ys), len(xs)
         npos = ny * nx
-        rows, cols = torch.arange(h, device=dev), torch.arange(w, device=dev)
+        rows, cols = torch.arange(h, device=dev), torch.arange(w, device=dev)  # for the coverage counts
         mean_t = torch.as_tensor(self.mean, dtype=images.dtype, device=dev).view(1, c, 1, 1)
         std_t = torch.as_tensor(self.std, dtype=images.dtype, device=dev).view(1, c, 1, 1)
         drops = torch.empty(b * npos, device=dev)
@@ -133,16 +133,18 @@ class Occlusion:
             job = torch.arange(start, min(start + chunk_size, b * npos), device=dev)
             img, pos = job // npos, job % npos
             y0, x0 = ys[pos // nx], xs[pos % nx]
-            inside = ((rows >= y0[:, None]) & (rows < y0[:, None] + size))[:, None, :, None] & \
-                     ((cols >= x0[:, None]) & (cols < x0[:, None] + size))[:, None, None, :]  # (n, 1, H, W)
             n = len(job)
-            if fill == "noise":
-                g = (torch.rand((n, c, h, w), generator=generator, device=dev, dtype=images.dtype) - mean_t) / std_t
-            elif fill == "colour":
-                g = (torch.rand((n, c, 1, 1), generator=generator, device=dev, dtype=images.dtype) - mean_t) / std_t
+            if fill == "noise":  # one random colour per pixel of each window (occluders fit inside the image)
+                shape = (n, c, min(size, h), min(size, w))
             else:
-                g = images.new_zeros(())
-            copies = torch.where(inside, g, images[img])
+                shape = (n, c, 1, 1)
+            g = (torch.rand(shape, generator=generator, device=dev, dtype=images.dtype) - mean_t) / std_t
+            if fill == "mean":
+                g.zero_()
+            copies = images[img]  # a copy; each occluder's window is pasted in (n small Python steps)
+            for i, (top, left) in enumerate(zip(y0.tolist(), x0.tolist())):
+                window = copies[i, :, top:top + size, left:left + size]
+                window.copy_(g[i].expand_as(window))
             probs = logits_of(forward(copies)).float().softmax(-1).gather(1, target[img][:, None])[:, 0]
             drops[start:start + n] = (base_probs[img].float() - probs).clamp_min(0)
         cover_y = ((rows >= ys[:, None]) & (rows < ys[:, None] + size)).float()  # (ny, H)
