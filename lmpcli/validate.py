@@ -223,13 +223,15 @@ def check_output_folder(folder: str | os.PathLike | None, paths: Sequence[str], 
 
 def check_predict_call(inputs: Sequence[str], *, out: str | None = "-", vis_dir=None, heatmaps_dir=None,
                        weights=None, overwrite: bool = False, stdin=None, method: str = "lmpnet",
-                       backend: str = "auto", landmarks=None, **options) -> dict:
+                       backend: str = "auto", landmarks=None, shard: str | None = None, resume: bool = False,
+                       **options) -> dict:
     """Every check of ``lmp predict`` that needs no model: inputs, options, checkpoint files, outputs.
 
     Args:
         inputs: as for :func:`lmpcli.predict.predict_images` (``-`` reads stdin once, here).
         method, backend: names of :data:`lmpcli.choices.METHODS` and :data:`lmpcli.choices.BACKENDS`.
         landmarks: a file of ``lmp fit-landmarks`` (its content is read later), or None.
+        shard, resume: ``--shard i/N`` and ``--resume``; both need a file ``out``.
         options: the keypoint options of :func:`check_keypoint_options`.
 
     Returns:
@@ -238,9 +240,22 @@ def check_predict_call(inputs: Sequence[str], *, out: str | None = "-", vis_dir=
     Raises:
         UsageError: see :func:`check_keypoint_options`, :func:`check_checkpoint_file`,
             :func:`check_output_file`, :func:`check_output_folder`; missing inputs; an unknown
-            method or backend; a missing landmarks file.
+            method or backend; a missing landmarks file; a bad ``shard``; ``shard`` or ``resume``
+            without a file ``out``.
     """
     check_keypoint_options(**options)
+    if shard is not None:
+        from .shards import parse_shard  # torch-free
+
+        try:
+            parse_shard(shard)
+        except ValueError as e:
+            raise UsageError(str(e)) from e
+    to_stdout = out in (None, "-")
+    if shard is not None and to_stdout:
+        raise UsageError("--shard needs --out FILE: every shard writes its own file")
+    if resume and to_stdout:
+        raise UsageError("--resume needs --out FILE: it continues that file's unfinished .part")
     check_choice("--method", method, METHODS)
     check_choice("--backend", backend, BACKENDS)
     if landmarks is not None and not Path(landmarks).is_file():

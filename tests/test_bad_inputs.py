@@ -329,6 +329,8 @@ def test_repeated_image_names_get_their_own_annotated_files(tiny_checkpoint, tmp
     (["--weights", "{text}"], "is not a PyTorch checkpoint"),
     (["--weights", "{missing}"], "checkpoint not found"),
     (["--heatmaps", "{tmp}/heat"], "--heatmaps needs --method occlusion-gbp"),
+    (["--shard", "3/2"], "the shard number must be 0 to 1"),
+    (["--shard", "half"], "--shard wants i/N"),
 ])
 def test_bad_arguments_are_refused_with_one_line_and_exit_2(args, message, photos, tiny_checkpoint, tmp_path):
     (tmp_path / "notes.txt").write_text("these are not weights\n" * 20)
@@ -341,6 +343,13 @@ def test_bad_arguments_are_refused_with_one_line_and_exit_2(args, message, photo
     assert message in r.output and "Traceback" not in r.output
     assert len(r.output.strip().splitlines()) == 1
     assert not (tmp_path / "kps.csv").exists()
+
+
+@pytest.mark.parametrize("flag, message", [(["--shard", "0/2"], "--shard needs --out FILE"),
+                                           (["--resume"], "--resume needs --out FILE")])
+def test_shard_or_resume_onto_stdout_is_refused(flag, message, photos, tiny_checkpoint):
+    r = run("predict", photos, "--weights", tiny_checkpoint, *flag)
+    assert r.exit_code == 2 and message in r.output and "Traceback" not in r.output, r.output
 
 
 def test_bad_calls_fail_before_torch_is_imported(photos, tmp_path):
@@ -370,7 +379,9 @@ def test_bad_calls_fail_before_torch_is_imported(photos, tmp_path):
              ["predict", str(photos), "--backend", "tvm"], ["predict", str(photos), "--method", "sift"],
              ["evaluate", "--data", str(photos), "--method", "lmpnet,sift"],
              ["merge-shards", str(tmp_path / "kps.csv")], ["merge-shards", str(tmp_path / "nowhere" / "kps.csv")],
-             ["merge-shards", str(tmp_path / "k.csv")]]
+             ["merge-shards", str(tmp_path / "k.csv")],
+             ["predict", str(photos), "--shard", "0/2"], ["predict", str(photos), "--resume"],
+             ["predict", str(photos), "--shard", "2/2", "--out", str(tmp_path / "s.csv")]]
     code = ("import json, sys\nfrom typer.testing import CliRunner\nfrom lmpcli.cli import app\n"
             f"codes = [CliRunner().invoke(app, c).exit_code for c in {calls!r}]\n"
             "print(json.dumps([codes, 'torch' in sys.modules]))")

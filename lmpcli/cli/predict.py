@@ -82,7 +82,7 @@ def predict(
 
     checked = check_predict_call(inputs, out=out, vis_dir=vis_dir, heatmaps_dir=heatmaps, landmarks=landmarks,
                                  weights=weights or None, overwrite=overwrite or resume or shard is not None,
-                                 method=method, settings=keypoint, **performance)
+                                 method=method, settings=keypoint, shard=shard, resume=resume, **performance)
     from ..predict import run_predict
 
     summary = run_predict(  # the inputs as the check expanded them (stdin is read once), passed on as path lines
