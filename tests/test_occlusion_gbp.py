@@ -156,3 +156,27 @@ def test_draw_heatmap_panel():
     assert denormalise(torch.zeros(3, 8, 8), (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)).shape == (8, 8, 3)
     with pytest.raises(ValueError):
         draw_heatmap_panel(image, torch.rand(2, 64, 64), torch.rand(64, 64), np.zeros((0, 2)))
+
+
+def test_fine_sigma_blurs_the_fine_map_as_a_gaussian_from_its_definition(tiny_pair):
+    """``fine_sigma`` > 0: the fine map is the sigma-0 map convolved with a normalised Gaussian of
+    side 2 ceil(3 sigma) + 1 (reflected border), divided by its maximum; reference written here."""
+    import math
+
+    import torch.nn.functional as F
+
+    images = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+    sigma = 1.5
+    with torch.inference_mode():
+        _, sharp, _ = create_method("occlusion-gbp", tiny_pair, KeypointSettings(k=3)).heatmaps_and_logits(images)
+        _, blurred, _ = create_method("occlusion-gbp", tiny_pair, KeypointSettings(k=3),
+                                      fine_sigma=sigma).heatmaps_and_logits(images)
+    r = math.ceil(3 * sigma)
+    x = torch.arange(-r, r + 1, dtype=torch.float32)
+    g = torch.exp(-x ** 2 / (2 * sigma ** 2))
+    g = g / g.sum()
+    ref = F.pad(sharp[:, None], (r, r, r, r), mode="reflect")
+    ref = F.conv2d(F.conv2d(ref, g.view(1, 1, 1, -1)), g.view(1, 1, -1, 1))[:, 0]
+    ref = ref / ref.amax((1, 2), keepdim=True)
+    torch.testing.assert_close(blurred, ref, rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(blurred, sharp, atol=1e-3)  # the option does something
