@@ -70,14 +70,15 @@ def cache(args) -> None:
     """Run both methods over every image of both splits; chunks ``SPLIT-NNN.pt`` under ``--cache``."""
     torch.set_num_threads(args.threads)
     dev = torch.device("cpu")
-    (model, *_), _ = load_for_inference(args.weights, dev, backend=args.backend)
+    (model, *_), _ = load_for_inference(args.weights, dev, KeypointSettings(output_stride=args.output_stride),
+                                        backend=args.backend)
     cfg = model.config
     names = args.methods.split(",")
     methods = [create_method(n, model, KeypointSettings(k=args.k)) for n in names]
     out = Path(args.cache)
     out.mkdir(parents=True, exist_ok=True)
     transform = eval_transform(cfg.image_size, cfg.mean, cfg.std)
-    for split in ("test", "train"):
+    for split in args.splits.split(","):
         ds = CUBDataset(args.data, split, transform, classes=args.train_classes if split == "train" else None)
         class_ids = torch.tensor(ds.table["class_id"].to_numpy())
         total = len(ds) if args.limit is None else min(args.limit, len(ds))
@@ -240,6 +241,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--methods", default=",".join(METHODS), help="cache step: keypoint methods to run")
     ap.add_argument("--train-classes", default=None, help="cache step: only these CUB class ids of the train split, e.g. 1-40")
+    ap.add_argument("--output-stride", type=int, default=None, help="cache step: run the networks at this stride")
+    ap.add_argument("--splits", default="test,train", help="cache step: the splits to cache")
     ap.add_argument("--ridge", action="store_true", help="also the RidgeCV follow-up (quality log 35)")
     ap.add_argument("--out", default=None, help="also write the markdown table here")
     ap.add_argument("--json", default=None, help="also write every draw's Kp here")

@@ -244,12 +244,19 @@ def study(args) -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     model, _ = load_model(args.weights)
+    model.set_output_stride(args.output_stride)
     s, cc = model.config.image_size, model.cell_centre()
+    if args.foreground_cells is not None:  # section 36 item 5: the k-means' foreground cells per image
+        import lmpcli.parts
+        lmpcli.parts.FOREGROUND_CELLS = args.foreground_cells
+        lmpcli.parts._foreground_mean.__defaults__ = (args.foreground_cells,)
     train = load_split(args.cache, "train", features=True)
-    aug = load_augmented(args.cache)
-    if not torch.equal(aug["indices"], train["indices"]):
-        raise SystemExit("the augmented maps do not match the cached train images")
-    train["aug"], train["theta"] = aug["features"], aug["theta"]
+    with_head = "head" in args.part_models.split(",")
+    if with_head:
+        aug = load_augmented(args.cache)
+        if not torch.equal(aug["indices"], train["indices"]):
+            raise SystemExit("the augmented maps do not match the cached train images")
+        train["aug"], train["theta"] = aug["features"], aug["theta"]
     classes = sorted(set(train["class_id"].tolist()))
     train["label"] = torch.tensor([classes.index(c) for c in train["class_id"].tolist()])
     if args.protocol == "halves":
@@ -258,14 +265,15 @@ def study(args) -> None:
         fit, test = train, load_split(args.cache, "test", features=True)
     t0 = time.perf_counter()
     head = fit_head(fit["features"], fit["aug"], fit["theta"], fit["label"], args.k, args.epochs, args.seed,
-                    variant=args.variant)
+                    variant=args.variant) if with_head else None
     head_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     km = fit_part_model(fit["features"], args.k, "kmeans-centred", seed=args.seed)
     km_s = time.perf_counter() - t0
-    rows = {"head, soft centroid": lambda d: head_xy(head, d["features"], d["size"], s, cc, "centroid"),
-            "head, peak 3x3": lambda d: head_xy(head, d["features"], d["size"], s, cc, "peak"),
-            "kmeans-centred": lambda d: part_xy(model, km, d["features"], d["size"])}
+    rows = {"kmeans-centred": lambda d: part_xy(model, km, d["features"], d["size"])}
+    if with_head:
+        rows = {"head, soft centroid": lambda d: head_xy(head, d["features"], d["size"], s, cc, "centroid"),
+                "head, peak 3x3": lambda d: head_xy(head, d["features"], d["size"], s, cc, "peak"), **rows}
     cells = []
     for name, fn in rows.items():
         f, t = dict(fit, xy={"p": fn(fit)}), dict(test, xy={"p": fn(test)})
@@ -273,10 +281,11 @@ def study(args) -> None:
         absent = 100 * t["xy"]["p"][..., 0].isnan().float().mean().item()
         cells.append([name, *(f"{r['p'][c]:.2f}" for c in ("Kp", "NMI", "ARI")), f"{absent:.1f}",
                       f"{r['mean-landmark']['Kp']:.2f}"])
-    emit_table(f"part head ({args.variant}) vs kmeans-centred, K = {args.k}, protocol {args.protocol}: fit on {len(fit['indices'])} "
+    emit_table(f"part head ({args.variant if with_head else 'not run'}) vs kmeans-centred, K = {args.k}, stride "
+               f"{args.output_stride or 32}, {args.foreground_cells or 16} foreground cells, protocol {args.protocol}: fit on {len(fit['indices'])} "
                f"images, scored on {len(test['indices'])}; head {args.epochs} epochs ({head_s:.0f} s), k-means {km_s:.0f} s",
                ["part model", "Kp", "NMI", "ARI", "absent (%)", "mean-landmark Kp"], cells, args.out)
-    if args.save:
+    if args.save and with_head:
         torch.save(head.state_dict() | {"rms": torch.tensor(head.rms)}, args.save)
 
 
@@ -291,6 +300,9 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=16)
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--part-models", default="head,kmeans", help="study: head,kmeans or kmeans alone")
+    ap.add_argument("--output-stride", type=int, default=None, help="study: the stride the cache was made at")
+    ap.add_argument("--foreground-cells", type=int, default=None, help="study: k-means foreground cells per image")
     ap.add_argument("--variant", choices=["pdisconet", "weighted"], default="pdisconet",
                     help="weighted: section 36's one allowed change (attention-weighted part means, lr x 10)")
     ap.add_argument("--threads", type=int, default=1)
