@@ -125,12 +125,12 @@ def test_cli_shard_jsonl_and_merge(images, tiny_checkpoint, tmp_path):
     r = runner.invoke(app, ["merge-shards", str(out)])
     assert r.exit_code == 2 and "exists" in r.output and "Traceback" not in r.output  # refused before any work
     r = runner.invoke(app, ["predict", str(images), "--weights", str(tiny_checkpoint), "--shard", "0/2"])
-    assert r.exit_code == 1 and "--shard needs --out" in r.output
+    assert r.exit_code == 2 and "--shard needs --out" in r.output  # refused before torch (exit 2)
     r = runner.invoke(app, ["predict", str(images), "--weights", str(tiny_checkpoint), "--resume"])
-    assert r.exit_code == 1 and "--resume needs --out" in r.output
+    assert r.exit_code == 2 and "--resume needs --out" in r.output
     r = runner.invoke(app, ["predict", str(images), "--weights", str(tiny_checkpoint), "--shard", "2/2", "--out",
                             str(out)])
-    assert r.exit_code == 1 and "0 to 1" in r.output
+    assert r.exit_code == 2 and "0 to 1" in r.output
 
 
 def test_a_shard_never_replaces_an_existing_annotated_image(images, tiny_checkpoint, tmp_path):
