@@ -248,8 +248,7 @@ def study(args) -> None:
     s, cc = model.config.image_size, model.cell_centre()
     if args.foreground_cells is not None:  # section 36 item 5: the k-means' foreground cells per image
         import lmpcli.parts
-        lmpcli.parts.FOREGROUND_CELLS = args.foreground_cells
-        lmpcli.parts._foreground_mean.__defaults__ = (args.foreground_cells,)
+        lmpcli.parts.FOREGROUND_CELLS = args.foreground_cells  # read at call time by the fit and the responses
     train = load_split(args.cache, "train", features=True)
     with_head = "head" in args.part_models.split(",")
     if with_head:

@@ -183,8 +183,10 @@ def extract_features(model, loader, progress: Progress | None = None) -> Iterato
         yield batch, features
 
 
-def _foreground_mean(f: Tensor, energy: Tensor, cells: int = FOREGROUND_CELLS) -> Tensor:
-    """(B, hw, C) descriptors, (B, hw) channel sums -> (B, C) mean descriptor of each image's strongest cells."""
+def _foreground_mean(f: Tensor, energy: Tensor, cells: int | None = None) -> Tensor:
+    """(B, hw, C) descriptors, (B, hw) channel sums -> (B, C) mean descriptor of each image's strongest
+    cells (None: :data:`FOREGROUND_CELLS`, read at call time)."""
+    cells = FOREGROUND_CELLS if cells is None else cells
     top = energy.topk(min(cells, energy.shape[-1]), -1).indices
     return f.gather(1, top[..., None].expand(-1, -1, f.shape[-1])).mean(1)
 

@@ -210,9 +210,10 @@ def run_predict(
         fewer than ``k`` keypoints (the method ran out of proposals), "k": keypoints asked for per image}``.
 
     Raises:
-        UsageError: see :func:`lmpcli.validate.check_predict_call`.
+        UsageError: see :func:`lmpcli.validate.check_predict_call` (also ``resume`` or a shard,
+            explicit or from torchrun, with no file ``out``).
         OutputError: existing output without ``overwrite``, an unfinished ``.part`` without
-            ``resume``, a shard on stdout, unwritable folder, no image readable.
+            ``resume``, unwritable folder, no image readable.
         InputError, CheckpointError: see :func:`predict_images`.
         ValueError: a bad ``shard``, both ``json_format`` and ``jsonl``.
     """
@@ -222,15 +223,11 @@ def run_predict(
     shard = shard_from_env() if shard is None else parse_shard(shard)
     # an existing out / annotated image is left to StreamedOutput when resuming or sharding
     checked = check_predict_call(inputs, out=out, vis_dir=vis_dir, heatmaps_dir=heatmaps_dir,
-                                 overwrite=overwrite or resume or shard is not None,
+                                 overwrite=overwrite or resume or shard is not None, shard=shard, resume=resume,
                                  stdin=options.pop("stdin", None), **options)
     paths = checked["paths"]
     vis, heat = checked["vis"], checked["heatmaps"]
-    if resume and to_stdout:
-        raise OutputError("--resume needs --out FILE: it continues that file's unfinished .part")
     if shard is not None:
-        if to_stdout:
-            raise OutputError("--shard needs --out FILE: every shard writes its own file")
         out = str(shard_path(out, *shard))
         paths = shard_inputs(paths, *shard)
         if not (overwrite or resume):  # the check above was left to this shard: its own images only

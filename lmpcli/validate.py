@@ -223,7 +223,8 @@ def check_output_folder(folder: str | os.PathLike | None, paths: Sequence[str], 
 
 def check_predict_call(inputs: Sequence[str], *, out: str | None = "-", vis_dir=None, heatmaps_dir=None,
                        weights=None, overwrite: bool = False, stdin=None, method: str = "lmpnet",
-                       backend: str = "auto", landmarks=None, shard: str | None = None, resume: bool = False,
+                       backend: str = "auto", landmarks=None, shard: str | tuple[int, int] | None = None,
+                       resume: bool = False,
                        **options) -> dict:
     """Every check of ``lmp predict`` that needs no model: inputs, options, checkpoint files, outputs.
 
@@ -231,7 +232,7 @@ def check_predict_call(inputs: Sequence[str], *, out: str | None = "-", vis_dir=
         inputs: as for :func:`lmpcli.predict.predict_images` (``-`` reads stdin once, here).
         method, backend: names of :data:`lmpcli.choices.METHODS` and :data:`lmpcli.choices.BACKENDS`.
         landmarks: a file of ``lmp fit-landmarks`` (its content is read later), or None.
-        shard, resume: ``--shard i/N`` and ``--resume``; both need a file ``out``.
+        shard, resume: ``--shard`` (``"i/N"`` or ``(i, N)``) and ``--resume``; both need a file ``out``.
         options: the keypoint options of :func:`check_keypoint_options`.
 
     Returns:
