@@ -25,6 +25,11 @@ that draw's fit and score, as ``lmp fit-landmarks`` leaves them out of its file.
 replaced by ``sklearn.linear_model.RidgeCV`` (no intercept, leave-one-out over alphas
 10^-2..10^3 on the N labelled images alone) on the same scaled inputs.
 
+Section 37's named landmarks by descriptor prototypes, from the same cache:
+
+  python benchmarks/named_landmarks.py prototypes --data ../shared/data/cub50 --cache runs/named_landmarks [--cosine-only]
+  python benchmarks/named_landmarks.py per-landmark --data ../shared/data/cub50 --cache runs/named_landmarks
+
 ``benchmarks/parts_held_out.py`` reads the same cache.
 """
 
@@ -228,9 +233,136 @@ def fit_images(args) -> None:
                                                                          "spread")]], cells, args.out)
 
 
+def prototype_rows(args) -> None:
+    """Section 37: named landmarks by descriptor prototypes (:func:`lmpcli.named_landmarks.fit_landmark_prototypes`)
+    on the same N and draws as :func:`table`, beside the parts' regressors in both frames."""
+    from lmpcli.head import cells_to_pixels
+    from lmpcli.named_landmarks import fit_landmark_prototypes
+    from lmpcli.parts import PartModel
+
+    test, train = load_split(args.cache, "test", features=True), load_split(args.cache, "train", features=True)
+    s = args.image_size
+    n_pool = len(train["indices"])
+    to_input = lambda d: d["keypoints"] * (s / d["size"])[:, None, :]  # noqa: E731 - original -> input pixels
+    train_pts, truth = to_input(train), test["keypoints"].numpy()
+    box = test["box"].numpy().astype(np.float64)
+    tvis = test["visible"].numpy()
+    sizes = [n for n in FIT_SIZES if n < n_pool] + [n_pool]
+    variants = {"prototypes": (True, True), "prototypes, raw cells": (False, True)}
+    if args.cosine_only:
+        variants = {"prototypes": (True, True), "prototypes, cosine only": (True, False)}
+    cells, raw = [], {}
+    for n in sizes:
+        draws = SEEDS if n < n_pool else (0,)
+        row = [f"{n}" + ("" if n < n_pool else " (all)")]
+        for m in ("parts",):
+            for f in FRAMES:
+                vals = [landmark_kp(take(train, np.random.default_rng(sd).choice(n_pool, n, replace=False)), test, m, f)
+                        for sd in draws]
+                raw[f"{n}/regression/{f}"] = vals
+                row.append(f"{np.mean(vals):.2f} ± {np.std(vals):.2f}" if len(vals) > 1 else f"{vals[0]:.2f}")
+        for name, (centred, energy) in variants.items():
+            t0 = time.perf_counter()
+            models, seen_sets = [], []
+            for sd in draws:
+                rows = torch.as_tensor(np.random.default_rng(sd).choice(n_pool, n, replace=False))
+                vis = train["visible"][rows]
+                seen = vis.any(0)
+                models.append(fit_landmark_prototypes(train["features"][rows], train_pts[rows][:, seen], vis[:, seen],
+                                                      (s, s), centred=centred, energy=energy))
+                seen_sets.append(seen.numpy())
+            fit_s = time.perf_counter() - t0
+            # all draws' prototypes in one model: one pass over the test maps; the peak is used whatever its score
+            proj = torch.cat([mm.projection for mm in models])
+            scoring = PartModel(models[0].method, proj, torch.full((len(proj),), -torch.inf), torch.ones(len(proj)))
+            xy, peaks = [], []
+            for i in range(0, len(test["indices"]), 64):
+                feat = test["features"][i: i + 64]
+                cxy, _, _, pk = scoring.locate(feat)
+                xy.append(cells_to_pixels(cxy, feat.shape[-2:], (s, s)))
+                peaks.append(pk)
+            xy = torch.cat(xy) * (test["size"] / s)[:, None, :]  # original pixels
+            peaks = torch.cat(peaks)
+            vals, recall, reject = [], [], []
+            start = 0
+            for mm, seen in zip(models, seen_sets):
+                stop = start + mm.k
+                pred = xy[:, start:stop].numpy().astype(np.float64)
+                d = np.linalg.norm((pred - truth[:, seen]) / box[:, None, 2:], axis=-1)
+                v = tvis[:, seen]
+                vals.append(100.0 * float(d[v].mean()))
+                said = (peaks[:, start:stop] >= mm.threshold).numpy()
+                recall.append(100.0 * said[v].mean())
+                reject.append(100.0 * (~said[~v]).mean())
+                start = stop
+            raw[f"{n}/{name}"] = vals
+            raw[f"{n}/{name}/visibility"] = [recall, reject]
+            row.append((f"{np.mean(vals):.2f} ± {np.std(vals):.2f}" if len(vals) > 1 else f"{vals[0]:.2f}")
+                       + f" ({np.mean(recall):.0f} / {np.mean(reject):.0f})")
+            print(f"N = {n} {name}: fit {fit_s:.1f} s, score {time.perf_counter() - t0 - fit_s:.1f} s",
+                  file=sys.stderr, flush=True)
+        cells.append(row)
+    emit_table(f"Kp of named landmarks against the labelled train images N (mean ± sd over {len(SEEDS)} random draws, "
+               f"seeds {SEEDS[0]}-{SEEDS[-1]}), all {len(test['indices'])} cached test images, error in units of the "
+               "ground-truth box. regression: the parts' regressors (lmp fit-landmarks today); prototypes: section 37 "
+               "(in brackets: % of labelled test landmarks reported visible / % of unlabelled ones reported absent)",
+               ["labelled images N", *[f"regression, {f} frame" for f in FRAMES], *variants], cells, args.out)
+    if args.json:
+        import json
+
+        Path(args.json).write_text(json.dumps(raw, indent=1) + "\n")
+
+
+def per_landmark(args) -> None:
+    """Section 37's diagnostic: error per landmark with all labelled train images, prototypes against
+    the parts' regressors in the image frame; for the left / right pairs also the prototype's error
+    to the nearer of the two annotations where both are visible."""
+    from lmpcli.head import cells_to_pixels
+    from lmpcli.named_landmarks import fit_landmark_prototypes
+
+    test, train = load_split(args.cache, "test", features=True), load_split(args.cache, "train", features=True)
+    s = args.image_size
+    model = fit_landmark_prototypes(train["features"], train["keypoints"] * (s / train["size"])[:, None, :],
+                                    train["visible"], (s, s))
+    model.threshold[:] = -torch.inf  # the peak on every landmark, as in the table
+    xy = []
+    for i in range(0, len(test["indices"]), 64):
+        f = test["features"][i: i + 64]
+        xy.append(cells_to_pixels(model.locate(f)[0], f.shape[-2:], (s, s)))
+    xy = (torch.cat(xy) * (test["size"] / s)[:, None, :]).numpy()
+    box = test["box"].numpy().astype(np.float64)[:, None, 2:]
+    vis, gt = test["visible"].numpy(), test["keypoints"].numpy()
+    d_proto = np.linalg.norm((xy - gt) / box, axis=-1) * 100
+    fb, tb = frame_boxes(train, "parts", "image"), frame_boxes(test, "parts", "image")
+    reg = fit_landmark_regressor(normalise_to_box(train["xy"]["parts"], fb), normalise_to_box(train["keypoints"], fb),
+                                 train["visible"].numpy())
+    pred = reg.predict(normalise_to_box(test["xy"]["parts"], tb)) * tb[:, None, 2:] + tb[:, None, :2]
+    d_reg = np.linalg.norm((pred - gt) / box, axis=-1) * 100
+    names = [line.split(" ", 1)[1].strip() for line in (Path(args.data) / "parts" / "parts.txt").read_text().splitlines()
+             if line.strip()]
+    partner = {}
+    for side in ("eye", "leg", "wing"):
+        a, b = names.index(f"left {side}"), names.index(f"right {side}")
+        partner[a], partner[b] = b, a
+    cells = []
+    for j, name in enumerate(names):
+        v = vis[:, j]
+        nearer = ""
+        if j in partner:
+            k = partner[j]
+            swap = np.linalg.norm((xy[:, j] - gt[:, k]) / box[:, 0], axis=-1) * 100
+            nearer = f"{np.where(v & vis[:, k], np.minimum(d_proto[:, j], swap), d_proto[:, j])[v].mean():.2f}"
+        cells.append([name, str(int(v.sum())), f"{d_proto[:, j][v].mean():.2f}", f"{d_reg[:, j][v].mean():.2f}", nearer])
+    cells.append(["all", str(int(vis.sum())), f"{d_proto[vis].mean():.2f}", f"{d_reg[vis].mean():.2f}", ""])
+    emit_table(f"error per landmark (units of the ground-truth box x 100), all {len(test['indices'])} cached test images, "
+               f"all {len(train['indices'])} train images labelled",
+               ["landmark", "visible test", "prototypes", "regression (parts, image frame)",
+                "prototypes, nearer of the left/right pair"], cells, args.out)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("step", choices=["cache", "table", "fit-images"])
+    ap.add_argument("step", choices=["cache", "table", "fit-images", "prototypes", "per-landmark"])
     ap.add_argument("--data", required=True)
     ap.add_argument("--cache", default="runs/named_landmarks")
     ap.add_argument("--weights", default=None)
@@ -243,13 +375,16 @@ def main() -> None:
     ap.add_argument("--train-classes", default=None, help="cache step: only these CUB class ids of the train split, e.g. 1-40")
     ap.add_argument("--output-stride", type=int, default=None, help="cache step: run the networks at this stride")
     ap.add_argument("--splits", default="test,train", help="cache step: the splits to cache")
+    ap.add_argument("--cosine-only", action="store_true", help="prototypes step: the section 37 item 1b variant")
+    ap.add_argument("--image-size", type=int, default=448, help="prototypes step: the network input size of the cache")
     ap.add_argument("--ridge", action="store_true", help="also the RidgeCV follow-up (quality log 35)")
     ap.add_argument("--out", default=None, help="also write the markdown table here")
     ap.add_argument("--json", default=None, help="also write every draw's Kp here")
     args = ap.parse_args()
     if args.train_classes:
         args.train_classes = sorted(class_range(args.train_classes))
-    {"cache": cache, "table": table, "fit-images": fit_images}[args.step](args)
+    {"cache": cache, "table": table, "fit-images": fit_images, "prototypes": prototype_rows,
+     "per-landmark": per_landmark}[args.step](args)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,8 @@ once into (B, 3, S, S) tensors for the network rows, at ``--batch-size``:
   last, and the whole call including loading;
 * occlusion-gbp on ``--occlusion-images`` images with its defaults (128-px occluders every 64 px
   at the network's input size: 36 occluded forwards per image through ONNX Runtime; guided
-  backprop in torch at the full size); ``--occlusion-input-size`` runs the occlusion smaller.
+  backprop in torch at the full size); ``--occlusion-input-size`` runs the occlusion smaller,
+  ``--occluders 160/96,...`` adds a row for each other occluder grid (size/stride, pixels).
 
 With CUDA present, the network rows also run on the GPU with AMP and channels_last for a
 batch sweep, and ``lmp predict`` with ``--device cuda``. Peak memory: the largest resident set
@@ -200,6 +201,8 @@ def main() -> None:
     ap.add_argument("--occlusion-images", type=int, default=4, help="0 skips the occlusion-gbp row")
     ap.add_argument("--occlusion-input-size", type=int, default=None,
                     help="occlusion-gbp row: occlusion input side, px (default: the method's, the network input)")
+    ap.add_argument("--occluders", default=None,
+                    help="also these occluder grids SIZE/STRIDE (pixels), comma-separated, e.g. 160/96")
     ap.add_argument("--train-batches", type=int, default=2, help="training-step rows: batches timed (0 skips them)")
     ap.add_argument("--memory-counts", default=None, help="e.g. 100,2000: only the memory-against-count check")
     ap.add_argument("--out", default=None)
@@ -288,10 +291,14 @@ def main() -> None:
         add("lmp predict files->CSV", f"{backend}, whole call incl. loading", whole, peak)
 
     if args.occlusion_images:
-        occ = create_method("occlusion-gbp", fast, input_size=args.occlusion_input_size)
         occ_batches = list(images[: args.occlusion_images].split(8))
-        add("occlusion-gbp", f"occlusion at {occ.input_size or c.image_size} px, {occ.occluder_size}/{occ.occluder_stride}, ONNX Runtime",
-            *measure(lambda x: occ(x), occ_batches, cpu))
+        grids = [None] + [tuple(int(v) for v in g.split("/")) for g in (args.occluders or "").split(",") if g]
+        for grid in grids:  # the defaults, then each --occluders grid
+            extra = {} if grid is None else {"occluder_size": grid[0], "occluder_stride": grid[1]}
+            occ = create_method("occlusion-gbp", fast, input_size=args.occlusion_input_size, **extra)
+            add("occlusion-gbp", f"occlusion at {occ.input_size or c.image_size} px, {occ.occluder_size}/"
+                f"{occ.occluder_stride}{' (default)' if grid is None else ''}, ONNX Runtime",
+                *measure(lambda x, occ=occ: occ(x), occ_batches, cpu))
 
     cuda_note = "no GPU in this run: CUDA rows not run"
     if torch.cuda.is_available():

@@ -30,5 +30,7 @@ NORMALIZE_MODES = ("filter", "tile", "grid")
 PART_METHODS = ("filters", "kmeans", "kmeans-centred", "nmf")
 #: Frames named landmarks are normalised by (:mod:`lmpcli.named_landmarks`; first: the default).
 NORMALISATIONS = ("image", "keypoints")
+#: Landmark models of ``lmp fit-landmarks`` (:mod:`lmpcli.named_landmarks`; first: the default).
+LANDMARK_MODELS = ("regression", "prototypes")
 #: Formats of :func:`lmpcli.backends.onnx.export_checkpoint`.
 EXPORT_FORMATS = ("onnx",)

@@ -1,10 +1,16 @@
 """Named landmarks: Huang & Li's Kp regressors fit from a few labelled images, applied to new images.
 
-This is the only place in ``lmp`` where keypoint labels enter: ``lmp fit-landmarks`` runs a
-keypoint method (trained from class labels only) on N labelled images, fits one linear map per
-landmark from the method's keypoints to that landmark (:func:`lmpcli.landmarks.fit_landmark_regressor`)
-and stores the maps in a plain JSON file; ``lmp predict --landmarks FILE`` applies them and writes
-the landmarks by name (beak, crown, left eye ... from the annotation file).
+This is the only place in ``lmp`` where keypoint labels enter. ``lmp fit-landmarks`` fits one of
+two landmark models (:data:`LANDMARK_MODELS`) on N labelled images and stores it in a plain JSON
+file; ``lmp predict --landmarks FILE`` applies it and writes the landmarks by name (beak, crown,
+left eye ... from the annotation file):
+
+* ``regression``: runs a keypoint method (trained from class labels only) and fits one linear map
+  per landmark from the method's keypoints to that landmark
+  (:func:`lmpcli.landmarks.fit_landmark_regressor`, Huang & Li's Kp regressors).
+* ``prototypes``: the mean descriptor of the main network's final-conv map at each labelled
+  landmark; on a new image the landmark sits at the cell most like it, and is reported absent
+  when no cell is (:func:`fit_landmark_prototypes`; docs/quality-log.md section 37).
 
 At predict time there is no ground-truth box, so coordinates are normalised by a frame every
 image has (:data:`NORMALISATIONS`): ``image`` (default) divides by the image's width and height;
@@ -22,7 +28,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .choices import NORMALISATIONS  # frames of the named landmarks (first: the default)
+from .choices import LANDMARK_MODELS, NORMALISATIONS  # landmark models and frames (first: the defaults)
 from .data import CUBDataset, InputError, eval_transform, load_rgb
 from .landmarks import LandmarkRegressor, fit_landmark_regressor, normalise_to_box
 from .outputs import atomic_write_text, check_writable
@@ -116,37 +122,142 @@ def landmark_regression_error(fit: dict, test: dict, method: str, normalisation:
     return 100.0 * float(d[test["visible"].numpy()].mean())
 
 
-def save_landmarks(path: str | Path, regressor: LandmarkRegressor, meta: dict, overwrite: bool = False) -> Path:
-    """Write fitted regressors as JSON (:data:`FORMAT`), atomically.
+def landmark_descriptors(features: torch.Tensor, points, image_size: tuple[int, int], cell_centre: float = 0.5,
+                         centred: bool = True) -> torch.Tensor:
+    """Descriptors of the main network's maps at labelled landmark locations.
 
     Args:
+        features: (N, C, h, w) final-conv maps (float16 or float32).
+        points: (N, L, 2) landmark (x, y) in pixels of the network input (NaN allowed: rows of
+            unlabelled landmarks are returned but meaningless).
+        image_size: (H, W) of the network input, pixels.
+        cell_centre: where a cell sits, fraction of the stride (:func:`lmpcli.head.cells_to_pixels`).
+        centred: compare cells as the ``kmeans-centred`` part model does
+            (:func:`lmpcli.parts.centred_cells`); False: the raw cells, L2-normalised.
+
+    Returns:
+        (N, L, C) float32 unit descriptors: the bilinear sample of the (centred, normalised) cell
+        descriptors at each point (``grid_sample``, ``align_corners=False``, border padding).
+    """
+    from .parts import centred_cells
+
+    f = features.float()
+    n, c, h, w = f.shape
+    flat = f.flatten(2).transpose(1, 2)  # (N, hw, C)
+    cells = centred_cells(flat) if centred else torch.nn.functional.normalize(flat, dim=-1)
+    maps = cells.transpose(1, 2).reshape(n, c, h, w)
+    pts = torch.nan_to_num(torch.as_tensor(points, dtype=torch.float32))
+    cell = pts / pts.new_tensor([image_size[1] / w, image_size[0] / h]) - cell_centre  # (N, L, 2) cell coordinates
+    grid = (2 * cell + 1) / pts.new_tensor([w, h]) - 1  # grid_sample's [-1, 1], align_corners=False
+    out = torch.nn.functional.grid_sample(maps, grid[:, :, None, :], mode="bilinear", padding_mode="border",
+                                          align_corners=False)  # (N, C, L, 1)
+    return torch.nn.functional.normalize(out[..., 0].transpose(1, 2), dim=-1)
+
+
+def fit_landmark_prototypes(features: torch.Tensor, points, visible, image_size: tuple[int, int],
+                            cell_centre: float = 0.5, centred: bool = True, energy: bool = True, chunk: int = 64):
+    """One prototype per landmark from N labelled images: a part model whose parts are named landmarks.
+
+    The prototype of landmark l is the L2-normalised mean of :func:`landmark_descriptors` over
+    the images where l is labelled. Applied with :meth:`lmpcli.parts.PartModel.locate`: response
+    = the cell's cosine with the prototype (``kmeans-centred``: times the cell's channel sum
+    relative to the image's strongest cell; raw cells: the ``kmeans`` response), the landmark at
+    the peak's 3 x 3 sub-cell centroid, absent below :data:`lmpcli.parts.VISIBLE_FRACTION` of the
+    median peak on the labelled images where it is labelled.
+
+    Args:
+        features: (N, C, h, w) final-conv maps of the labelled images.
+        points: (N, L, 2) labelled (x, y), pixels of the network input. visible: (N, L) bool.
+        image_size, cell_centre, centred: see :func:`landmark_descriptors`.
+
+    Returns:
+        :class:`lmpcli.parts.PartModel` with K = L rows in landmark order.
+
+    Raises:
+        ValueError: a landmark labelled on none of the images, or shapes that do not match.
+    """
+    from .parts import PartModel, VISIBLE_FRACTION
+
+    visible = torch.as_tensor(visible, dtype=torch.bool)
+    points = torch.as_tensor(points, dtype=torch.float32)
+    if points.shape[:2] != visible.shape or len(points) != len(features):
+        raise ValueError(f"points {tuple(points.shape)}, visible {tuple(visible.shape)} and "
+                         f"{len(features)} maps do not match")
+    counts = visible.sum(0)
+    if (counts == 0).any():
+        raise ValueError(f"landmarks {torch.nonzero(counts == 0).flatten().tolist()} are labelled on none of the images")
+    total = torch.zeros(points.shape[1], features.shape[1])
+    for i in range(0, len(features), chunk):
+        d = landmark_descriptors(features[i: i + chunk], points[i: i + chunk], image_size, cell_centre, centred)
+        total += (d * visible[i: i + chunk, :, None]).sum(0)
+    proto = torch.nn.functional.normalize(total, dim=1)
+    method = ("kmeans-centred" if energy else "centred-cosine") if centred else "kmeans"
+    model = PartModel(method, proto, torch.zeros(len(proto)), torch.ones(len(proto)))
+    peaks = torch.cat([model.responses(features[i: i + chunk]).flatten(2).amax(-1)
+                       for i in range(0, len(features), chunk)])  # (N, L)
+    model.threshold = torch.stack([VISIBLE_FRACTION * peaks[visible[:, j], j].median() for j in range(len(proto))])
+    model.scale = torch.stack([torch.quantile(peaks[visible[:, j], j], 0.95) for j in range(len(proto))]).clamp_min(1e-6)
+    model.meta = {"images": len(features), "fit_counts": counts.tolist()}
+    return model
+
+
+def save_landmarks(path: str | Path, regressor, meta: dict, overwrite: bool = False, names: list[str] | None = None) -> Path:
+    """Write a fitted landmark model as JSON (:data:`FORMAT`), atomically.
+
+    Args:
+        regressor: :class:`lmpcli.landmarks.LandmarkRegressor` (``regression``) or the
+            :class:`lmpcli.parts.PartModel` of :func:`fit_landmark_prototypes` (``prototypes``;
+            stored under ``"prototypes"`` with ``names``).
         meta: settings to store beside the arrays (``method``, ``k``, ``normalisation``,
-            ``weights``, ``images`` ...); ``method``, ``k`` and ``normalisation`` are required to apply them.
+            ``weights``, ``images`` ...); for ``regression``, ``method``, ``k`` and ``normalisation``
+            are required to apply them.
+        names: landmark names of a ``prototypes`` model.
 
     Raises:
         OutputError: ``path`` exists without ``overwrite``, or its folder cannot be written.
     """
+    from .parts import PartModel
+
     path = check_writable(path, overwrite)
-    doc = {"format": FORMAT, **meta, "names": regressor.names,
-           "fit_counts": [int(c) for c in regressor.fit_counts],
-           **{key: getattr(regressor, key).tolist() for key in ("in_mean", "in_scale", "out_mean", "out_scale", "coef")}}
+    if isinstance(regressor, PartModel):
+        d = regressor.to_dict()
+        doc = {"format": FORMAT, **meta, "model": "prototypes", "names": list(names or []),
+               "fit_counts": [int(c) for c in regressor.meta.get("fit_counts", [])],
+               "prototypes": {**{key: d[key].tolist() for key in ("projection", "threshold", "scale")},
+                              "method": d["method"]}}
+    else:
+        doc = {"format": FORMAT, **meta, "model": "regression", "names": regressor.names,
+               "fit_counts": [int(c) for c in regressor.fit_counts],
+               **{key: getattr(regressor, key).tolist() for key in ("in_mean", "in_scale", "out_mean", "out_scale", "coef")}}
     atomic_write_text(path, json.dumps(doc) + "\n")
     return path
 
 
-def load_landmarks(path: str | Path) -> tuple[LandmarkRegressor, dict]:
+def load_landmarks(path: str | Path) -> tuple:
     """Read a file of :func:`save_landmarks`.
 
     Returns:
-        (regressor, meta: the stored settings).
+        (model, meta: the stored settings, with ``"model"``: ``regression`` (model: a
+        :class:`lmpcli.landmarks.LandmarkRegressor`) or ``prototypes`` (model: a
+        :class:`lmpcli.parts.PartModel`; ``meta["names"]``: its landmark names)).
 
     Raises:
         InputError: missing, unreadable or not an ``lmp fit-landmarks`` file.
     """
+    from .parts import PartModel
+
     try:
         doc = json.loads(Path(path).read_text())
         if doc.get("format") != FORMAT:
             raise KeyError("format")
+        doc.setdefault("model", "regression")  # files written before the prototypes
+        if doc["model"] == "prototypes":
+            d = doc.pop("prototypes")
+            model = PartModel.from_dict({"method": d["method"], **{key: torch.tensor(d[key], dtype=torch.float32)
+                                                                  for key in ("projection", "threshold", "scale")}})
+            if len(doc["names"]) != model.k:
+                raise ValueError(f"{len(doc['names'])} names for {model.k} prototypes")
+            return model, doc
         arrays = {key: np.asarray(doc.pop(key), dtype=np.float64) for key in
                   ("in_mean", "in_scale", "out_mean", "out_scale", "coef")}
         n_lm, dim = arrays["in_mean"].shape
@@ -236,6 +347,7 @@ def fit_landmarks(
     method: str = "lmpnet",
     k: int = 5,
     normalisation: str = "image",
+    model: str = "regression",
     batch_size: int = 8,
     device: str = "auto",
     workers: int | None = None,
@@ -249,9 +361,13 @@ def fit_landmarks(
             COCO-keypoints ``.json`` file (images relative to ``images`` or the file's folder).
         out: the JSON file to write (:func:`save_landmarks`).
         limit: use N labelled images drawn at random with ``seed`` (None = all).
-        weights, method, k: the checkpoint and keypoint method whose keypoints are regressed
-            (their output order is the identity; see :data:`lmpcli.methods.METHODS`).
-        normalisation: the frame at fit and predict time (:data:`NORMALISATIONS`).
+        weights, method, k: the checkpoint and, for ``regression``, the keypoint method whose
+            keypoints are regressed (their output order is the identity; see
+            :data:`lmpcli.methods.METHODS`).
+        normalisation: the frame at fit and predict time of ``regression`` (:data:`NORMALISATIONS`).
+        model: the landmark model (:data:`LANDMARK_MODELS`): ``regression`` (Huang & Li's linear maps
+            from the method's keypoints) or ``prototypes`` (:func:`fit_landmark_prototypes` on the
+            main network's maps; ``method``, ``k`` and ``normalisation`` unused).
 
     Returns:
         ``{"out": path, "images": N, "names": [...], "fit_counts": [...], "left_out": [...]}``:
@@ -270,10 +386,12 @@ def fit_landmarks(
 
     if normalisation not in NORMALISATIONS:
         raise InputError(f"unknown normalisation {normalisation!r}; choose one of {', '.join(NORMALISATIONS)}")
+    if model not in LANDMARK_MODELS:
+        raise InputError(f"unknown landmark model {model!r}; choose one of {', '.join(LANDMARK_MODELS)}")
     check_writable(out, overwrite)
     dev = resolve_device(device)
-    (model, *_), _ = load_for_inference(weights, dev)
-    cfg = model.config
+    (net, *_), _ = load_for_inference(weights, dev)
+    cfg = net.config
     transform = eval_transform(cfg.image_size, cfg.mean, cfg.std)
     if str(data).lower().endswith(".json"):
         dataset = CocoKeypointDataset(data, images, transform)
@@ -287,7 +405,11 @@ def fit_landmarks(
         dataset = torch.utils.data.Subset(dataset, pick.tolist())
     if len(dataset) == 0:
         raise InputError(f"no labelled images in {data}")
-    kp_method = create_method(method, model, KeypointSettings(k=k))
+    if model == "prototypes":
+        return _fit_prototypes_file(net, dataset, names, out, dev, batch_size, workers, progress, overwrite,
+                                    {"weights": str(weights or "shipped"), "data": str(data), "images": len(dataset),
+                                     "seed": seed if limit is not None else None})
+    kp_method = create_method(method, net, KeypointSettings(k=k))
     pred = collect_predictions(dataset, [kp_method], dev, batch_size=batch_size, workers=workers,
                                progress=progress, label="fit-landmarks")
     labelled = pred["visible"].any(0)  # a landmark labelled on none of the images cannot be fit: left out
@@ -303,23 +425,67 @@ def fit_landmarks(
             "left_out": [n for n in names if n not in kept]}
 
 
+def _collate_labelled(items: list[dict]) -> dict:
+    return {"image": torch.stack([it["image"] for it in items]), "size": torch.stack([it["size"] for it in items]),
+            "keypoints": torch.stack([it["orig_keypoints"] for it in items]),
+            "visible": torch.stack([it["visible"] for it in items])}
+
+
+def _fit_prototypes_file(net, dataset, names: list[str], out, dev, batch_size: int, workers, progress, overwrite: bool,
+                         meta: dict) -> dict:
+    """``lmp fit-landmarks --model prototypes``: maps of the labelled images, prototypes, the file."""
+    from .inference import make_loader
+    from .parts import extract_features
+    from .progress import NullProgress
+
+    progress = progress or NullProgress()
+    size = net.config.image_size
+    loader = make_loader(dataset, batch_size, workers, _collate_labelled, dev)
+    feats, points, visible = [], [], []
+    progress.start("fit-landmarks (features)", len(dataset))
+    try:
+        for batch, f in extract_features(net, loader, progress):
+            feats.append(f.half())
+            points.append(batch["keypoints"] * (size / batch["size"])[:, None, :])  # original -> network-input pixels
+            visible.append(batch["visible"])
+    finally:
+        progress.finish()
+    visible = torch.cat(visible)
+    labelled = visible.any(0)
+    if not labelled.any():
+        raise InputError(f"no landmark is labelled on the {len(dataset)} images")
+    kept = [n for n, ok in zip(names, labelled.tolist()) if ok]
+    protos = fit_landmark_prototypes(torch.cat(feats), torch.cat(points)[:, labelled], visible[:, labelled],
+                                     (size, size), net.cell_centre())
+    save_landmarks(out, protos, {**meta, "method": "parts", "k": len(kept)}, overwrite, names=kept)
+    return {"out": str(out), "images": len(dataset), "names": kept, "fit_counts": protos.meta["fit_counts"],
+            "left_out": [n for n in names if n not in kept]}
+
+
 #: CSV columns of ``lmp predict --landmarks``.
 LANDMARK_CSV_COLUMNS = ["image", "landmark", "x", "y"]
 
 
-def add_landmarks(item, regressor: LandmarkRegressor, meta: dict) -> list[list]:
+def add_landmarks(item, landmark_model, meta: dict) -> list[list]:
     """Attach one predicted image's named landmarks and return its CSV rows.
 
     Args:
         item: :class:`lmpcli.predict.ImageKeypoints`; gets ``extras["landmarks"] =
-            {"landmarks": {name: [x, y]}}`` (pixels of the original image, 2 decimals).
-        regressor, meta: from :func:`load_landmarks`.
+            {"landmarks": {name: [x, y] or None}}`` (pixels of the original image, 2 decimals; None:
+            a ``prototypes`` landmark reported absent).
+        landmark_model, meta: from :func:`load_landmarks`. For ``prototypes`` the item's keypoints
+            are already the landmarks (``lmp predict`` ran the ``parts`` method with the prototypes).
 
     Returns:
-        rows ``[image, landmark, x, y]`` (:data:`LANDMARK_CSV_COLUMNS`).
+        rows ``[image, landmark, x, y]`` (:data:`LANDMARK_CSV_COLUMNS`; x and y empty when absent).
     """
-    xy = apply_named_landmarks(regressor, item.xy[None].astype(np.float64), [[item.width, item.height]],
-                               meta["normalisation"])[0]
-    named = {name: [round(float(x), 2), round(float(y), 2)] for name, (x, y) in zip(regressor.names, xy)}
+    if meta.get("model") == "prototypes":
+        xy, names = item.xy.astype(np.float64), meta["names"]
+    else:
+        xy = apply_named_landmarks(landmark_model, item.xy[None].astype(np.float64), [[item.width, item.height]],
+                                   meta["normalisation"])[0]
+        names = landmark_model.names
+    named = {name: [round(float(x), 2), round(float(y), 2)] if np.isfinite(x) else None
+             for name, (x, y) in zip(names, xy)}
     item.extras["landmarks"] = {"landmarks": named}
-    return [[item.image, name, x, y] for name, (x, y) in named.items()]
+    return [[item.image, name, *(xy if xy is not None else ("", ""))] for name, xy in named.items()]

@@ -119,10 +119,11 @@ class PartModel:
         f = features.float().flatten(2).transpose(1, 2)  # (B, hw, C)
         if self.method == "nmf":
             r = _nmf_coefficients(f.reshape(-1, c), p, self.iterations).reshape(b, h * w, -1)
+        elif self.method == "centred-cosine":  # named-landmark prototypes (lmpcli.named_landmarks)
+            r = centred_cells(f).matmul(p.T).clamp_min(0)
         elif self.method == "kmeans-centred":
             energy = f.sum(-1)  # (B, hw)
-            centred = torch.nn.functional.normalize(f - _foreground_mean(f, energy)[:, None, :], dim=-1)
-            r = (centred @ p.T).clamp_min(0) * (energy / energy.amax(-1, keepdim=True).clamp_min(1e-12))[..., None]
+            r = (centred_cells(f, energy) @ p.T).clamp_min(0) * (energy / energy.amax(-1, keepdim=True).clamp_min(1e-12))[..., None]
         else:
             r = (f @ p.T).clamp_min(0)
         return r.transpose(1, 2).reshape(b, -1, h, w)
@@ -189,6 +190,37 @@ def _foreground_mean(f: Tensor, energy: Tensor, cells: int | None = None) -> Ten
     cells = FOREGROUND_CELLS if cells is None else cells
     top = energy.topk(min(cells, energy.shape[-1]), -1).indices
     return f.gather(1, top[..., None].expand(-1, -1, f.shape[-1])).mean(1)
+
+
+def centred_cells(f: Tensor, energy: Tensor | None = None) -> Tensor:
+    """The cell descriptors ``kmeans-centred`` compares: each image's cells minus the mean of its
+    :data:`FOREGROUND_CELLS` strongest cells (by channel sum), L2-normalised.
+
+    Args:
+        f: (B, hw, C) float32 cell descriptors of the final-conv maps.
+        energy: (B, hw) channel sums (computed when None).
+
+    Returns:
+        (B, hw, C) float32 unit vectors.
+    """
+    energy = f.sum(-1) if energy is None else energy
+    return torch.nn.functional.normalize(f - _foreground_mean(f, energy)[:, None, :], dim=-1)
+
+
+def calibrate(model: PartModel, features: Tensor) -> PartModel:
+    """Set ``model``'s visibility threshold and score scale from the maps of its fit images, in place:
+    visible at :data:`VISIBLE_FRACTION` of the median peak, score 1 at the 95th percentile.
+
+    Args:
+        features: (N, C, h, w) final-conv maps (float16 or float32).
+
+    Returns:
+        ``model``.
+    """
+    peaks = torch.cat([model.responses(f).flatten(2).amax(-1) for f in _chunks(features)])  # (N, K)
+    model.threshold = VISIBLE_FRACTION * peaks.median(0).values
+    model.scale = torch.quantile(peaks, 0.95, dim=0).clamp_min(1e-6)
+    return model
 
 
 def _chunks(features: Tensor, size: int = 64) -> Iterator[Tensor]:
@@ -295,10 +327,8 @@ def fit_part_model(features: Tensor, k: int = 8, method: str = "nmf", seed: int 
     fit = {"filters": _fit_filters, "kmeans": _fit_kmeans, "kmeans-centred": _fit_kmeans_centred,
            "nmf": _fit_nmf}[method]
     proj = fit(features, k, seed)
-    model = PartModel(method, proj, torch.zeros(k), torch.ones(k), NMF_ITERATIONS if method == "nmf" else 0)
-    peaks = torch.cat([model.responses(f).flatten(2).amax(-1) for f in _chunks(features)])  # (N, K)
-    model.threshold = VISIBLE_FRACTION * peaks.median(0).values
-    model.scale = torch.quantile(peaks, 0.95, dim=0).clamp_min(1e-6)
+    model = calibrate(PartModel(method, proj, torch.zeros(k), torch.ones(k), NMF_ITERATIONS if method == "nmf" else 0),
+                      features)
     model.meta = {"images": len(features), "seed": int(seed)}
     return model
 

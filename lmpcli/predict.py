@@ -194,7 +194,9 @@ def run_predict(
             shard rank of world size (each process on ``cuda:LOCAL_RANK`` when on CUDA); else all.
         landmarks: a file of ``lmp fit-landmarks``: write its named landmarks instead of the
             keypoints (CSV ``image, landmark, x, y``; JSON ``"landmarks": {name: [x, y]}`` beside the
-            keypoints), using the file's method and ``k`` (:mod:`lmpcli.named_landmarks`).
+            keypoints), using the file's method and ``k`` (:mod:`lmpcli.named_landmarks`); a
+            ``prototypes`` file runs the ``parts`` method with its landmarks as the parts, and a
+            landmark it reports absent has empty x, y (JSON ``null``).
         options: keywords of :func:`predict_images`.
 
     Every output location is checked before the model is loaded
@@ -244,6 +246,8 @@ def run_predict(
         named = load_landmarks(landmarks)
         options.update(method=named[1]["method"],
                        settings=replace(options.get("settings") or KeypointSettings(), k=named[1]["k"]))
+        if named[1]["model"] == "prototypes":  # the parts method with the landmarks as its parts
+            options["method_options"] = {**(options.get("method_options") or {}), "part_model": named[0]}
     parts = options.get("method") == "parts"  # identities: one entry per part, absent ones kept
     if parts:
         from .part_outputs import PART_CSV_COLUMNS, draw_parts, part_csv_rows, part_json

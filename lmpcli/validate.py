@@ -17,7 +17,7 @@ import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from .choices import BACKENDS, METHODS, NETWORKS, NORMALISATIONS, SPLITS
+from .choices import BACKENDS, LANDMARK_MODELS, METHODS, NETWORKS, NORMALISATIONS, SPLITS
 from .data.io import InputError, expand_inputs
 from .outputs import OutputError, check_writable
 
@@ -447,12 +447,12 @@ def check_fit_parts_call(weights: str | os.PathLike, data: Sequence[str], *, out
 
 
 def check_fit_landmarks_call(data: str | os.PathLike, *, out, weights=None, overwrite: bool = False,
-                             split: str = "train", normalisation: str = "image", limit: int | None = None,
-                             **options) -> None:
+                             split: str = "train", normalisation: str = "image", model: str = "regression",
+                             limit: int | None = None, **options) -> None:
     """Every check of ``lmp fit-landmarks`` that needs no model (``options``: see :func:`check_keypoint_options`).
 
     Raises:
-        UsageError: a missing CUB folder or COCO file, an unknown ``split`` or ``normalisation``,
+        UsageError: a missing CUB folder or COCO file, an unknown ``split``, ``normalisation`` or ``model``,
             ``limit`` < 1, bad keypoint options or checkpoint file, or an output that exists (without
             ``overwrite``), cannot be written or is the annotation file or the checkpoint.
     """
@@ -460,6 +460,7 @@ def check_fit_landmarks_call(data: str | os.PathLike, *, out, weights=None, over
         raise UsageError(f"no such CUB folder or COCO file: {data}")
     check_choice("--split", split, SPLITS)
     check_choice("--normalisation", normalisation, NORMALISATIONS)
+    check_choice("--model", model, LANDMARK_MODELS)
     check_number("--limit", limit, low=1, integer=True)
     check_keypoint_options(**options)
     check_checkpoint_file(weights)

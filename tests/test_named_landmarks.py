@@ -16,12 +16,15 @@ from lmpcli.data import InputError
 from lmpcli.named_landmarks import (
     CocoKeypointDataset,
     apply_named_landmarks,
+    fit_landmark_prototypes,
     fit_named_landmarks,
+    landmark_descriptors,
     load_landmarks,
     reference_boxes,
     save_landmarks,
 )
 from lmpcli.outputs import OutputError
+from lmpcli.parts import centred_cells
 
 run = CliRunner().invoke
 
@@ -130,3 +133,92 @@ def test_cli_fit_landmarks_from_coco(tmp_path, tiny_checkpoint):
                   "--weights", str(tiny_checkpoint), "--workers", "0", "-q"])
     assert r.exit_code == 0, r.output
     assert set(json.loads(r.stdout)[0]["landmarks"]) == {"beak", "eye"}
+
+
+def test_landmark_descriptors_sample_the_centred_cells_bilinearly():
+    torch.manual_seed(0)
+    f = torch.rand(2, 8, 4, 4)  # 4 x 4 maps of a 64-px input: stride 16, cell (i, j) centred at 16 * (i + 0.5)
+    ref = centred_cells(f.flatten(2).transpose(1, 2)).transpose(1, 2).reshape(2, 8, 4, 4)  # (N, C, h, w)
+    pts = torch.tensor([[[24.0, 8.0], [32.0, 40.0]], [[56.0, 56.0], [0.0, 0.0]]])  # (x, y) input pixels
+    d = landmark_descriptors(f, pts, (64, 64))
+    torch.testing.assert_close(d[0, 0], ref[0, :, 0, 1])  # a cell centre: that cell
+    mid = torch.nn.functional.normalize((ref[0, :, 2, 1] + ref[0, :, 2, 2]) / 2, dim=0)  # halfway along x
+    torch.testing.assert_close(d[0, 1], mid)
+    torch.testing.assert_close(d[1, 0], ref[1, :, 3, 3])
+    torch.testing.assert_close(d[1, 1], ref[1, :, 0, 0])  # beyond the outer centres: the border cell
+    raw = landmark_descriptors(f, pts, (64, 64), centred=False)
+    torch.testing.assert_close(raw[0, 0], torch.nn.functional.normalize(f[0, :, 0, 1], dim=0))
+
+
+def test_prototypes_find_each_landmark_where_its_pattern_is():
+    """Landmark l is a fixed pattern placed at a random cell of each image over noise; the
+    prototypes fit on 12 labelled images find it on 20 new ones, and a landmark whose pattern is
+    missing from an image is reported absent."""
+    gen = torch.Generator().manual_seed(1)
+    c, h = 512, 7  # wide enough that noise cells are far from every prototype
+    patterns = torch.nn.functional.normalize(torch.randn(3, c, generator=gen), dim=1) * 5
+
+    def images(n):
+        f = torch.rand(n, c, h, h, generator=gen) * 0.2
+        cells = torch.stack([torch.randperm(h * h, generator=gen)[:3] for _ in range(n)])  # distinct cells
+        for i in range(n):
+            for lm in range(3):
+                f[i, :, cells[i, lm] // h, cells[i, lm] % h] += patterns[lm].abs() + patterns[lm]
+        xy = torch.stack([cells % h, cells // h], -1).float()  # (n, 3, 2) cells
+        return f, (xy + 0.5) * 32  # 224-px input, stride 32
+
+    f, pts = images(12)
+    vis = torch.ones(12, 3, dtype=torch.bool)
+    vis[0, 2] = False  # an unlabelled landmark on one image is not averaged in
+    model = fit_landmark_prototypes(f, pts, vis, (224, 224))
+    assert model.k == 3 and model.method == "kmeans-centred" and model.meta["fit_counts"] == [12, 12, 11]
+    test, truth = images(20)
+    xy, _, visible, _ = model.locate(test)
+    assert visible.all()
+    torch.testing.assert_close((xy + 0.5) * 32, truth, atol=8.0, rtol=0)  # within a quarter cell (3 x 3 centroid)
+    gone = test.clone()
+    gone[0] = torch.rand(c, h, h, generator=gen) * 0.2  # no landmark on this image
+    assert not model.locate(gone)[2][0].any()
+    with pytest.raises(ValueError, match="labelled on none"):
+        fit_landmark_prototypes(f, pts, torch.zeros(12, 3, dtype=torch.bool), (224, 224))
+
+
+def test_prototype_landmarks_file_round_trip(tmp_path):
+    f = torch.rand(4, 8, 2, 2)
+    pts = torch.full((4, 2, 2), 16.0)
+    model = fit_landmark_prototypes(f, pts, torch.ones(4, 2, dtype=torch.bool), (64, 64))
+    path = save_landmarks(tmp_path / "p.json", model, {"method": "parts", "k": 2, "images": 4}, names=["beak", "tail"])
+    back, meta = load_landmarks(path)
+    assert meta["model"] == "prototypes" and meta["names"] == ["beak", "tail"]
+    torch.testing.assert_close(back.projection, model.projection)
+    torch.testing.assert_close(back.threshold, model.threshold)
+    doc = json.loads(path.read_text())
+    doc["names"] = ["beak"]
+    (tmp_path / "bad.json").write_text(json.dumps(doc))
+    with pytest.raises(InputError, match="names"):
+        load_landmarks(tmp_path / "bad.json")
+
+
+def test_cli_fit_prototype_landmarks_then_predict(tmp_path, tiny_cub, tiny_checkpoint):
+    lm = tmp_path / "protos.json"
+    r = run(app, ["fit-landmarks", str(tiny_cub), "--model", "prototypes", "--out", str(lm),
+                  "--weights", str(tiny_checkpoint), "--workers", "0", "-q"])
+    assert r.exit_code == 0, r.output
+    model, meta = load_landmarks(lm)
+    assert meta["model"] == "prototypes" and model.k == len(meta["names"]) == 10  # tiny CUB: 10 parts ever labelled
+    images = sorted(str(p) for p in (tiny_cub / "images").rglob("*.jpg"))
+    out = tmp_path / "named.csv"
+    r = run(app, ["predict", *images, "--landmarks", str(lm), "--out", str(out), "--weights", str(tiny_checkpoint),
+                  "--workers", "0", "-q"])
+    assert r.exit_code == 0, r.output
+    table = pd.read_csv(out)
+    assert list(table.columns) == ["image", "landmark", "x", "y"] and len(table) == 10 * len(images)
+    assert set(table["landmark"]) == set(meta["names"])
+    r = run(app, ["predict", images[0], "--landmarks", str(lm), "--json", "--out", "-", "--weights",
+                  str(tiny_checkpoint), "--workers", "0", "-q"])
+    assert r.exit_code == 0, r.output
+    named = json.loads(r.stdout)[0]["landmarks"]
+    assert list(named) == meta["names"]
+    assert all(v is None or (len(v) == 2 and all(np.isfinite(v))) for v in named.values())
+    r = run(app, ["fit-landmarks", str(tiny_cub), "--model", "nope", "--out", str(tmp_path / "x.json")])
+    assert r.exit_code == 2

@@ -7,8 +7,8 @@ import typer
 
 from ._console import say
 from ._progress import RichProgress
-from .options import (IO, LANDMARKS, BatchSize, Device, Method, Normalisation, Overwrite, Quiet, SplitOpt, Weights, Workers,
-                      command)
+from .options import (IO, LANDMARKS, BatchSize, Device, LandmarkModel, Method, Normalisation, Overwrite, Quiet, SplitOpt,
+                      Weights, Workers, command)
 
 EPILOG = """Examples:
 
@@ -17,6 +17,8 @@ EPILOG = """Examples:
   lmp fit-landmarks ../shared/data/cub50 --method parts --limit 100 --out cub100.json  # 100 labelled images
 
   lmp fit-landmarks my-birds.json --images photos/ --out mine.json             # COCO keypoints file
+
+  lmp fit-landmarks ../shared/data/cub50 --model prototypes --limit 30 --out cub30.json  # 30 labelled images
 
   lmp predict photos/ --landmarks cub-landmarks.json --out landmarks.csv
 """
@@ -37,6 +39,10 @@ def fit_landmarks(
     seed: Annotated[int, typer.Option(rich_help_panel=IO, help="Random draw of the --limit images.")] = 0,
     weights: Weights = None,
     overwrite: Overwrite = False,
+    model: Annotated[LandmarkModel, typer.Option(
+        rich_help_panel=LANDMARKS,
+        help="regression: linear maps from the --method's keypoints; prototypes: each landmark's mean "
+             "descriptor, found on the network's feature map (absent when not seen).")] = "regression",
     method: Annotated[Method, typer.Option(
         rich_help_panel=LANDMARKS, help="Keypoint method whose keypoints (in its output order) are regressed.")] = "lmpnet",
     k: Annotated[int, typer.Option(min=1, metavar="N", rich_help_panel=LANDMARKS, help="Keypoints per image.")] = 5,
@@ -51,17 +57,18 @@ def fit_landmarks(
 ) -> None:
     """Fit named landmarks (beak, crown, left eye ...) from N labelled images.
 
-    One linear map per landmark from the method's keypoints (Huang & Li's Kp regressors). The only
-    command that reads keypoint labels; lmp predict --landmarks applies the file."""
+    One linear map per landmark from the method's keypoints (Huang & Li's Kp regressors), or one
+    descriptor prototype per landmark (--model prototypes). The only command that reads keypoint
+    labels; lmp predict --landmarks applies the file."""
     from ..validate import check_fit_landmarks_call
 
     check_fit_landmarks_call(data, out=out, weights=weights, overwrite=overwrite, split=split,
-                             normalisation=normalisation, limit=limit, k=k, batch_size=batch_size, device=device,
-                             workers=workers)
+                             normalisation=normalisation, model=model, limit=limit, k=k, batch_size=batch_size,
+                             device=device, workers=workers)
     from ..named_landmarks import fit_landmarks as run_fit
 
     summary = run_fit(data, out, images=images, split=split, limit=limit, seed=seed, weights=weights, method=method,
-                      k=k, normalisation=normalisation, batch_size=batch_size, device=device, workers=workers,
+                      k=k, normalisation=normalisation, model=model, batch_size=batch_size, device=device, workers=workers,
                       overwrite=overwrite, progress=RichProgress(not quiet))
     if not quiet:
         say(f"{summary['images']} labelled images, {len(summary['names'])} landmarks "

@@ -52,6 +52,7 @@ Backend = _choice("Backend", choices.BACKENDS)
 Normalize = _choice("Normalize", choices.NORMALIZE_MODES)
 PartMethod = _choice("PartMethod", choices.PART_METHODS)
 Normalisation = _choice("Normalisation", choices.NORMALISATIONS)
+LandmarkModel = _choice("LandmarkModel", choices.LANDMARK_MODELS)
 ExportFormat = _choice("ExportFormat", choices.EXPORT_FORMATS)
 
 
