@@ -27,7 +27,7 @@ replaced by ``sklearn.linear_model.RidgeCV`` (no intercept, leave-one-out over a
 
 Section 37's named landmarks by descriptor prototypes, from the same cache:
 
-  python benchmarks/named_landmarks.py prototypes --data ../shared/data/cub50 --cache runs/named_landmarks [--cosine-only]
+  python benchmarks/named_landmarks.py prototypes --data ../shared/data/cub50 --cache runs/named_landmarks [--cosine-only | --label-thresholds]
   python benchmarks/named_landmarks.py per-landmark --data ../shared/data/cub50 --cache runs/named_landmarks
 
 ``benchmarks/parts_held_out.py`` reads the same cache.
@@ -248,9 +248,11 @@ def prototype_rows(args) -> None:
     box = test["box"].numpy().astype(np.float64)
     tvis = test["visible"].numpy()
     sizes = [n for n in FIT_SIZES if n < n_pool] + [n_pool]
-    variants = {"prototypes": (True, True), "prototypes, raw cells": (False, True)}
+    variants = {"prototypes": (True, True, "median"), "prototypes, raw cells": (False, True, "median")}
     if args.cosine_only:
-        variants = {"prototypes": (True, True), "prototypes, cosine only": (True, False)}
+        variants = {"prototypes": (True, True, "median"), "prototypes, cosine only": (True, False, "median")}
+    if args.label_thresholds:
+        variants = {"prototypes": (True, True, "median"), "prototypes, label thresholds": (True, True, "labels")}
     cells, raw = [], {}
     for n in sizes:
         draws = SEEDS if n < n_pool else (0,)
@@ -261,7 +263,7 @@ def prototype_rows(args) -> None:
                         for sd in draws]
                 raw[f"{n}/regression/{f}"] = vals
                 row.append(f"{np.mean(vals):.2f} ± {np.std(vals):.2f}" if len(vals) > 1 else f"{vals[0]:.2f}")
-        for name, (centred, energy) in variants.items():
+        for name, (centred, energy, rule) in variants.items():
             t0 = time.perf_counter()
             models, seen_sets = [], []
             for sd in draws:
@@ -269,7 +271,7 @@ def prototype_rows(args) -> None:
                 vis = train["visible"][rows]
                 seen = vis.any(0)
                 models.append(fit_landmark_prototypes(train["features"][rows], train_pts[rows][:, seen], vis[:, seen],
-                                                      (s, s), centred=centred, energy=energy))
+                                                      (s, s), centred=centred, energy=energy, threshold=rule))
                 seen_sets.append(seen.numpy())
             fit_s = time.perf_counter() - t0
             # all draws' prototypes in one model: one pass over the test maps; the peak is used whatever its score
@@ -298,7 +300,8 @@ def prototype_rows(args) -> None:
             raw[f"{n}/{name}"] = vals
             raw[f"{n}/{name}/visibility"] = [recall, reject]
             row.append((f"{np.mean(vals):.2f} ± {np.std(vals):.2f}" if len(vals) > 1 else f"{vals[0]:.2f}")
-                       + f" ({np.mean(recall):.0f} / {np.mean(reject):.0f})")
+                       + f" ({np.mean(recall):.0f} / {np.mean(reject):.0f}"
+                       + (f"; balanced {(np.mean(recall) + np.mean(reject)) / 2:.1f})" if args.label_thresholds else ")"))
             print(f"N = {n} {name}: fit {fit_s:.1f} s, score {time.perf_counter() - t0 - fit_s:.1f} s",
                   file=sys.stderr, flush=True)
         cells.append(row)
@@ -376,6 +379,7 @@ def main() -> None:
     ap.add_argument("--output-stride", type=int, default=None, help="cache step: run the networks at this stride")
     ap.add_argument("--splits", default="test,train", help="cache step: the splits to cache")
     ap.add_argument("--cosine-only", action="store_true", help="prototypes step: the section 37 item 1b variant")
+    ap.add_argument("--label-thresholds", action="store_true", help="prototypes step: the section 37 item 1c variant")
     ap.add_argument("--image-size", type=int, default=448, help="prototypes step: the network input size of the cache")
     ap.add_argument("--ridge", action="store_true", help="also the RidgeCV follow-up (quality log 35)")
     ap.add_argument("--out", default=None, help="also write the markdown table here")

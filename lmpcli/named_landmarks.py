@@ -154,21 +154,47 @@ def landmark_descriptors(features: torch.Tensor, points, image_size: tuple[int, 
     return torch.nn.functional.normalize(out[..., 0].transpose(1, 2), dim=-1)
 
 
+def balanced_threshold(peaks: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
+    """The response threshold that best tells labelled from unlabelled images.
+
+    Args:
+        peaks: (N,) float peak responses of one landmark on N images.
+        visible: (N,) bool, where the landmark is labelled; both values must occur.
+
+    Returns:
+        0-d tensor: the lowest of the peaks that maximise the balanced accuracy
+        ``(P(peak >= t | labelled) + P(peak < t | unlabelled)) / 2``.
+    """
+    order = peaks.argsort()
+    p, y = peaks[order], visible[order].float()
+    pos_below = torch.cumsum(y, 0) - y  # labelled images strictly below each candidate
+    neg_below = torch.cumsum(1 - y, 0) - (1 - y)
+    score = (y.sum() - pos_below) / y.sum() + neg_below / (1 - y).sum()
+    return p[int(score.argmax())]
+
+
 def fit_landmark_prototypes(features: torch.Tensor, points, visible, image_size: tuple[int, int],
-                            cell_centre: float = 0.5, centred: bool = True, energy: bool = True, chunk: int = 64):
+                            cell_centre: float = 0.5, centred: bool = True, energy: bool = True,
+                            threshold: str = "labels", chunk: int = 64):
     """One prototype per landmark from N labelled images: a part model whose parts are named landmarks.
 
     The prototype of landmark l is the L2-normalised mean of :func:`landmark_descriptors` over
     the images where l is labelled. Applied with :meth:`lmpcli.parts.PartModel.locate`: response
     = the cell's cosine with the prototype (``kmeans-centred``: times the cell's channel sum
     relative to the image's strongest cell; raw cells: the ``kmeans`` response), the landmark at
-    the peak's 3 x 3 sub-cell centroid, absent below :data:`lmpcli.parts.VISIBLE_FRACTION` of the
-    median peak on the labelled images where it is labelled.
+    the peak's 3 x 3 sub-cell centroid, absent below a threshold learnt from the labelled images
+    (``threshold``).
 
     Args:
         features: (N, C, h, w) final-conv maps of the labelled images.
         points: (N, L, 2) labelled (x, y), pixels of the network input. visible: (N, L) bool.
         image_size, cell_centre, centred: see :func:`landmark_descriptors`.
+        energy: weigh the cosine by the cell's relative channel sum (False: the centred cosine alone,
+            quality log 37 item 1b, rejected).
+        threshold: ``labels`` (default; quality log 37 item 1c): absent below the peak that best
+            separates the images where the landmark is labelled from those where it is not
+            (:func:`balanced_threshold`); ``median``, and for a landmark labelled on every image:
+            below :data:`lmpcli.parts.VISIBLE_FRACTION` of its median peak where labelled.
 
     Returns:
         :class:`lmpcli.parts.PartModel` with K = L rows in landmark order.
@@ -195,7 +221,9 @@ def fit_landmark_prototypes(features: torch.Tensor, points, visible, image_size:
     model = PartModel(method, proto, torch.zeros(len(proto)), torch.ones(len(proto)))
     peaks = torch.cat([model.responses(features[i: i + chunk]).flatten(2).amax(-1)
                        for i in range(0, len(features), chunk)])  # (N, L)
-    model.threshold = torch.stack([VISIBLE_FRACTION * peaks[visible[:, j], j].median() for j in range(len(proto))])
+    model.threshold = torch.stack([
+        balanced_threshold(peaks[:, j], visible[:, j]) if threshold == "labels" and not visible[:, j].all()
+        else VISIBLE_FRACTION * peaks[visible[:, j], j].median() for j in range(len(proto))])
     model.scale = torch.stack([torch.quantile(peaks[visible[:, j], j], 0.95) for j in range(len(proto))]).clamp_min(1e-6)
     model.meta = {"images": len(features), "fit_counts": counts.tolist()}
     return model

@@ -16,6 +16,7 @@ from lmpcli.data import InputError
 from lmpcli.named_landmarks import (
     CocoKeypointDataset,
     apply_named_landmarks,
+    balanced_threshold,
     fit_landmark_prototypes,
     fit_named_landmarks,
     landmark_descriptors,
@@ -158,29 +159,43 @@ def test_prototypes_find_each_landmark_where_its_pattern_is():
     c, h = 512, 7  # wide enough that noise cells are far from every prototype
     patterns = torch.nn.functional.normalize(torch.randn(3, c, generator=gen), dim=1) * 5
 
-    def images(n):
+    def images(n, vis):
         f = torch.rand(n, c, h, h, generator=gen) * 0.2
         cells = torch.stack([torch.randperm(h * h, generator=gen)[:3] for _ in range(n)])  # distinct cells
         for i in range(n):
             for lm in range(3):
-                f[i, :, cells[i, lm] // h, cells[i, lm] % h] += patterns[lm].abs() + patterns[lm]
+                if vis[i, lm]:
+                    f[i, :, cells[i, lm] // h, cells[i, lm] % h] += patterns[lm].abs() + patterns[lm]
         xy = torch.stack([cells % h, cells // h], -1).float()  # (n, 3, 2) cells
         return f, (xy + 0.5) * 32  # 224-px input, stride 32
 
-    f, pts = images(12)
     vis = torch.ones(12, 3, dtype=torch.bool)
-    vis[0, 2] = False  # an unlabelled landmark on one image is not averaged in
-    model = fit_landmark_prototypes(f, pts, vis, (224, 224))
-    assert model.k == 3 and model.method == "kmeans-centred" and model.meta["fit_counts"] == [12, 12, 11]
-    test, truth = images(20)
-    xy, _, visible, _ = model.locate(test)
-    assert visible.all()
-    torch.testing.assert_close((xy + 0.5) * 32, truth, atol=8.0, rtol=0)  # within a quarter cell (3 x 3 centroid)
-    gone = test.clone()
-    gone[0] = torch.rand(c, h, h, generator=gen) * 0.2  # no landmark on this image
-    assert not model.locate(gone)[2][0].any()
+    vis[:3, 2] = False  # landmark 2 is not on three images: not averaged in, and it sets the threshold
+    f, pts = images(12, vis)
+    models = {rule: fit_landmark_prototypes(f, pts, vis, (224, 224), threshold=rule) for rule in ("median", "labels")}
+    model = models["labels"]
+    assert model.k == 3 and model.method == "kmeans-centred" and model.meta["fit_counts"] == [12, 12, 9]
+    torch.testing.assert_close(models["median"].projection, model.projection)
+    peaks = model.responses(f).flatten(2).amax(-1)  # (12, 3)
+    assert peaks[:3, 2].max() < model.threshold[2] <= peaks[3:, 2].min()  # separates labelled from not
+    assert model.threshold[:2].tolist() == models["median"].threshold[:2].tolist()  # labelled everywhere: median rule
+    test_vis = torch.ones(20, 3, dtype=torch.bool)
+    test_vis[0] = False  # no landmark on this image
+    test, truth = images(20, test_vis)
+    for m in models.values():
+        xy, _, visible, _ = m.locate(test)
+        assert visible[1:].all() and not visible[0].any()
+        torch.testing.assert_close((xy[1:] + 0.5) * 32, truth[1:], atol=8.0, rtol=0)  # within a quarter cell
     with pytest.raises(ValueError, match="labelled on none"):
         fit_landmark_prototypes(f, pts, torch.zeros(12, 3, dtype=torch.bool), (224, 224))
+
+
+def test_balanced_threshold_known_answer():
+    peaks = torch.tensor([0.1, 0.5, 0.3, 0.9, 0.2])
+    labelled = torch.tensor([False, True, False, True, True])
+    # t = 0.5: 2 of 3 labelled above, both unlabelled below (balanced 0.83); t = 0.2: 3 of 3 and 1 of 2 (0.75)
+    assert balanced_threshold(peaks, labelled).item() == 0.5
+    assert balanced_threshold(torch.tensor([0.25, 0.125, 0.5]), torch.tensor([True, False, True])).item() == 0.25
 
 
 def test_prototype_landmarks_file_round_trip(tmp_path):
