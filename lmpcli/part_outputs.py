@@ -47,7 +47,7 @@ def part_json(item) -> dict:
             "score": None if item.class_prob is None else round(item.class_prob, 4)}
 
 
-def draw_parts(image_bgr, xy, scores=None, label: str | None = None):
+def draw_parts(image_bgr, xy, scores=None, label: str | None = None, names: list[str] | None = None):
     """Draw each part in its own colour, numbered by part id, with a legend (absent parts greyed).
 
     Args:
@@ -55,6 +55,7 @@ def draw_parts(image_bgr, xy, scores=None, label: str | None = None):
         xy: (K, 2) part locations (x, y) in pixels of this image, part order; NaN = absent.
         scores: optional (K,) part scores, shown in the legend.
         label: optional caption (e.g. predicted class) written top-left.
+        names: optional K legend names (named landmarks); default ``part1`` ... (:func:`part_name`).
 
     Returns:
         The annotated (H, W, 3) uint8 image.
@@ -74,7 +75,8 @@ def draw_parts(image_bgr, xy, scores=None, label: str | None = None):
         c = PART_COLOURS[j % len(PART_COLOURS)] if seen else (160, 160, 160)
         y0 = top + j * line
         cv2.circle(out, (10, y0 + line // 2), max(3, line // 3), c, -1, cv2.LINE_AA)
-        text = part_name(j) + ("" if seen else " absent") + (
+        text = f"{j + 1} " * (names is not None) + (names[j] if names is not None else part_name(j)) + (
+            "" if seen else " absent") + (
             f" {float(scores[j]):.2f}" if scores is not None and seen else "")
         put_text(out, text, (20, y0 + line - 4), scale, c, (0, 0, 0), 1, 1)
     return out

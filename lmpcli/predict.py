@@ -194,7 +194,8 @@ def run_predict(
             shard rank of world size (each process on ``cuda:LOCAL_RANK`` when on CUDA); else all.
         landmarks: a file of ``lmp fit-landmarks``: write its named landmarks instead of the
             keypoints (CSV ``image, landmark, x, y``; JSON ``"landmarks": {name: [x, y]}`` beside the
-            keypoints), using the file's method and ``k`` (:mod:`lmpcli.named_landmarks`); a
+            keypoints; annotated images show the landmarks, numbered, with their names in the
+            legend), using the file's method and ``k`` (:mod:`lmpcli.named_landmarks`); a
             ``prototypes`` file runs the ``parts`` method with its landmarks as the parts, and a
             landmark it reports absent has empty x, y (JSON ``null``).
         options: keywords of :func:`predict_images`.
@@ -249,7 +250,7 @@ def run_predict(
         if named[1]["model"] == "prototypes":  # the parts method with the landmarks as its parts
             options["method_options"] = {**(options.get("method_options") or {}), "part_model": named[0]}
     parts = options.get("method") == "parts"  # identities: one entry per part, absent ones kept
-    if parts:
+    if parts or named is not None:
         from .part_outputs import PART_CSV_COLUMNS, draw_parts, part_csv_rows, part_json
     columns = PART_CSV_COLUMNS if parts else CSV_COLUMNS
     csv_rows, to_json = (part_csv_rows, part_json) if parts else (ImageKeypoints.csv_rows, ImageKeypoints.to_json)
@@ -293,7 +294,14 @@ def run_predict(
                 bgr = cv2.cvtColor(np.asarray(load_rgb(item.image)), cv2.COLOR_RGB2BGR)
                 label = None if item.class_name is None else f"{item.class_name} {item.class_prob:.2f}"
             if vis is not None:
-                atomic_write_image(vis[item.image], draw(bgr, item.xy, item.score, label))
+                if named is not None:  # the named landmarks, numbered and named in the legend
+                    add_landmarks(item, *named)
+                    marks = item.extras["landmarks"]["landmarks"]
+                    xy = np.array([v if v is not None else [np.nan, np.nan] for v in marks.values()], dtype=float)
+                    score = item.score if named[1]["model"] == "prototypes" else None
+                    atomic_write_image(vis[item.image], draw_parts(bgr, xy, score, label, names=list(marks)))
+                else:
+                    atomic_write_image(vis[item.image], draw(bgr, item.xy, item.score, label))
             if heat is not None and "heatmaps" in item.extras:
                 from .heatmaps import draw_heatmap_panel
 

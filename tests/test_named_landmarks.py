@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -222,12 +223,15 @@ def test_cli_fit_prototype_landmarks_then_predict(tmp_path, tiny_cub, tiny_check
     model, meta = load_landmarks(lm)
     assert meta["model"] == "prototypes" and model.k == len(meta["names"]) == 10  # tiny CUB: 10 parts ever labelled
     images = sorted(str(p) for p in (tiny_cub / "images").rglob("*.jpg"))
-    out = tmp_path / "named.csv"
+    out, vis = tmp_path / "named.csv", tmp_path / "vis"
     r = run(app, ["predict", *images, "--landmarks", str(lm), "--out", str(out), "--weights", str(tiny_checkpoint),
-                  "--workers", "0", "-q"])
+                  "--workers", "0", "--vis-dir", str(vis), "-q"])
     assert r.exit_code == 0, r.output
     table = pd.read_csv(out)
     assert list(table.columns) == ["image", "landmark", "x", "y"] and len(table) == 10 * len(images)
+    drawn = np.asarray(Image.open(vis / Path(images[0]).name))  # the landmarks' legend is drawn over the image
+    assert drawn.shape[:2] == np.asarray(Image.open(images[0])).shape[:2]
+    assert np.abs(drawn[:40, :40].astype(int) - np.asarray(Image.open(images[0]).convert("RGB"))[:40, :40]).mean() > 5
     assert set(table["landmark"]) == set(meta["names"])
     r = run(app, ["predict", images[0], "--landmarks", str(lm), "--json", "--out", "-", "--weights",
                   str(tiny_checkpoint), "--workers", "0", "-q"])
