@@ -12,8 +12,8 @@ once into (B, 3, S, S) tensors for the network rows, at ``--batch-size``:
 * ``lmp predict`` files -> CSV end to end (:func:`lmpcli.predict.run_predict`, LMPNet defaults,
   decoding workers overlapping compute) per backend: steady state from the first batch to the
   last, and the whole call including loading;
-* occlusion-gbp on ``--occlusion-images`` images with its defaults (128-px occluders every 64 px
-  at the network's input size: 36 occluded forwards per image through ONNX Runtime; guided
+* occlusion-gbp on ``--occlusion-images`` images with its defaults (160-px occluders every 96 px
+  at the network's input size: 16 occluded forwards per image through ONNX Runtime; guided
   backprop in torch at the full size); ``--occlusion-input-size`` runs the occlusion smaller,
   ``--occluders 160/96,...`` adds a row for each other occluder grid (size/stride, pixels).
 

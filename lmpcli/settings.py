@@ -119,7 +119,7 @@ TRAIN_DEFAULTS = MappingProxyType({
 #: in feature-map cells). Written once here, torch-free, so that ``--help`` shows them before torch
 #: loads; the constructors take their defaults from this table.
 METHOD_DEFAULTS = {
-    "occlusion-gbp": {"occluder_size": 128, "occluder_stride": 64, "chunk_size": 32, "input_size": None,
+    "occlusion-gbp": {"occluder_size": 160, "occluder_stride": 96, "chunk_size": 32, "input_size": None,
                       "coarse_weight": 0.5, "fine_weight": 0.5, "nms_radius": 16, "keep_fraction": 0.4},
     "cam": {"nms_radius": 1},
 }

@@ -18,9 +18,9 @@ Pipeline (poster sections in brackets), composed of the attribution objects of
 
 CPU cost: the coarse map needs ``ceil((S' - size) / stride + 1) ** 2`` forwards per image,
 ``S'`` the side the occlusion runs at (``input_size``, default the network input side
-``S``): 36 per image with the default 128-px occluders every 64 px at 448 px (about 0.55
-images/s on a 2-core CPU), 3,025 with the poster's 16/8 (about 100 s per image there; quality
-log section 36). Use a larger ``chunk_size`` on a GPU.
+``S``): 16 per image with the default 160-px occluders every 96 px at 448 px (0.41-0.60
+images/s on a 2-core CPU; quality log section 37), 36 with section 36's 128/64, 3,025 with the
+poster's 16/8 (about 100 s per image there; section 36). Use a larger ``chunk_size`` on a GPU.
 
 Coordinates: heat maps are (B, S, S) on the network input's pixel grid; map pixel index
 ``(col, row)`` has its centre at ``(col + 0.5, row + 0.5)`` input pixels, the convention of
@@ -112,8 +112,8 @@ class OcclusionGBPMethod:
     (B, S, S) float32 in [0, 1] on the network input's pixel grid.
 
     CPU cost: about ``B * ceil((S' - occluder_size) / occluder_stride + 1) ** 2`` forwards of
-    the main network per batch for the coarse map (``S' = input_size or S``; 36 per image at
-    448 px with the default 128/64, 3,025 with the poster's 16/8) plus one forward+backward for
+    the main network per batch for the coarse map (``S' = input_size or S``; 16 per image at
+    448 px with the default 160/96, 3,025 with the poster's 16/8) plus one forward+backward for
     the fine map. ``input_size`` runs occlusion at a lower resolution (the map is upsampled to
     S x S); it costs PCK (quality log section 29).
 
@@ -124,7 +124,7 @@ class OcclusionGBPMethod:
             always the torch network behind it (gradients).
         k: keypoints per image.
         occluder_size, occluder_stride: occluder side and step, pixels of the occlusion input
-            (default 128 and 64, quality log section 36; the poster's are 16 and 8).
+            (default 160 and 96, quality log section 37; the poster's are 16 and 8).
         chunk_size: occluded copies per forward (memory/speed knob; larger on a GPU).
         input_size: side the occlusion runs at; None = the network input side S.
         fill: occluder filling, ``"noise"`` (random colours, poster), ``"colour"``, ``"mean"``.
