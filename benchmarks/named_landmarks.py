@@ -238,7 +238,15 @@ def prototype_rows(args) -> None:
     on the same N and draws as :func:`table`, beside the parts' regressors in both frames."""
     from lmpcli.head import cells_to_pixels
     from lmpcli.named_landmarks import fit_landmark_prototypes
-    from lmpcli.parts import PartModel
+    from lmpcli.parts import PartModel, calibrate, centred_cells
+
+    class CentredCosine(PartModel):
+        """Section 37 item 1b (rejected): response = the centred cosine, without the energy factor."""
+
+        def responses(self, features):
+            b, c, h, w = features.shape
+            f = features.float().flatten(2).transpose(1, 2)
+            return (centred_cells(f) @ self.projection.T).clamp_min(0).transpose(1, 2).reshape(b, -1, h, w)
 
     test, train = load_split(args.cache, "test", features=True), load_split(args.cache, "train", features=True)
     s = args.image_size
@@ -270,13 +278,17 @@ def prototype_rows(args) -> None:
                 rows = torch.as_tensor(np.random.default_rng(sd).choice(n_pool, n, replace=False))
                 vis = train["visible"][rows]
                 seen = vis.any(0)
-                models.append(fit_landmark_prototypes(train["features"][rows], train_pts[rows][:, seen], vis[:, seen],
-                                                      (s, s), centred=centred, energy=energy, threshold=rule))
+                m = fit_landmark_prototypes(train["features"][rows], train_pts[rows][:, seen], vis[:, seen], (s, s),
+                                            centred=centred, threshold=rule)
+                if not energy:  # item 1b: the same prototypes, the centred cosine alone, the median rule
+                    m = CentredCosine(m.method, m.projection, m.threshold, m.scale)
+                    calibrate(m, train["features"][rows], vis[:, seen])
+                models.append(m)
                 seen_sets.append(seen.numpy())
             fit_s = time.perf_counter() - t0
             # all draws' prototypes in one model: one pass over the test maps; the peak is used whatever its score
             proj = torch.cat([mm.projection for mm in models])
-            scoring = PartModel(models[0].method, proj, torch.full((len(proj),), -torch.inf), torch.ones(len(proj)))
+            scoring = type(models[0])(models[0].method, proj, torch.full((len(proj),), -torch.inf), torch.ones(len(proj)))
             xy, peaks = [], []
             for i in range(0, len(test["indices"]), 64):
                 feat = test["features"][i: i + 64]

@@ -174,8 +174,8 @@ def balanced_threshold(peaks: torch.Tensor, visible: torch.Tensor) -> torch.Tens
 
 
 def fit_landmark_prototypes(features: torch.Tensor, points, visible, image_size: tuple[int, int],
-                            cell_centre: float = 0.5, centred: bool = True, energy: bool = True,
-                            threshold: str = "labels", chunk: int = 64):
+                            cell_centre: float = 0.5, centred: bool = True, threshold: str = "labels",
+                            chunk: int = 64):
     """One prototype per landmark from N labelled images: a part model whose parts are named landmarks.
 
     The prototype of landmark l is the L2-normalised mean of :func:`landmark_descriptors` over
@@ -189,8 +189,6 @@ def fit_landmark_prototypes(features: torch.Tensor, points, visible, image_size:
         features: (N, C, h, w) final-conv maps of the labelled images.
         points: (N, L, 2) labelled (x, y), pixels of the network input. visible: (N, L) bool.
         image_size, cell_centre, centred: see :func:`landmark_descriptors`.
-        energy: weigh the cosine by the cell's relative channel sum (False: the centred cosine alone,
-            quality log 37 item 1b, rejected).
         threshold: ``labels`` (default; quality log 37 item 1c): absent below the peak that best
             separates the images where the landmark is labelled from those where it is not
             (:func:`balanced_threshold`); ``median``, and for a landmark labelled on every image:
@@ -202,7 +200,7 @@ def fit_landmark_prototypes(features: torch.Tensor, points, visible, image_size:
     Raises:
         ValueError: a landmark labelled on none of the images, or shapes that do not match.
     """
-    from .parts import PartModel, VISIBLE_FRACTION
+    from .parts import PartModel, calibrate
 
     visible = torch.as_tensor(visible, dtype=torch.bool)
     points = torch.as_tensor(points, dtype=torch.float32)
@@ -217,14 +215,11 @@ def fit_landmark_prototypes(features: torch.Tensor, points, visible, image_size:
         d = landmark_descriptors(features[i: i + chunk], points[i: i + chunk], image_size, cell_centre, centred)
         total += (d * visible[i: i + chunk, :, None]).sum(0)
     proto = torch.nn.functional.normalize(total, dim=1)
-    method = ("kmeans-centred" if energy else "centred-cosine") if centred else "kmeans"
-    model = PartModel(method, proto, torch.zeros(len(proto)), torch.ones(len(proto)))
-    peaks = torch.cat([model.responses(features[i: i + chunk]).flatten(2).amax(-1)
-                       for i in range(0, len(features), chunk)])  # (N, L)
-    model.threshold = torch.stack([
-        balanced_threshold(peaks[:, j], visible[:, j]) if threshold == "labels" and not visible[:, j].all()
-        else VISIBLE_FRACTION * peaks[visible[:, j], j].median() for j in range(len(proto))])
-    model.scale = torch.stack([torch.quantile(peaks[visible[:, j], j], 0.95) for j in range(len(proto))]).clamp_min(1e-6)
+    model = PartModel("kmeans-centred" if centred else "kmeans", proto, torch.zeros(len(proto)), torch.ones(len(proto)))
+    peaks = calibrate(model, features, visible)  # the median rule; (N, L) peaks
+    if threshold == "labels":
+        for j in torch.nonzero(~visible.all(0)).flatten().tolist():
+            model.threshold[j] = balanced_threshold(peaks[:, j], visible[:, j])
     model.meta = {"images": len(features), "fit_counts": counts.tolist()}
     return model
 
@@ -453,28 +448,23 @@ def fit_landmarks(
             "left_out": [n for n in names if n not in kept]}
 
 
-def _collate_labelled(items: list[dict]) -> dict:
-    return {"image": torch.stack([it["image"] for it in items]), "size": torch.stack([it["size"] for it in items]),
-            "keypoints": torch.stack([it["orig_keypoints"] for it in items]),
-            "visible": torch.stack([it["visible"] for it in items])}
-
-
 def _fit_prototypes_file(net, dataset, names: list[str], out, dev, batch_size: int, workers, progress, overwrite: bool,
                          meta: dict) -> dict:
     """``lmp fit-landmarks --model prototypes``: maps of the labelled images, prototypes, the file."""
     from .inference import make_loader
+    from .part_metrics import collate_labelled
     from .parts import extract_features
     from .progress import NullProgress
 
     progress = progress or NullProgress()
     size = net.config.image_size
-    loader = make_loader(dataset, batch_size, workers, _collate_labelled, dev)
+    loader = make_loader(dataset, batch_size, workers, collate_labelled, dev)
     feats, points, visible = [], [], []
     progress.start("fit-landmarks (features)", len(dataset))
     try:
         for batch, f in extract_features(net, loader, progress):
             feats.append(f.half())
-            points.append(batch["keypoints"] * (size / batch["size"])[:, None, :])  # original -> network-input pixels
+            points.append(batch["orig_keypoints"] * (size / batch["size"])[:, None, :])  # original -> network-input pixels
             visible.append(batch["visible"])
     finally:
         progress.finish()
@@ -507,6 +497,9 @@ def add_landmarks(item, landmark_model, meta: dict) -> list[list]:
     Returns:
         rows ``[image, landmark, x, y]`` (:data:`LANDMARK_CSV_COLUMNS`; x and y empty when absent).
     """
+    if "landmarks" in item.extras:  # already attached (the annotated image was drawn first)
+        named = item.extras["landmarks"]["landmarks"]
+        return [[item.image, name, *(xy if xy is not None else ("", ""))] for name, xy in named.items()]
     if meta.get("model") == "prototypes":
         xy, names = item.xy.astype(np.float64), meta["names"]
     else:

@@ -23,7 +23,9 @@ DEFAULT_FIT_IMAGES = None
 PART_COLUMNS = ("Kp", "NMI", "ARI")
 
 
-def _collate(items: list[dict]) -> dict:
+def collate_labelled(items: list[dict]) -> dict:
+    """Batch items of :class:`lmpcli.data.CUBDataset` / :class:`lmpcli.named_landmarks.CocoKeypointDataset`:
+    ``image``, ``size``, ``orig_keypoints``, ``visible``, ``box`` stacked."""
     keys = ("image", "size", "orig_keypoints", "visible", "box")
     return default_collate([{key: torch.as_tensor(it[key]) for key in keys} for it in items])
 
@@ -53,7 +55,7 @@ def collect_predictions(dataset, methods, device: torch.device, *, batch_size: i
     out: dict = {"xy": {m.name: [] for m in methods}, "keypoints": [], "visible": [], "box": [], "size": []}
     progress.start(f"{label} {', '.join(m.name for m in methods)}", len(dataset))
     try:
-        for batch, results in iterate(make_loader(dataset, batch_size, workers, _collate, device), methods, device):
+        for batch, results in iterate(make_loader(dataset, batch_size, workers, collate_labelled, device), methods, device):
             for name, res in results.items():
                 out["xy"][name].append(res["xy"])
             for key, src in (("keypoints", "orig_keypoints"), ("visible", "visible"), ("box", "box"), ("size", "size")):

@@ -119,8 +119,6 @@ class PartModel:
         f = features.float().flatten(2).transpose(1, 2)  # (B, hw, C)
         if self.method == "nmf":
             r = _nmf_coefficients(f.reshape(-1, c), p, self.iterations).reshape(b, h * w, -1)
-        elif self.method == "centred-cosine":  # named-landmark prototypes (lmpcli.named_landmarks)
-            r = centred_cells(f).matmul(p.T).clamp_min(0)
         elif self.method == "kmeans-centred":
             energy = f.sum(-1)  # (B, hw)
             r = (centred_cells(f, energy) @ p.T).clamp_min(0) * (energy / energy.amax(-1, keepdim=True).clamp_min(1e-12))[..., None]
@@ -207,20 +205,23 @@ def centred_cells(f: Tensor, energy: Tensor | None = None) -> Tensor:
     return torch.nn.functional.normalize(f - _foreground_mean(f, energy)[:, None, :], dim=-1)
 
 
-def calibrate(model: PartModel, features: Tensor) -> PartModel:
+def calibrate(model: PartModel, features: Tensor, labelled: Tensor | None = None) -> Tensor:
     """Set ``model``'s visibility threshold and score scale from the maps of its fit images, in place:
     visible at :data:`VISIBLE_FRACTION` of the median peak, score 1 at the 95th percentile.
 
     Args:
         features: (N, C, h, w) final-conv maps (float16 or float32).
+        labelled: optional (N, K) bool: part j's statistics over the images where it is labelled
+            only (named landmarks; every column needs at least one True). None: all images.
 
     Returns:
-        ``model``.
+        (N, K) float32 peak responses of the fit images.
     """
     peaks = torch.cat([model.responses(f).flatten(2).amax(-1) for f in _chunks(features)])  # (N, K)
-    model.threshold = VISIBLE_FRACTION * peaks.median(0).values
-    model.scale = torch.quantile(peaks, 0.95, dim=0).clamp_min(1e-6)
-    return model
+    cols = [peaks[:, j] if labelled is None else peaks[labelled[:, j], j] for j in range(peaks.shape[1])]
+    model.threshold = VISIBLE_FRACTION * torch.stack([c.median() for c in cols])
+    model.scale = torch.stack([torch.quantile(c, 0.95) for c in cols]).clamp_min(1e-6)
+    return peaks
 
 
 def _chunks(features: Tensor, size: int = 64) -> Iterator[Tensor]:
@@ -327,8 +328,8 @@ def fit_part_model(features: Tensor, k: int = 8, method: str = "nmf", seed: int 
     fit = {"filters": _fit_filters, "kmeans": _fit_kmeans, "kmeans-centred": _fit_kmeans_centred,
            "nmf": _fit_nmf}[method]
     proj = fit(features, k, seed)
-    model = calibrate(PartModel(method, proj, torch.zeros(k), torch.ones(k), NMF_ITERATIONS if method == "nmf" else 0),
-                      features)
+    model = PartModel(method, proj, torch.zeros(k), torch.ones(k), NMF_ITERATIONS if method == "nmf" else 0)
+    calibrate(model, features)
     model.meta = {"images": len(features), "seed": int(seed)}
     return model
 
