@@ -21,7 +21,7 @@ from .backends import resolve_backend
 from .distributed import close_distributed, init_distributed
 from .inference import checkpoint_paths, iterate, load_for_inference, make_loader
 from .methods import LMPNetMethod, create_method
-from .meters import EntropyMeter, KeypointMeter, gather_meters
+from .meters import EntropyMeter, KeypointMeter, PartAssignmentMeter, gather_meters
 from .outputs import atomic_write_text, check_writable
 from .part_metrics import DEFAULT_FIT_IMAGES, collect_predictions, fit_subset, part_metric_rows
 from .progress import NullProgress, Progress
@@ -117,7 +117,10 @@ def evaluate(
         ``table`` also has columns ``Kp``, ``NMI``, ``ARI`` (:data:`lmpcli.part_metrics.PART_COLUMNS`:
         Huang & Li's landmark regression error, and NMI / ARI adapted to points; the method's
         output order is its keypoint identity) and a last row ``mean-landmark`` (the no-feature
-        regressor; only ``Kp``).
+        regressor; only ``Kp``). Rows of methods with a part model (``parts``) also have
+        ``NMI_map``, ``ARI_map`` (:data:`lmpcli.meters.MAP_COLUMNS`, with or without
+        ``fit_images``): each visible landmark takes the part of the part-assignment map at its
+        location (:meth:`lmpcli.parts.PartModel.assign`), PDiscoNet's protocol.
 
     Raises:
         InputError: not a CUB folder, unknown split, no images.
@@ -163,6 +166,8 @@ def evaluate(
     resolved = next((m.settings for m in kp_methods if isinstance(m, LMPNetMethod)), model.resolve(settings))
     meters = {n: KeypointMeter(alpha) for n in names}
     entropy_meter = EntropyMeter(resolved.num_filters) if entropy else None
+    part_maps = {m.name: m for m in kp_methods if getattr(m, "part_model", None) is not None}  # NMI_map / ARI_map
+    map_meters = {n: PartAssignmentMeter() for n in part_maps}
     truth: dict[str, list] = {"keypoints": [], "visible": [], "box": []}  # for the Kp regressors
     loader = make_loader(dataset, batch_size, workers, _collate, dev)
     progress.start(f"evaluate {', '.join(names)}", len(dataset))
@@ -174,6 +179,10 @@ def evaluate(
             for n, res in results.items():
                 meters[n].update(res["xy"], batch["keypoints"], batch["visible"], batch["size"],
                                  logits=res["logits"], labels=labels, seconds=res["seconds"])
+            points = batch["keypoints"] / batch["size"][:, None, :].float()
+            for n, m in part_maps.items():
+                map_meters[n].update(m.part_model.assign(cache["main"][1], points, m.model.cell_centre()),
+                                     batch["visible"])
             for key in truth:
                 truth[key].append(batch[key])
             progress.advance(len(batch["path"]))
@@ -181,9 +190,10 @@ def evaluate(
         progress.finish()
     n_images = meters[names[0]].images
     if ctx.distributed:
-        merged = gather_meters([*meters.values(), *([entropy_meter] if entropy_meter else [])], n_images, bounds,
-                               total, ctx)
+        merged = gather_meters([*meters.values(), *map_meters.values(), *([entropy_meter] if entropy_meter else [])],
+                               n_images, bounds, total, ctx)
         meters, n_images = dict(zip(names, merged)), total
+        map_meters = dict(zip(map_meters, merged[len(names):len(names) + len(map_meters)]))
         entropy_meter = merged[-1] if entropy_meter else None
         close_distributed(ctx)
     part_rows, n_fit = {}, 0
@@ -194,7 +204,8 @@ def evaluate(
         fit = collect_predictions(fit_data, kp_methods, dev, batch_size=batch_size, workers=workers, progress=progress)
         test = {"xy": {n: m.xy() for n, m in meters.items()}, **{key: torch.cat(v) for key, v in truth.items()}}
         part_rows, n_fit = part_metric_rows(fit, test, names), len(fit_data)
-    rows = [{"method": n, **meters[n].compute(), **part_rows.pop(n, {})} for n in names]
+    rows = [{"method": n, **meters[n].compute(), **part_rows.pop(n, {}),
+             **(map_meters[n].compute() if n in map_meters else {})} for n in names]
     landing = [{"method": n, **r} for n in names for r in meters[n].landing()]
     rows += [{"method": n, **r} for n, r in part_rows.items()]  # the mean-landmark row
 

@@ -278,9 +278,29 @@ def part_assignment_scores(keypoints, landmarks, visible) -> tuple[float, float]
     Raises:
         ValueError: no visible landmark.
     """
-    truth, pred = nearest_keypoint_ids(keypoints, landmarks, visible)
+    return assignment_scores(*nearest_keypoint_ids(keypoints, landmarks, visible))
+
+
+def assignment_scores(landmark_ids, part_ids) -> tuple[float, float]:
+    """NMI and ARI between landmark ids and the part ids they were assigned, in percent.
+
+    scikit-learn's ``normalized_mutual_info_score`` (arithmetic mean) and
+    ``adjusted_rand_score`` over all given landmarks pooled, as PDiscoNet's ``eval_nmi_ari``.
+
+    Args:
+        landmark_ids, part_ids: (V,) integer labels, one pair per visible landmark.
+
+    Returns:
+        ``(nmi, ari)`` in percent.
+
+    Raises:
+        ValueError: no landmark (V = 0) or the two lengths differ.
+    """
+    truth, pred = np.asarray(landmark_ids).ravel(), np.asarray(part_ids).ravel()
     if truth.size == 0:
         raise ValueError("no visible landmark")
+    if truth.shape != pred.shape:
+        raise ValueError(f"{truth.size} landmark ids but {pred.size} part ids")
     return 100.0 * normalized_mutual_info_score(truth, pred), 100.0 * adjusted_rand_score(truth, pred)
 
 

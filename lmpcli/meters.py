@@ -7,6 +7,8 @@ gathers them across processes and reads the summary; this module does the same f
   rank (Guo & Farrell, Sec. 4.2, Table 2), part recall overall and per part group
   (:data:`lmpcli.data.PART_GROUPS`), where each keypoint rank lands (its nearest visible part
   within the radius, :func:`lmpcli.metrics.nearest_part`), accuracy and seconds;
+* :class:`PartAssignmentMeter`: NMI / ARI of a part model's assignment maps at the landmarks
+  (PDiscoNet's protocol);
 * :class:`EntropyMeter`: the mean entropy of normalised feature maps (Sec. 4.1, Fig. 6) over all
   filters, over the maps that fire and over the top-m filters, and the share of dead maps.
 
@@ -27,6 +29,7 @@ from torch import Tensor
 
 from .data import PART_GROUPS
 from .distributed import DistContext, all_gather_objects
+from .landmarks import assignment_scores
 from .metrics import feature_map_entropy, nearest_part, part_recall
 
 _RECORDS = ("xy", "nearest", "recall", "visible", "correct")
@@ -231,7 +234,58 @@ class EntropyMeter:
         return meter
 
 
-def gather_meters(meters: Sequence[KeypointMeter | EntropyMeter], images: int, bounds: tuple[int, int],
+#: Columns :class:`PartAssignmentMeter` adds to a method's row (percent).
+MAP_COLUMNS = ("NMI_map", "ARI_map")
+
+
+class PartAssignmentMeter:
+    """NMI / ARI of a part model's maps as PDiscoNet and PDiscoFormer compute them.
+
+    Each visible ground-truth landmark takes the part of the part-assignment map at its location
+    (:meth:`lmpcli.parts.PartModel.assign`: argmax over the K parts, background K where none
+    reaches its threshold); NMI and ARI compare those part ids with the landmark ids over all
+    visible landmarks of all images (:func:`lmpcli.landmarks.assignment_scores`). Unlike the
+    nearest-keypoint adaptation of :func:`lmpcli.landmarks.part_assignment_scores`, this needs
+    the maps, so only part models have it.
+    """
+
+    def __init__(self) -> None:
+        self.landmarks: list[Tensor] = []
+        self.parts: list[Tensor] = []
+
+    def update(self, parts: Tensor, visible: Tensor) -> None:
+        """Add one batch: ``parts`` (B, L) int64 part id per landmark (from ``PartModel.assign``),
+        ``visible`` (B, L) bool."""
+        visible = visible.bool().cpu()
+        ids = torch.arange(visible.shape[1]).expand_as(visible)
+        self.landmarks.append(ids[visible])
+        self.parts.append(parts.cpu()[visible])
+
+    def compute(self) -> dict:
+        """``{"NMI_map": .., "ARI_map": ..}`` in percent.
+
+        Raises:
+            ValueError: no visible landmark was added.
+        """
+        truth = torch.cat(self.landmarks) if self.landmarks else torch.zeros(0, dtype=torch.int64)
+        pred = torch.cat(self.parts) if self.parts else torch.zeros(0, dtype=torch.int64)
+        return dict(zip(MAP_COLUMNS, assignment_scores(truth.numpy(), pred.numpy())))
+
+    def state_dict(self) -> dict:
+        """The pooled labels, picklable."""
+        return {"landmarks": self.landmarks, "parts": self.parts}
+
+    @classmethod
+    def from_states(cls, states: Sequence[dict]) -> PartAssignmentMeter:
+        """One meter holding every state's labels, in the order given."""
+        meter = cls()
+        for state in states:
+            meter.landmarks += state["landmarks"]
+            meter.parts += state["parts"]
+        return meter
+
+
+def gather_meters(meters: Sequence[KeypointMeter | EntropyMeter | PartAssignmentMeter], images: int, bounds: tuple[int, int],
                   total: int, ctx: DistContext) -> list:
     """Every rank's meters, joined in rank order, which is image order (torchrun).
 
@@ -257,4 +311,4 @@ def gather_meters(meters: Sequence[KeypointMeter | EntropyMeter], images: int, b
     return [type(m).from_states([part["meters"][i] for part in parts]) for i, m in enumerate(meters)]
 
 
-__all__ = ["EntropyMeter", "KeypointMeter", "gather_meters"]
+__all__ = ["MAP_COLUMNS", "EntropyMeter", "KeypointMeter", "PartAssignmentMeter", "gather_meters"]

@@ -148,6 +148,42 @@ class PartModel:
         xy = torch.where(visible[..., None], xy, float("nan"))
         return xy, torch.where(visible, score, 0.0), visible, peak
 
+    def assign(self, features: Tensor, points: Tensor, cell_centre: float = 0.5) -> Tensor:
+        """The part at given points: the part-assignment-map protocol of PDiscoNet / PDiscoFormer.
+
+        Their NMI / ARI (``eval_nmi_ari`` in PDiscoNet's ``evaluate_cub.py``) upsample the K + 1
+        part maps bilinearly to the input and read the argmax at each landmark's pixel. Here the
+        :meth:`responses` are sampled bilinearly at each point (``grid_sample``,
+        ``align_corners=False``, border clamped: equal to upsampling and reading the pixel) and the point
+        takes the part with the largest response, or background (id K) where no part reaches
+        its visibility :attr:`threshold` there (the background map of those models).
+
+        Args:
+            features: (B, C, h, w) final-conv maps of the main network.
+            points: (B, L, 2) float (x, y) as fractions of the image's width and height (pixels
+                of the original image divided by its (W, H); the network input is a square
+                resize, so the same fractions hold there); NaN for unknown points.
+            cell_centre: where a cell sits, fraction of the stride (as :func:`part_keypoints`).
+
+        Returns:
+            (B, L) int64 part id in ``0 .. K`` (K = background), -1 where the point is NaN.
+
+        Raises:
+            PartModelError: C differs from the fitted one.
+        """
+        r = self.responses(features)  # (B, K, h, w)
+        h, w = r.shape[-2:]
+        pts = points.to(r.device, torch.float32)
+        known = ~pts.isnan().any(-1)  # (B, L)
+        offset = pts.new_tensor([(1 - 2 * cell_centre) / w, (1 - 2 * cell_centre) / h])
+        grid = (2 * pts.nan_to_num(0.5) - 1 + offset)[:, :, None, :]  # (B, L, 1, 2) in grid_sample's [-1, 1]
+        sampled = torch.nn.functional.grid_sample(r, grid, mode="bilinear", padding_mode="border",
+                                                  align_corners=False)[..., 0]  # (B, K, L)
+        part = sampled.argmax(1)  # (B, L)
+        present = (sampled >= self.threshold.to(r.device)[None, :, None]).any(1)
+        part = torch.where(present, part, self.k)
+        return torch.where(known, part, -1)
+
 
 def _nmf_coefficients(v: Tensor, h: Tensor, iterations: int) -> Tensor:
     """W >= 0 minimising ||V - W H||_F for fixed H: (N, C), (K, C) -> (N, K) (Lee & Seung updates)."""

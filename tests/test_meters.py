@@ -141,3 +141,23 @@ def test_entropy_meter_without_top_m_and_empty():
     assert out["all_filters"] == pytest.approx(math.log(4))
     with pytest.raises(ValueError, match="no feature maps"):
         EntropyMeter(3).compute()
+
+
+def test_part_assignment_meter_known_answers_and_states():
+    from lmpcli.meters import MAP_COLUMNS, PartAssignmentMeter
+
+    vis = torch.tensor([[True, True, False], [True, True, True]])
+    perfect = PartAssignmentMeter()
+    perfect.update(torch.tensor([[5, 7, 0], [5, 7, 2]]), vis)  # landmark l always part f(l): a relabelling
+    assert perfect.compute() == pytest.approx({MAP_COLUMNS[0]: 100.0, MAP_COLUMNS[1]: 100.0})
+    one = PartAssignmentMeter()
+    one.update(torch.tensor([[4, 4, 9], [4, 4, 4]]), vis)  # every landmark in one part: no information
+    assert one.compute() == pytest.approx({"NMI_map": 0.0, "ARI_map": 0.0})
+    # the invisible landmark's part (9) is not counted: the same as if it were 4
+    halves = [PartAssignmentMeter(), PartAssignmentMeter()]
+    halves[0].update(torch.tensor([[5, 7, 0]]), vis[:1])
+    halves[1].update(torch.tensor([[5, 7, 2]]), vis[1:])
+    joined = PartAssignmentMeter.from_states([m.state_dict() for m in halves])
+    assert joined.compute() == pytest.approx(perfect.compute())
+    with pytest.raises(ValueError, match="no visible landmark"):
+        PartAssignmentMeter().compute()

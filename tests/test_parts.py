@@ -170,3 +170,101 @@ def test_shipped_weights_carry_eight_parts_and_name_them_on_real_birds():
         ok = ~torch.isnan(torch.as_tensor(it.xy[:, 0]))
         xy = torch.as_tensor(it.xy)[ok]
         assert ((xy >= 0) & (xy <= torch.tensor([it.width, it.height]))).all()
+
+
+def test_assign_equals_upsampling_the_maps_and_reading_the_pixel():
+    """Reference from the definition (PDiscoNet's ``eval_nmi_ari``): upsample the part maps
+    bilinearly to the input, read the pixel under each point, argmax, background where no part
+    reaches its threshold; at pixel centres this equals the fast bilinear sampling."""
+    import torch.nn.functional as F
+
+    g = torch.Generator().manual_seed(3)
+    f = torch.rand(2, 8, 7, 7, generator=g)
+    pm = PartModel("kmeans", torch.rand(4, 8, generator=g) - 0.3, torch.tensor([1.0, 1.2, 0.8, 1.5]), torch.ones(4))
+    s = 56
+    pix = torch.randint(0, s, (2, 30, 2), generator=g)
+    points = (pix.float() + 0.5) / s
+    up = F.interpolate(pm.responses(f), size=(s, s), mode="bilinear", align_corners=False)  # (B, K, S, S)
+    want = torch.empty(2, 30, dtype=torch.int64)
+    for b in range(2):
+        for i in range(30):
+            x, y = pix[b, i].tolist()
+            v = up[b, :, y, x]
+            want[b, i] = int(v.argmax()) if (v >= pm.threshold).any() else pm.k
+    got = pm.assign(f, points)
+    assert (want == pm.k).any() and (want < pm.k).any()  # both outcomes exercised
+    assert torch.equal(got, want)
+    points[0, 0] = float("nan")
+    assert pm.assign(f, points)[0, 0] == -1
+
+
+def test_assign_names_planted_parts_and_background():
+    f, cells = planted()
+    proj = torch.zeros(3, f.shape[1])
+    for p in range(3):
+        proj[p, 10 * p: 10 * p + 10] = 1.0
+    pm = PartModel("kmeans", proj, torch.full((3,), 5.0), torch.ones(3))
+    centres = (cells.float() + 0.5) / 14  # (n, 3, 2) fractions of the image
+    got = pm.assign(f, centres)
+    present = torch.ones(120, 3, dtype=torch.bool)
+    present[::4, 2] = False
+    alone = torch.ones(120, 3, dtype=torch.bool)  # parts whose cells another part does not share
+    for p in range(3):
+        for q in range(3):
+            if p != q:
+                alone[:, p] &= ~((cells[:, p] - cells[:, q]).abs().sum(-1) <= 1)
+    for p in range(3):
+        keep = present[:, p] & alone[:, p]
+        assert (got[keep, p] == p).all()
+    gone = ~present[:, 2] & alone[:, 2]
+    assert gone.any() and (got[gone, 2] == 3).all()  # a missing part's place is background (id K)
+
+
+def test_evaluate_reports_nmi_ari_of_the_part_maps_for_parts_rows_only(tiny_checkpoint, tiny_cub, tmp_path):
+    import math
+
+    from lmpcli.checkpoint import atomic_torch_save
+
+    from lmpcli.data import CUBDataset, eval_transform
+
+    # one part per cell of the first test image (its descriptor there, normalised), so the part
+    # under a landmark moves over the image; the threshold makes the weakest responses background
+    model, _ = load_model(tiny_checkpoint)
+    model.eval()
+    tf = eval_transform(model.config.image_size, model.config.mean, model.config.std)
+    ds = CUBDataset(tiny_cub, "test")
+    with torch.inference_mode():
+        _, f0 = model.main(tf(ds[0]["image"])[None])
+    proj = torch.nn.functional.normalize(f0[0].flatten(1).T.float(), dim=1)  # (h*w, C)
+    r0 = (f0[0].flatten(1).T.float() @ proj.T).clamp_min(0)
+    obj = read_checkpoint(tiny_checkpoint)
+    obj["parts"] = PartModel("kmeans", proj, r0.quantile(0.3, dim=0), torch.ones(len(proj))).to_dict()
+    parts_checkpoint = tmp_path / "parts.pt"
+    atomic_torch_save(obj, parts_checkpoint)
+
+    from lmpcli.evaluate import evaluate
+    from lmpcli.landmarks import assignment_scores
+    from lmpcli.settings import KeypointSettings
+
+    kw = {"settings": KeypointSettings(k=3), "workers": 0, "batch_size": 4, "device": "cpu", "fit_images": 0}
+    t = evaluate(tiny_cub, split="test", weights=parts_checkpoint, methods=["lmpnet", "parts"], **kw)["table"]
+    t = t.set_index("method")
+    assert "Kp" not in t.columns  # no regressors fitted, the map columns need none
+    assert t.loc[["lmpnet", "centre", "channel-mean"], ["NMI_map", "ARI_map"]].isna().all().all()
+    # the evaluate loop's wiring (original pixels -> fractions, visibility, pooling over images)
+    # against one image at a time through the model and PartModel.assign
+    model, _ = load_model(parts_checkpoint)
+    model.eval()
+    truth, pred = [], []
+    for i in range(len(ds)):
+        item = ds[i]
+        with torch.inference_mode():
+            _, feats = model.main(tf(item["image"])[None])
+        pts = item["orig_keypoints"][None].float() / item["size"].float()
+        parts = model.part_model.assign(feats, pts)[0]
+        vis = item["visible"]
+        truth.append(torch.arange(len(vis))[vis])
+        pred.append(parts[vis])
+    nmi, ari = assignment_scores(torch.cat(truth).numpy(), torch.cat(pred).numpy())
+    assert t.loc["parts", "NMI_map"] == pytest.approx(nmi, abs=1e-6) and not math.isnan(nmi)
+    assert t.loc["parts", "ARI_map"] == pytest.approx(ari, abs=1e-6)

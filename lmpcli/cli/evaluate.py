@@ -58,7 +58,8 @@ def evaluate(
     """Score keypoint methods on a CUB-layout folder, beside trivial baselines.
 
     Greedy PCK@alpha per keypoint rank, part recall and accuracy, where each keypoint rank lands
-    (head, body, wings, tail, legs or a miss), and Kp / NMI / ARI. Exit status: 0 done, 1 error,
+    (head, body, wings, tail, legs or a miss), and Kp / NMI / ARI; for the parts method also
+    NMI / ARI read off its part maps, as PDiscoNet computes them. Exit status: 0 done, 1 error,
     2 refused before any work (docs/robustness.md)."""
     from ..validate import check_evaluate_call
 
@@ -80,7 +81,7 @@ def evaluate(
     console.print(pck_table(report, alpha, selection["split"], report["config"]["k"]))
     console.print(recall_table(report, alpha))
     console.print(landing_table(report, methods, alpha))
-    if "Kp" in report["table"].columns:
+    if {"Kp", "NMI_map"} & set(report["table"].columns):
         console.print(part_discovery_table(report))
     if "entropy" in report["config"]:
         e = report["config"]["entropy"]
@@ -138,13 +139,19 @@ def recall_table(report: dict, alpha: float):
 
 def part_discovery_table(report: dict):
     """Rich table of the Kp / NMI / ARI columns of ``report["table"]`` (one row per method)."""
+    from ..meters import MAP_COLUMNS
     from ..part_metrics import PART_COLUMNS
 
     df, cfg = report["table"], report["config"]
-    table = _table(f"part discovery (%): Kp (Huang & Li, lower is better; regressors fit on {cfg['fit_images']} "
-                   "train images), NMI / ARI of the nearest keypoint's id", ["method"], list(PART_COLUMNS))
+    columns = [c for c in (*PART_COLUMNS, *MAP_COLUMNS) if c in df.columns]
+    title = ("part discovery (%): "
+             + (f"Kp (Huang & Li, lower is better; regressors fit on {cfg['fit_images']} train images), "
+                "NMI / ARI of the nearest keypoint's id" if "Kp" in columns else "")
+             + ("; " if "Kp" in columns and "NMI_map" in columns else "")
+             + ("NMI_map / ARI_map of the part maps (PDiscoNet's protocol)" if "NMI_map" in columns else ""))
+    table = _table(title, ["method"], columns)
     for _, row in df.iterrows():
-        table.add_row(row["method"], *[_cell(row[c], ".2f") for c in PART_COLUMNS])
+        table.add_row(row["method"], *[_cell(row[c], ".2f") for c in columns])
     return table
 
 
