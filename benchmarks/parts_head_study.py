@@ -39,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from lmpcli.checkpoint import atomic_torch_save, load_model
 from lmpcli.head import cells_to_pixels
+from lmpcli.landmarks import assignment_scores
 from lmpcli.layers.selection import _centroid3x3
 from lmpcli.parts import fit_part_model
 from lmpcli.part_metrics import part_metric_rows
@@ -270,6 +271,7 @@ def study(args) -> None:
     km = fit_part_model(fit["features"], args.k, "kmeans-centred", seed=args.seed)
     km_s = time.perf_counter() - t0
     rows = {"kmeans-centred": lambda d: part_xy(model, km, d["features"], d["size"])}
+    maps = {"kmeans-centred": lambda d: km.assign(d["features"], d["keypoints"] / d["size"][:, None, :].float(), cc)}
     if with_head:
         rows = {"head, soft centroid": lambda d: head_xy(head, d["features"], d["size"], s, cc, "centroid"),
                 "head, peak 3x3": lambda d: head_xy(head, d["features"], d["size"], s, cc, "peak"), **rows}
@@ -278,12 +280,18 @@ def study(args) -> None:
         f, t = dict(fit, xy={"p": fn(fit)}), dict(test, xy={"p": fn(test)})
         r = part_metric_rows(f, t, ["p"])
         absent = 100 * t["xy"]["p"][..., 0].isnan().float().mean().item()
-        cells.append([name, *(f"{r['p'][c]:.2f}" for c in ("Kp", "NMI", "ARI")), f"{absent:.1f}",
+        if name in maps:  # NMI / ARI on the part maps (lmpcli.meters.PartAssignmentMeter's protocol)
+            vis = t["visible"].bool()
+            ids = torch.arange(vis.shape[1]).expand_as(vis)
+            on_map = [f"{v:.2f}" for v in assignment_scores(ids[vis].numpy(), maps[name](t)[vis].numpy())]
+        else:
+            on_map = ["–", "–"]
+        cells.append([name, *(f"{r['p'][c]:.2f}" for c in ("Kp", "NMI", "ARI")), *on_map, f"{absent:.1f}",
                       f"{r['mean-landmark']['Kp']:.2f}"])
     emit_table(f"part head ({args.variant if with_head else 'not run'}) vs kmeans-centred, K = {args.k}, stride "
                f"{args.output_stride or 32}, {args.foreground_cells or 16} foreground cells, protocol {args.protocol}: fit on {len(fit['indices'])} "
                f"images, scored on {len(test['indices'])}; head {args.epochs} epochs ({head_s:.0f} s), k-means {km_s:.0f} s",
-               ["part model", "Kp", "NMI", "ARI", "absent (%)", "mean-landmark Kp"], cells, args.out)
+               ["part model", "Kp", "NMI", "ARI", "NMI_map", "ARI_map", "absent (%)", "mean-landmark Kp"], cells, args.out)
     if args.save and with_head:
         torch.save(head.state_dict() | {"rms": torch.tensor(head.rms)}, args.save)
 
