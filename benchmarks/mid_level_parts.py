@@ -1,0 +1,196 @@
+"""Parts from mid-level maps: does an earlier layer give parts clearer identities? (quality log section 38, item 5)
+
+``kmeans-centred`` (lmpcli.parts) clusters the descriptors of each image's 16 strongest cells of
+the main network's final-conv map (1,280 channels, the layer trained to name the species). This
+study keeps everything of it (the cells chosen and the energy weighting by the final map, the
+centring, k-means, the 0.3 x median-peak visibility threshold, the 3 x 3 sub-cell peak) and
+changes only the descriptor of a cell:
+
+* ``final``: the final-conv map (today's part model; reproduces ``parts_head_study.py``'s row);
+* ``block15``: the last MBConv block's output before the head conv (320 channels, 14 x 14);
+* ``block10``: the last stride-16 block's output (112 channels, 28 x 28, 2 x 2 average-pooled);
+* ``final+block10``: both, each centred and L2-normalised, concatenated.
+
+    python benchmarks/named_landmarks.py cache --data ../shared/data/cub50 --methods channel-mean --splits train,test --cache runs/nl-cm
+    python benchmarks/mid_level_parts.py cache --data ../shared/data/cub50 --cache runs/nl-cm --splits train
+    python benchmarks/mid_level_parts.py study --cache runs/nl-cm --k 8 [--protocol test]
+
+``cache`` runs the torch main network over the same images as the ``named_landmarks`` cache
+(same split, same order), with forward hooks on blocks 10 and 15, and writes
+``mid-SPLIT-NNN.pt`` (float16). ``study`` prints Kp / NMI / ARI (nearest keypoint) and NMI_map /
+ARI_map (the part maps read at each landmark, PDiscoNet's protocol) per descriptor: protocol
+``halves`` fits on the even train images and scores the odd ones, ``test`` fits on all train
+images and scores the test split.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from lmpcli.checkpoint import atomic_torch_save, load_model
+from lmpcli.data import CUBDataset, eval_transform
+from lmpcli.head import cells_to_pixels
+from lmpcli.landmarks import assignment_scores
+from lmpcli.parts import FOREGROUND_CELLS, VISIBLE_FRACTION, PartModel, centred_cells
+from lmpcli.part_metrics import part_metric_rows
+
+from _markdown import emit_table
+from named_landmarks import CHUNK, load_split, take
+
+BLOCKS = {"block10": 10, "block15": 15}
+VARIANTS = ("final", "block15", "block10", "final+block10")
+
+
+def cache(args) -> None:
+    """Blocks 10 and 15 of the torch main network for every image of each split, in chunks of 100."""
+    torch.set_num_threads(args.threads)
+    model, _ = load_model(args.weights)
+    model.eval()
+    net = model.main.to(memory_format=torch.channels_last)
+    cfg = model.config
+    got: dict[str, torch.Tensor] = {}
+    hooks = [net.backbone.blocks[i].register_forward_hook(lambda m, a, out, name=name: got.__setitem__(name, out))
+             for name, i in BLOCKS.items()]
+    try:
+        for split in args.splits.split(","):
+            ds = CUBDataset(args.data, split, eval_transform(cfg.image_size, cfg.mean, cfg.std))
+            for start in range(0, len(ds), CHUNK):
+                path = Path(args.cache) / f"mid-{split}-{start // CHUNK:03d}.pt"
+                if path.exists():
+                    continue
+                t0 = time.perf_counter()
+                idx = list(range(start, min(start + CHUNK, len(ds))))
+                out = {name: [] for name in BLOCKS}
+                for i in range(0, len(idx), 8):
+                    images = torch.stack([ds[j]["image"] for j in idx[i:i + 8]]).contiguous(memory_format=torch.channels_last)
+                    with torch.inference_mode():
+                        net(images)
+                    out["block10"].append(F.avg_pool2d(got["block10"].float(), 2).half())
+                    out["block15"].append(got["block15"].float().half())
+                atomic_torch_save({"indices": torch.tensor(idx), **{k: torch.cat(v).contiguous() for k, v in out.items()}},
+                                  path)
+                print(f"{path.name}: {len(idx)} images, {time.perf_counter() - t0:.0f} s", flush=True)
+    finally:
+        for h in hooks:
+            h.remove()
+
+
+def load_mid(cache_dir: str, split: str) -> dict:
+    chunks = sorted(Path(cache_dir).glob(f"mid-{split}-*.pt"))
+    if not chunks:
+        raise SystemExit(f"no mid-level maps of {split} in {cache_dir}; run the cache step first")
+    parts = [torch.load(c, weights_only=True) for c in chunks]
+    return {key: torch.cat([p[key] for p in parts]) for key in parts[0]}
+
+
+def descriptors(d: dict, variant: str, rows: slice | torch.Tensor) -> torch.Tensor:
+    """(n, hw, D) float32 cell descriptors of ``variant`` for the images ``rows`` (centred on each
+    image's foreground mean and L2-normalised: lmpcli.parts.centred_cells), and the final map's
+    (n, hw) channel sums that choose the foreground and weight the responses."""
+    final = d["features"][rows].float().flatten(2).transpose(1, 2)
+    energy = final.sum(-1)
+    pieces = []
+    for name in variant.split("+"):
+        f = final if name == "final" else d[name][rows].float().flatten(2).transpose(1, 2)
+        pieces.append(centred_cells(f, energy))
+    return F.normalize(torch.cat(pieces, -1), dim=-1), energy
+
+
+def responses(d: dict, variant: str, centroids: torch.Tensor, chunk: int = 64) -> torch.Tensor:
+    """(N, K, h, w) part maps: cosine to each centroid (clamped at 0) x the final map's energy ratio."""
+    n, h, w = len(d["features"]), *d["features"].shape[-2:]
+    out = []
+    for i in range(0, n, chunk):
+        x, energy = descriptors(d, variant, slice(i, i + chunk))
+        r = (x @ centroids.T).clamp_min(0) * (energy / energy.amax(-1, keepdim=True).clamp_min(1e-12))[..., None]
+        out.append(r.transpose(1, 2).reshape(len(x), -1, h, w))
+    return torch.cat(out)
+
+
+def fit(d: dict, variant: str, k: int, seed: int) -> PartModel:
+    """k-means on the centred descriptors of each image's FOREGROUND_CELLS strongest cells, calibrated
+    as lmpcli.parts.calibrate does (threshold 0.3 x median peak, scale the 95th percentile)."""
+    from sklearn.cluster import KMeans
+
+    x = []
+    for i in range(0, len(d["features"]), 64):
+        desc, energy = descriptors(d, variant, slice(i, i + 64))
+        top = energy.topk(FOREGROUND_CELLS, -1).indices
+        x.append(desc.gather(1, top[..., None].expand(-1, -1, desc.shape[-1])).reshape(-1, desc.shape[-1]))
+    km = KMeans(k, n_init=3, random_state=seed).fit(F.normalize(torch.cat(x), dim=1).numpy())
+    centroids = F.normalize(torch.as_tensor(km.cluster_centers_, dtype=torch.float32), dim=1)
+    peaks = responses(d, variant, centroids).flatten(2).amax(-1)
+    return PartModel("kmeans-centred", centroids, VISIBLE_FRACTION * peaks.median(0).values,
+                     torch.quantile(peaks, 0.95, dim=0).clamp_min(1e-6))
+
+
+def scored(pm: PartModel, r: torch.Tensor, d: dict, image_size: int, cell_centre: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(xy (N, K, 2) original pixels, NaN absent; map part id (N, L) per landmark) from maps ``r``."""
+    pm.responses = lambda _features: r  # locate / assign read these maps
+    xy, _, _, _ = pm.locate(None)
+    xy = cells_to_pixels(xy, r.shape[-2:], (image_size, image_size), cell_centre) * (d["size"].float() / image_size)[:, None]
+    ids = pm.assign(None, d["keypoints"] / d["size"][:, None, :].float(), cell_centre)
+    return xy, ids
+
+
+def study(args) -> None:
+    torch.set_num_threads(args.threads)
+    model, _ = load_model(args.weights)
+    s, cc = model.config.image_size, model.cell_centre()
+    train = load_split(args.cache, "train", features=True) | load_mid(args.cache, "train")
+    if args.protocol == "halves":
+        fit_d, test_d = take(train, torch.arange(0, len(train["indices"]), 2)), take(train, torch.arange(1, len(train["indices"]), 2))
+    else:
+        fit_d, test_d = train, load_split(args.cache, "test", features=True) | load_mid(args.cache, "test")
+    cells = []
+    for variant in args.variants.split(","):
+        t0 = time.perf_counter()
+        pm = fit(fit_d, variant, args.k, args.seed)
+        fit_s = time.perf_counter() - t0
+        xy_fit, _ = scored(pm, responses(fit_d, variant, pm.projection), fit_d, s, cc)
+        xy_test, ids = scored(pm, responses(test_d, variant, pm.projection), test_d, s, cc)
+        r = part_metric_rows(dict(fit_d, xy={"p": xy_fit}), dict(test_d, xy={"p": xy_test}), ["p"])
+        vis = test_d["visible"].bool()
+        lm = torch.arange(vis.shape[1]).expand_as(vis)
+        nmi_map, ari_map = assignment_scores(lm[vis].numpy(), ids[vis].numpy())
+        absent = 100 * xy_test[..., 0].isnan().float().mean().item()
+        cells.append([variant, *(f"{r['p'][c]:.2f}" for c in ("Kp", "NMI", "ARI")), f"{nmi_map:.2f}", f"{ari_map:.2f}",
+                      f"{absent:.1f}", f"{fit_s:.0f}"])
+        print(cells[-1], flush=True)
+    emit_table(f"kmeans-centred parts by descriptor, K = {args.k}, protocol {args.protocol}: fit on "
+               f"{len(fit_d['indices'])} images, scored on {len(test_d['indices'])}",
+               ["descriptor", "Kp", "NMI", "ARI", "NMI_map", "ARI_map", "absent (%)", "fit (s)"], cells, args.out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("step", choices=["cache", "study"])
+    ap.add_argument("--data", default=None)
+    ap.add_argument("--cache", default="runs/nl-cm")
+    ap.add_argument("--weights", default=None)
+    ap.add_argument("--splits", default="train")
+    ap.add_argument("--protocol", choices=["halves", "test"], default="halves")
+    ap.add_argument("--k", type=int, default=8)
+    ap.add_argument("--variants", default=",".join(VARIANTS))
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", default=None, help="also write the markdown table here")
+    args = ap.parse_args()
+    if args.step == "cache":
+        if not args.data:
+            ap.error("cache needs --data")
+        cache(args)
+    else:
+        study(args)
+
+
+if __name__ == "__main__":
+    main()
