@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .choices import BACKBONES
@@ -59,13 +60,21 @@ class EfficientNetLiteFeatures(nn.Module):
         self.head = nn.Sequential(net._conv_head, net._bn1, nn.ReLU(inplace=True))
         self.out_channels = net._bn1.num_features
         self._last_stride2 = max(i for i, b in enumerate(self.blocks) if b._depthwise_conv.stride[0] == 2)
+        #: channels of the mid-level map (the last block before the last stride-2 one: block 10, 112 on Lite0)
+        self.mid_channels = self.blocks[self._last_stride2 - 1]._bn2.num_features
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, with_mid: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+        """(B, 3, H, W) -> final-conv maps (B, C, h, w); with ``with_mid`` also the mid-level map
+        (:func:`mid_level_map`: the last stride-16 block's output on the final grid)."""
         x = self.stem(x)
         n = len(self.blocks)
+        mid = None
         for i, block in enumerate(self.blocks):
             x = block(x, drop_connect_rate=self.drop_connect_rate * i / n)
-        return self.head(x)
+            if i == self._last_stride2 - 1:
+                mid = x
+        x = self.head(x)
+        return (x, mid_level_map(mid, x)) if with_mid else x
 
     def stages(self) -> list[nn.Module]:
         """Modules in input-to-output order, for freezing the first ``n`` of them."""
@@ -115,6 +124,19 @@ def _same_pad_stride2(k: int) -> tuple[int, int, int, int]:
     return (total // 2, total - total // 2, total // 2, total - total // 2)
 
 
+def mid_level_map(mid: Tensor, final: Tensor) -> Tensor:
+    """A stride-16 map (B, C', 2h, 2w) average-pooled onto the final map's (h, w) grid: (B, C', h, w).
+
+    Each final cell gets the mean of the 2 x 2 stride-16 cells under it (``avg_pool2d`` with
+    ``ceil_mode``, so an odd side keeps its last cell, as the stride-2 "same" convolution does; at
+    output stride 16 the grids match and the map is returned as is). Part models read it beside
+    the final map (:class:`lmpcli.parts.PartModel`, ``mid_channels``; quality log section 38, item 5).
+    """
+    if tuple(mid.shape[-2:]) == tuple(final.shape[-2:]):
+        return mid
+    return F.avg_pool2d(mid, 2, ceil_mode=True, count_include_pad=False)
+
+
 class ResNetFeatures(nn.Module):
     """torchvision ResNet trunk up to ``layer4``: (B, 3, H, W) -> (B, C, H/32, W/32)."""
 
@@ -141,12 +163,18 @@ class ResNetFeatures(nn.Module):
         self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
         self.layers = nn.ModuleList([net.layer1, net.layer2, net.layer3, net.layer4])
         self.out_channels = net.fc.in_features
+        self.mid_channels = self.out_channels // 2  # layer3's output (layer4 doubles the width)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, with_mid: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+        """(B, 3, H, W) -> (B, C, H/32, W/32); with ``with_mid`` also layer3's map on that grid
+        (:func:`mid_level_map`)."""
         x = self.stem(x)
-        for layer in self.layers:
+        mid = None
+        for i, layer in enumerate(self.layers):
             x = layer(x)
-        return x
+            if i == 2:
+                mid = x
+        return (x, mid_level_map(mid, x)) if with_mid else x
 
     def stages(self) -> list[nn.Module]:
         return [self.stem, *self.layers]

@@ -28,6 +28,10 @@ BACKENDS = ("auto", "torch", "onnxruntime")
 NORMALIZE_MODES = ("filter", "tile", "grid")
 #: Part-model fitting methods of :func:`lmpcli.parts.fit_part_model`.
 PART_METHODS = ("filters", "kmeans", "kmeans-centred", "nmf")
+#: Maps a part model reads (lmpcli.parts; first: the default): the final-conv map, or also the mid-level map.
+PART_MAPS = ("final", "final+mid")
+#: Part-model fitting methods that can read the mid-level map.
+MID_MAP_METHODS = ("kmeans-centred",)
 #: Frames named landmarks are normalised by (:mod:`lmpcli.named_landmarks`; first: the default).
 NORMALISATIONS = ("image", "keypoints")
 #: Landmark models of ``lmp fit-landmarks`` (:mod:`lmpcli.named_landmarks`; first: the default).

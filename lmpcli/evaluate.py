@@ -181,8 +181,8 @@ def evaluate(
                                  logits=res["logits"], labels=labels, seconds=res["seconds"])
             points = batch["keypoints"] / batch["size"][:, None, :].float()
             for n, m in part_maps.items():
-                map_meters[n].update(m.part_model.assign(cache["main"][1], points, m.model.cell_centre()),
-                                     batch["visible"])
+                maps = m.part_features(batch["image"], cache)[1]  # from the batch's cache: no new forward
+                map_meters[n].update(m.part_model.assign(maps, points, m.model.cell_centre()), batch["visible"])
             for key in truth:
                 truth[key].append(batch[key])
             progress.advance(len(batch["path"]))

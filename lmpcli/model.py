@@ -103,15 +103,18 @@ class LMPNet(nn.Module):
             stage.eval()  # frozen batch-norm statistics
         return self
 
-    def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
-        """Returns (logits (B, K), feature maps (B, C, h, w)).
+    def forward(self, images: Tensor, with_mid: bool = False) -> tuple[Tensor, ...]:
+        """Returns (logits (B, K), feature maps (B, C, h, w)), and with ``with_mid`` also the
+        mid-level map (B, C', h, w) (:func:`lmpcli.backbones.mid_level_map`; part models with
+        ``mid_channels`` read it).
 
         At output stride 16 the logits pool the stride-32 map contained in the dense one
         (``backbone.as_trained``), so classification is exactly the trained model's.
         """
-        features = self.backbone(images)
+        out = self.backbone(images, with_mid=True) if with_mid else (self.backbone(images),)
+        features = out[0]
         logits = self.classifier(self.dropout(self.pool(self.backbone.as_trained(features))))
-        return logits, features
+        return (logits, *out)
 
 
 def shift_cells(maps: Tensor, dx: int) -> Tensor:

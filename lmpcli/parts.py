@@ -22,6 +22,13 @@ Fitting methods (docs/quality-log.md section 30 chose between them by measuremen
   Factorization, Collins et al. ECCV 2018); a part's map is the image's coefficient map, from
   multiplicative updates with the fitted basis fixed.
 
+``kmeans-centred`` can also read a mid-level map beside the final one (``maps="final+mid"``,
+``PartModel.mid_channels``): the last stride-16 block's output, average-pooled onto the final
+grid (:func:`lmpcli.backbones.mid_level_map`; 112 channels on Lite0). Each map's descriptors are
+centred and normalised on their own and then concatenated; the foreground cells and the energy
+weighting still come from the final map. At K = 16 this raised NMI / ARI on the part maps by 8.7 /
+7.2 points on the cub50 test split (quality log section 38, item 5b).
+
 At test time part j sits at the 3 x 3 sub-cell centroid of its map's peak; it is visible when the
 peak reaches ``threshold[j]`` and reported absent (NaN) otherwise, never invented.
 """
@@ -34,7 +41,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .choices import PART_METHODS  # fitting methods of fit_part_model
+from .choices import MID_MAP_METHODS, PART_MAPS, PART_METHODS  # fitting methods and maps of fit_part_model
 from .layers.selection import _centroid3x3
 from .progress import NullProgress, Progress
 
@@ -64,6 +71,9 @@ class PartModel:
         scale: (K,) peak response that scores 1 (the 95th percentile of training peaks).
         iterations: multiplicative updates for ``nmf`` (0 for the linear methods).
         meta: plain data about the fit (images, seconds, data folder).
+        mid_channels: channels of the mid-level map the model also reads (``kmeans-centred``
+            with ``maps="final+mid"``); 0: the final-conv map only. The maps it is given are then
+            the final map and the mid-level map stacked along channels (:func:`stack_maps`).
     """
 
     method: str
@@ -72,6 +82,12 @@ class PartModel:
     scale: Tensor
     iterations: int = 0
     meta: dict | None = None
+    mid_channels: int = 0
+
+    @property
+    def maps(self) -> str:
+        """Which maps the model reads: ``"final"`` or ``"final+mid"`` (:data:`PART_MAPS`)."""
+        return PART_MAPS[1] if self.mid_channels else PART_MAPS[0]
 
     @property
     def k(self) -> int:
@@ -82,7 +98,7 @@ class PartModel:
         """Plain tensors / strings / numbers for the checkpoint (``weights_only`` loadable)."""
         return {"method": self.method, "projection": self.projection.float().contiguous(),
                 "threshold": self.threshold.float(), "scale": self.scale.float(),
-                "iterations": int(self.iterations), "meta": dict(self.meta or {})}
+                "iterations": int(self.iterations), "meta": dict(self.meta or {}), "mid_channels": int(self.mid_channels)}
 
     @classmethod
     def from_dict(cls, d: dict) -> PartModel:
@@ -93,18 +109,22 @@ class PartModel:
         """
         try:
             model = cls(str(d["method"]), d["projection"].float(), d["threshold"].float(), d["scale"].float(),
-                        int(d.get("iterations", 0)), dict(d.get("meta") or {}))
+                        int(d.get("iterations", 0)), dict(d.get("meta") or {}), int(d.get("mid_channels", 0)))
         except (KeyError, AttributeError, TypeError) as e:
             raise PartModelError(f"not a part model: {e}") from e
         if model.projection.ndim != 2 or model.threshold.shape != (model.k,) or model.scale.shape != (model.k,):
             raise PartModelError("part model tensors have inconsistent shapes")
+        if model.mid_channels and (model.method != "kmeans-centred" or model.mid_channels >= model.projection.shape[1]):
+            raise PartModelError("a part model reading the mid-level map must be kmeans-centred with fewer mid "
+                                 "than total channels")
         return model
 
     def responses(self, features: Tensor) -> Tensor:
         """Part response maps.
 
         Args:
-            features: (B, C, h, w) final-conv maps of the main network (any float dtype).
+            features: (B, C, h, w) final-conv maps of the main network (any float dtype); with
+                :attr:`mid_channels`, the final and mid-level maps stacked (:func:`stack_maps`).
 
         Returns:
             (B, K, h, w) float32, non-negative.
@@ -120,8 +140,9 @@ class PartModel:
         if self.method == "nmf":
             r = _nmf_coefficients(f.reshape(-1, c), p, self.iterations).reshape(b, h * w, -1)
         elif self.method == "kmeans-centred":
-            energy = f.sum(-1)  # (B, hw)
-            r = (centred_cells(f, energy) @ p.T).clamp_min(0) * (energy / energy.amax(-1, keepdim=True).clamp_min(1e-12))[..., None]
+            energy = f[..., : c - self.mid_channels].sum(-1)  # (B, hw) of the final map
+            r = (centred_descriptors(f, energy, self.mid_channels) @ p.T).clamp_min(0) \
+                * (energy / energy.amax(-1, keepdim=True).clamp_min(1e-12))[..., None]
         else:
             r = (f @ p.T).clamp_min(0)
         return r.transpose(1, 2).reshape(b, -1, h, w)
@@ -197,12 +218,14 @@ def _nmf_coefficients(v: Tensor, h: Tensor, iterations: int) -> Tensor:
 
 
 @torch.inference_mode()
-def extract_features(model, loader, progress: Progress | None = None) -> Iterator[tuple[dict, Tensor]]:
+def extract_features(model, loader, progress: Progress | None = None,
+                     with_mid: bool = False) -> Iterator[tuple[dict, Tensor]]:
     """Yield (batch, main-network final-conv maps (B, C, h, w) float32 CPU) for each batch of ``loader``.
 
     Runs the main network only (the part model does not use the replica), in channels_last
     memory format under :func:`torch.inference_mode`. Batches without images (all unreadable)
-    are skipped.
+    are skipped. With ``with_mid`` the maps are the final and the mid-level map stacked
+    (:func:`stack_maps`), (B, C + C', h, w).
     """
     progress = progress or NullProgress()
     net = model.main.to(memory_format=torch.channels_last)
@@ -213,7 +236,8 @@ def extract_features(model, loader, progress: Progress | None = None) -> Iterato
             progress.advance(len(batch.get("errors", ())))
             continue
         images = images.to(device).contiguous(memory_format=torch.channels_last)
-        features = net(images)[1].float().contiguous().cpu()
+        out = net(images, with_mid=True) if with_mid else net(images)
+        features = stack_maps(out[1], out[2] if with_mid else None).float().contiguous().cpu()
         progress.advance(len(images) + (len(batch.get("errors", ())) if isinstance(batch, dict) else 0))
         yield batch, features
 
@@ -239,6 +263,30 @@ def centred_cells(f: Tensor, energy: Tensor | None = None) -> Tensor:
     """
     energy = f.sum(-1) if energy is None else energy
     return torch.nn.functional.normalize(f - _foreground_mean(f, energy)[:, None, :], dim=-1)
+
+
+def centred_descriptors(f: Tensor, energy: Tensor, mid_channels: int = 0) -> Tensor:
+    """``kmeans-centred``'s cell descriptors: :func:`centred_cells` of the final map, or with
+    ``mid_channels`` the final map's and the mid-level map's, each centred and normalised on its own,
+    concatenated and L2-normalised (equal weight).
+
+    Args:
+        f: (B, hw, C) float32 cell descriptors; the last ``mid_channels`` are the mid-level map's.
+        energy: (B, hw) the final map's channel sums (choose the foreground cells).
+
+    Returns:
+        (B, hw, C) float32 unit vectors.
+    """
+    if not mid_channels:
+        return centred_cells(f, energy)
+    pieces = (centred_cells(f[..., :-mid_channels], energy), centred_cells(f[..., -mid_channels:], energy))
+    return torch.nn.functional.normalize(torch.cat(pieces, -1), dim=-1)
+
+
+def stack_maps(features: Tensor, mid: Tensor | None) -> Tensor:
+    """The maps a part model reads: (B, C, h, w) final maps, or with ``mid`` (B, C', h, w) both
+    stacked along channels, (B, C + C', h, w)."""
+    return features if mid is None else torch.cat([features, mid.to(features.dtype)], 1)
 
 
 def calibrate(model: PartModel, features: Tensor, labelled: Tensor | None = None) -> Tensor:
@@ -314,16 +362,16 @@ def _fit_kmeans(features: Tensor, k: int, seed: int) -> Tensor:
     return torch.nn.functional.normalize(torch.as_tensor(centres, dtype=torch.float32), dim=1)
 
 
-def _fit_kmeans_centred(features: Tensor, k: int, seed: int) -> Tensor:
+def _fit_kmeans_centred(features: Tensor, k: int, seed: int, mid_channels: int = 0) -> Tensor:
     from sklearn.cluster import KMeans
 
     x = []
     for f in _chunks(features):
         flat = f.flatten(2).transpose(1, 2)  # (n, hw, C)
-        energy = flat.sum(-1)
+        energy = flat[..., : flat.shape[-1] - mid_channels].sum(-1)
         top = energy.topk(min(FOREGROUND_CELLS, energy.shape[-1]), -1).indices
-        cells = flat.gather(1, top[..., None].expand(-1, -1, flat.shape[-1]))  # (n, cells, C)
-        x.append((cells - cells.mean(1, keepdim=True)).reshape(-1, flat.shape[-1]))
+        desc = centred_descriptors(flat, energy, mid_channels)
+        x.append(desc.gather(1, top[..., None].expand(-1, -1, flat.shape[-1])).reshape(-1, flat.shape[-1]))
     x = torch.nn.functional.normalize(torch.cat(x), dim=1).numpy()
     centres = KMeans(k, n_init=3, random_state=seed).fit(x).cluster_centers_
     return torch.nn.functional.normalize(torch.as_tensor(centres, dtype=torch.float32), dim=1)
@@ -337,24 +385,31 @@ def _fit_nmf(features: Tensor, k: int, seed: int) -> Tensor:
                            dtype=torch.float32)
 
 
-def fit_part_model(features: Tensor, k: int = 8, method: str = "nmf", seed: int = 0) -> PartModel:
+def fit_part_model(features: Tensor, k: int = 8, method: str = "nmf", seed: int = 0,
+                   mid_channels: int = 0) -> PartModel:
     """Fit K parts to the main network's maps of training images (no keypoint labels).
 
     Args:
-        features: (N, C, h, w) final-conv maps (float16 or float32; N >= 2 images).
+        features: (N, C, h, w) final-conv maps (float16 or float32; N >= 2 images); with
+            ``mid_channels``, the final and mid-level maps stacked (:func:`stack_maps`).
         k: number of parts, >= 1.
         method: one of :data:`PART_METHODS` (see the module docstring).
         seed: random state of the clustering / factorisation.
+        mid_channels: the last ``mid_channels`` of ``features`` are the mid-level map
+            (``kmeans-centred`` only; module docstring); 0: the final map only.
 
     Returns:
         :class:`PartModel` whose thresholds come from these images: visible at
         :data:`VISIBLE_FRACTION` of the median peak, score 1 at the 95th percentile.
 
     Raises:
-        PartModelError: unknown method, K < 1, fewer than 2 images, or too few active filters.
+        PartModelError: unknown method, K < 1, fewer than 2 images, too few active filters, or
+            ``mid_channels`` with another method than ``kmeans-centred``.
     """
     if method not in PART_METHODS:
         raise PartModelError(f"unknown part method {method!r}; choose one of {', '.join(PART_METHODS)}")
+    if mid_channels and method != "kmeans-centred":
+        raise PartModelError(f"the mid-level map is read by kmeans-centred only, not {method!r}")
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise PartModelError(f"the number of parts must be a positive integer, got {k!r}")
     if features.ndim != 4 or len(features) < 2:
@@ -363,8 +418,9 @@ def fit_part_model(features: Tensor, k: int = 8, method: str = "nmf", seed: int 
         raise PartModelError(f"{len(features)} images give fewer foreground cells than {k} parts")
     fit = {"filters": _fit_filters, "kmeans": _fit_kmeans, "kmeans-centred": _fit_kmeans_centred,
            "nmf": _fit_nmf}[method]
-    proj = fit(features, k, seed)
-    model = PartModel(method, proj, torch.zeros(k), torch.ones(k), NMF_ITERATIONS if method == "nmf" else 0)
+    proj = _fit_kmeans_centred(features, k, seed, mid_channels) if mid_channels else fit(features, k, seed)
+    model = PartModel(method, proj, torch.zeros(k), torch.ones(k), NMF_ITERATIONS if method == "nmf" else 0,
+                      mid_channels=int(mid_channels))
     calibrate(model, features)
     model.meta = {"images": len(features), "seed": int(seed)}
     return model
@@ -395,13 +451,31 @@ def part_model_from_checkpoint(ckpt: dict) -> PartModel | None:
     return None if d is None else PartModel.from_dict(d)
 
 
-#: Default number of parts and fitting method (docs/quality-log.md section 30).
+#: Default number of parts, fitting method and maps (docs/quality-log.md sections 30 and 38).
 DEFAULT_PARTS = 8
 DEFAULT_PART_METHOD = "kmeans-centred"
+DEFAULT_PART_MAPS = PART_MAPS[0]
+
+
+def check_part_maps(method: str | None, maps: str | None) -> None:
+    """Refuse maps that are not :data:`PART_MAPS`, or the mid-level map with another method than
+    ``kmeans-centred`` (None: the defaults).
+
+    Raises:
+        PartModelError: as above.
+    """
+    method = DEFAULT_PART_METHOD if method is None else method
+    maps = DEFAULT_PART_MAPS if maps is None else maps
+    if maps not in PART_MAPS:
+        raise PartModelError(f"unknown part maps {maps!r}; choose one of {', '.join(PART_MAPS)}")
+    if maps != PART_MAPS[0] and method not in MID_MAP_METHODS:
+        raise PartModelError(f"--maps {maps} with --method {method}: the mid-level map is read by "
+                             f"{', '.join(MID_MAP_METHODS)} only")
 
 
 def fit_parts_from_loader(model, loader, total: int, *, k: int = DEFAULT_PARTS, method: str = DEFAULT_PART_METHOD,
-                          seed: int = 0, progress: Progress | None = None, on_error=None) -> PartModel:
+                          seed: int = 0, maps: str = DEFAULT_PART_MAPS, progress: Progress | None = None,
+                          on_error=None) -> PartModel:
     """Extract the main network's maps of the images of ``loader`` (no labels) and fit a :class:`PartModel`.
 
     Args:
@@ -410,11 +484,16 @@ def fit_parts_from_loader(model, loader, total: int, *, k: int = DEFAULT_PARTS, 
             (path, reason) pairs reported to ``on_error``) or ``(images, labels)`` tuples.
         total: images in ``loader``, for the progress bar.
         k, method, seed: see :func:`fit_part_model`.
+        maps: :data:`PART_MAPS`: ``"final"`` (the final-conv map) or ``"final+mid"`` (also the
+            mid-level map; ``kmeans-centred`` only).
 
     Raises:
-        PartModelError: fewer than 2 readable images, or see :func:`fit_part_model`.
+        PartModelError: fewer than 2 readable images, unknown ``maps``, or see :func:`fit_part_model`.
     """
     import time
+
+    check_part_maps(method, maps)
+    with_mid = maps == "final+mid"
 
     progress = progress or NullProgress()
     model.eval()
@@ -422,7 +501,7 @@ def fit_parts_from_loader(model, loader, total: int, *, k: int = DEFAULT_PARTS, 
     progress.start("fit-parts (features)", total)
     chunks = []
     try:
-        for batch, features in extract_features(model, loader, progress):
+        for batch, features in extract_features(model, loader, progress, with_mid=with_mid):
             chunks.append(features.half())
             for path, reason in (batch.get("errors", ()) if isinstance(batch, dict) else ()):
                 if on_error is not None:
@@ -432,14 +511,15 @@ def fit_parts_from_loader(model, loader, total: int, *, k: int = DEFAULT_PARTS, 
     if sum(len(c) for c in chunks) < 2:
         raise PartModelError("fitting parts needs at least 2 readable images")
     extract_s = time.perf_counter() - start
-    part_model = fit_part_model(torch.cat(chunks), k, method, seed)
+    mid_channels = int(model.main.backbone.mid_channels) if with_mid else 0
+    part_model = fit_part_model(torch.cat(chunks), k, method, seed, mid_channels)
     part_model.meta.update({"extract_seconds": round(extract_s, 1),
                             "fit_seconds": round(time.perf_counter() - start - extract_s, 1)})
     return part_model
 
 
 def fit_parts(weights, data, out, *, k: int | None = None, method: str | None = None,
-              split: str = "train", limit: int | None = None, seed: int = 0, batch_size: int = 8,
+              maps: str | None = None, split: str = "train", limit: int | None = None, seed: int = 0, batch_size: int = 8,
               workers: int = 2, device: str = "auto", overwrite: bool = False,
               progress: Progress | None = None, on_error=None) -> dict:
     """Fit a part model for an existing checkpoint and write a new checkpoint holding it (``lmp fit-parts``).
@@ -454,11 +534,13 @@ def fit_parts(weights, data, out, *, k: int | None = None, method: str | None = 
         out: the new checkpoint. Never the input itself, even with ``overwrite``.
         k, method, seed: see :func:`fit_part_model`; None: :data:`DEFAULT_PARTS`,
             :data:`DEFAULT_PART_METHOD`.
+        maps: ``"final"`` or ``"final+mid"`` (see :func:`fit_parts_from_loader`); None:
+            :data:`DEFAULT_PART_MAPS`.
         limit: use N images spread evenly over the list (every class of a CUB split).
         overwrite: replace an existing ``out`` (never the input).
 
     Returns:
-        ``{"out", "images", "k", "method", "extract_seconds", "fit_seconds", "seconds"}``.
+        ``{"out", "images", "k", "method", "maps", "extract_seconds", "fit_seconds", "seconds"}``.
 
     Raises:
         OutputError: ``out`` is the input checkpoint, or exists without ``overwrite``.
@@ -477,12 +559,14 @@ def fit_parts(weights, data, out, *, k: int | None = None, method: str | None = 
     start = time.perf_counter()
     k = DEFAULT_PARTS if k is None else k
     method = DEFAULT_PART_METHOD if method is None else method
+    maps = DEFAULT_PART_MAPS if maps is None else maps
     source = Path(DEFAULT_WEIGHTS if weights is None else weights)
     if Path(out).resolve() == source.resolve():
         raise OutputError(f"{out} is the input checkpoint; fit-parts never writes over its input, choose another --out")
     check_writable(out, overwrite)
     if method not in PART_METHODS:
         raise PartModelError(f"unknown part method {method!r}; choose one of {', '.join(PART_METHODS)}")
+    check_part_maps(method, maps)
     obj = read_checkpoint(source)
     dev = resolve_device(device)
     model, _ = load_model(source, dev)
@@ -490,11 +574,11 @@ def fit_parts(weights, data, out, *, k: int | None = None, method: str | None = 
     cfg = model.config
     loader = make_loader(ImagePathDataset(paths, eval_transform(cfg.image_size, cfg.mean, cfg.std)),
                          batch_size, workers, collate_skip_errors, dev)
-    part_model = fit_parts_from_loader(model, loader, len(paths), k=k, method=method, seed=seed,
+    part_model = fit_parts_from_loader(model, loader, len(paths), k=k, method=method, seed=seed, maps=maps,
                                        progress=progress, on_error=on_error)
     part_model.meta.update({"data": str(data), "split": split})
     write_part_checkpoint(obj, part_model, out)
-    return {"out": str(out), "images": part_model.meta["images"], "k": k, "method": method,
+    return {"out": str(out), "images": part_model.meta["images"], "k": k, "method": method, "maps": maps,
             "extract_seconds": part_model.meta["extract_seconds"], "fit_seconds": part_model.meta["fit_seconds"],
             "seconds": time.perf_counter() - start}
 

@@ -17,7 +17,7 @@ import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from .choices import BACKENDS, LANDMARK_MODELS, METHODS, NETWORKS, NORMALISATIONS, SPLITS
+from .choices import BACKENDS, LANDMARK_MODELS, METHODS, MID_MAP_METHODS, NETWORKS, NORMALISATIONS, PART_MAPS, SPLITS
 from .data.io import InputError, expand_inputs
 from .outputs import OutputError, check_writable
 
@@ -428,14 +428,20 @@ def check_export_call(out, *, weights=None, overwrite: bool = False, network: st
 
 
 def check_fit_parts_call(weights: str | os.PathLike, data: Sequence[str], *, out, overwrite: bool = False,
-                         device: str = "auto", limit: int | None = None) -> None:
+                         device: str = "auto", limit: int | None = None, method: str | None = None,
+                         maps: str | None = None) -> None:
     """Every check of ``lmp fit-parts`` that needs no model.
 
     Raises:
         UsageError: a bad checkpoint file, an unknown device, ``limit`` < 2, missing training images,
-            or an output that exists (without ``overwrite``), cannot be written or is the input
-            checkpoint (even with ``overwrite``).
+            ``--maps final+mid`` with a ``--method`` that cannot read the mid-level map
+            (:data:`lmpcli.choices.MID_MAP_METHODS`; the library checks the same in
+            :func:`lmpcli.parts.check_part_maps`), or an output that exists (without
+            ``overwrite``), cannot be written or is the input checkpoint (even with ``overwrite``).
     """
+    if maps not in (None, PART_MAPS[0]) and method is not None and method not in MID_MAP_METHODS:
+        raise UsageError(f"--maps {maps} with --method {method}: the mid-level map is read by "
+                         f"{', '.join(MID_MAP_METHODS)} only")
     check_checkpoint_file(weights)
     check_device(device)
     check_number("--limit", limit, low=2, integer=True)

@@ -144,11 +144,14 @@ def test_export_command_writes_a_standalone_graph(tiny_checkpoint, tmp_path):
     assert json.loads(meta["class_names"]) == ["a", "b", "c"] and meta["image_size"] == "64"
     ref, _ = load_model(tiny_checkpoint)
     x = _images(3, 64, seed=2)
-    logits, maps = session.run(None, {"images": x.numpy()})
+    assert [o.name for o in session.get_outputs()] == ["logits", "features", "mid"]
+    logits, maps, mid = session.run(None, {"images": x.numpy()})
     with torch.inference_mode():
-        want = ref.main(x)
+        want = ref.main(x, with_mid=True)
     np.testing.assert_allclose(logits, want[0].numpy(), atol=1e-4)
     np.testing.assert_allclose(maps, want[1].numpy(), atol=1e-4)
+    np.testing.assert_allclose(mid, want[2].numpy(), atol=1e-4)
+    assert mid.shape[-2:] == maps.shape[-2:]  # the mid-level map on the final grid
     r = runner.invoke(app, ["export", "--weights", str(tiny_checkpoint), "--format", "tflite", "--out", str(tmp_path / "x")])
     assert r.exit_code == 2 and "'tflite' is not one of" in r.output  # a usage error
 

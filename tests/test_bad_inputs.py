@@ -371,6 +371,8 @@ def test_bad_calls_fail_before_torch_is_imported(photos, tmp_path):
              ["fit-parts", str(fake), "--data", str(photos), "--out", str(fake), "--overwrite"],
              ["fit-parts", str(fake), "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "new.pt")],
              ["fit-parts", str(photos / "a.jpg"), "--data", str(photos), "--out", str(tmp_path / "new.pt")],
+             ["fit-parts", str(fake), "--data", str(photos), "--out", str(tmp_path / "new.pt"), "--maps", "final+mid",
+              "--method", "nmf"],
              ["visualize-parts", str(photos), "--device", "meta"],
              ["fit-landmarks", str(tmp_path / "missing.json"), "--out", str(tmp_path / "lm.json")],
              ["fit-landmarks", str(photos), "--out", str(tmp_path / "lm.json"), "--normalisation", "box"],

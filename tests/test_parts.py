@@ -8,7 +8,7 @@ from lmpcli.checkpoint import load_model, read_checkpoint
 from lmpcli.cli import app
 from lmpcli.methods import create_method
 from lmpcli.outputs import OutputError
-from lmpcli.parts import PART_METHODS, PartModel, PartModelError, fit_part_model, fit_parts, part_keypoints
+from lmpcli.parts import PART_METHODS, PartModel, PartModelError, fit_part_model, fit_parts, part_keypoints, stack_maps
 
 from .conftest import EXAMPLES, needs_weights
 
@@ -268,3 +268,106 @@ def test_evaluate_reports_nmi_ari_of_the_part_maps_for_parts_rows_only(tiny_chec
     nmi, ari = assignment_scores(torch.cat(truth).numpy(), torch.cat(pred).numpy())
     assert t.loc["parts", "NMI_map"] == pytest.approx(nmi, abs=1e-6) and not math.isnan(nmi)
     assert t.loc["parts", "ARI_map"] == pytest.approx(ari, abs=1e-6)
+
+
+def _identity_hits(xy, cells, present):
+    """Per fitted part: the best share of images where it sits on one planted part's cell."""
+    got = (xy / 32 - 0.5).round()
+    return [max(float(((got[:, j] == cells[:, p].float()).all(-1) & present[:, p]).sum() / present[:, p].sum())
+                for p in range(cells.shape[1])) for j in range(xy.shape[1])]
+
+
+def test_mid_level_map_tells_apart_parts_the_final_map_cannot():
+    """Known answer: the mid-level map holds :func:`planted`'s three parts; the final map only
+    marks where the bird is (the same energy profile) with one descriptor per image (its
+    species) plus per-cell noise, the same on every part. Only a part model that reads both
+    finds the parts."""
+    mid, cells = planted(c=30)
+    n = len(mid)
+    g = torch.Generator().manual_seed(1)
+    energy = mid.sum(1, keepdim=True) / 15  # about 1 on a part's cell, 0.5 beside it, 0.05 elsewhere
+    species = torch.rand(n, 8, 1, 1, generator=g) + 0.5
+    noise = torch.randn(n, 8, 14, 14, generator=g)
+    final = energy * species + 0.5 * (noise - noise.mean(1, keepdim=True)) * (energy > 0.2)  # energy unchanged
+    present = torch.ones(n, 3, dtype=torch.bool)
+    present[::4, 2] = False
+    both = stack_maps(final, mid)
+    with_mid = fit_part_model(both, 3, "kmeans-centred", mid_channels=30)
+    assert with_mid.mid_channels == 30 and with_mid.maps == "final+mid"
+    xy, _, _ = part_keypoints(with_mid, both, (448, 448))
+    hits = _identity_hits(xy, cells, present)
+    assert min(hits) >= 0.75, hits
+    final_only = fit_part_model(final, 3, "kmeans-centred")
+    xy, _, _ = part_keypoints(final_only, final, (448, 448))
+    assert min(_identity_hits(xy, cells, present)) < 0.6, _identity_hits(xy, cells, present)
+    with pytest.raises(PartModelError, match="kmeans-centred only"):
+        fit_part_model(both, 3, "nmf", mid_channels=30)
+
+
+def test_centred_descriptors_reference_and_final_only_fit_unchanged():
+    from lmpcli.parts import _fit_kmeans_centred, centred_descriptors
+
+    g = torch.Generator().manual_seed(5)
+    f = torch.rand(2, 196, 40, generator=g)
+    energy = f[..., :30].sum(-1)
+    top = energy.topk(16, -1).indices
+    want = []
+    for piece in (f[..., :30], f[..., 30:]):  # each map centred on its own foreground mean, normalised
+        mean = torch.stack([piece[b, top[b]].mean(0) for b in range(2)])
+        want.append(torch.nn.functional.normalize(piece - mean[:, None], dim=-1))
+    want = torch.nn.functional.normalize(torch.cat(want, -1), dim=-1)
+    torch.testing.assert_close(centred_descriptors(f, energy, 10), want)
+    # with the final map only, the fit is the one section 30 chose: each image's 16 strongest cells
+    # centred on their mean, normalised, k-means (written out here as it was before the mid-level map)
+    from sklearn.cluster import KMeans
+
+    feats, _ = planted()
+    x = []
+    for i in range(len(feats)):
+        flat = feats[i].flatten(1).T
+        cells = flat[flat.sum(-1).topk(16).indices]
+        x.append(cells - cells.mean(0))
+    x = torch.nn.functional.normalize(torch.cat(x), dim=1).numpy()
+    ref = KMeans(3, n_init=3, random_state=0).fit(x).cluster_centers_
+    ref = torch.nn.functional.normalize(torch.as_tensor(ref, dtype=torch.float32), dim=1)
+    torch.testing.assert_close(_fit_kmeans_centred(feats, 3, 0), ref, atol=1e-5, rtol=1e-5)
+
+
+def test_mid_part_model_round_trips_and_is_checked():
+    pm = PartModel("kmeans-centred", torch.rand(4, 40), torch.zeros(4), torch.ones(4), mid_channels=10)
+    back = PartModel.from_dict(pm.to_dict())
+    assert back.mid_channels == 10 and back.maps == "final+mid"
+    old = pm.to_dict()
+    del old["mid_channels"]  # a part model written before the mid-level map
+    assert PartModel.from_dict(old).mid_channels == 0
+    with pytest.raises(PartModelError):
+        PartModel.from_dict({**pm.to_dict(), "method": "nmf"})
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
+def test_fit_parts_with_mid_level_maps_through_the_cli(tiny_checkpoint, tiny_cub, tmp_path, backend):
+    import pandas as pd
+
+    from lmpcli.evaluate import evaluate
+    from lmpcli.settings import KeypointSettings
+
+    out = tmp_path / "mid.pt"
+    r = runner.invoke(app, ["fit-parts", str(tiny_checkpoint), "--data", str(tiny_cub), "--k", "2", "--maps",
+                            "final+mid", "--out", str(out), "--workers", "0"])
+    assert r.exit_code == 0, r.output
+    assert "final+mid" in r.output
+    model, _ = load_model(out)
+    assert model.part_model.mid_channels == model.main.backbone.mid_channels > 0
+    csv = tmp_path / f"{backend}.csv"
+    images = sorted((tiny_cub / "images").rglob("*.jpg"))[:3]
+    r = runner.invoke(app, ["predict", *map(str, images), "--weights", str(out), "--method", "parts",
+                            "--backend", backend, "--out", str(csv), "--workers", "0", "-q"])
+    assert r.exit_code == 0, r.output
+    df = pd.read_csv(csv)
+    assert len(df) == 6 and set(df["part"]) == {1, 2}
+    t = evaluate(tiny_cub, split="test", weights=out, methods=["parts"], settings=KeypointSettings(k=3), workers=0,
+                 batch_size=4, device="cpu", fit_images=0, backend=backend)["table"].set_index("method")
+    assert t.loc["parts", ["NMI_map", "ARI_map"]].notna().all()
+    r = runner.invoke(app, ["fit-parts", str(tiny_checkpoint), "--data", str(tiny_cub), "--maps", "final+mid",
+                            "--method", "nmf", "--out", str(tmp_path / "bad.pt"), "--workers", "0"])
+    assert r.exit_code == 2 and "kmeans-centred only" in r.output and "Traceback" not in r.output  # before any work

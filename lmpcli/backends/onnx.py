@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from ..choices import EXPORT_FORMATS, NETWORKS
 from ..outputs import atomic_path
 
-EXPORT_VERSION = 1  # bump when the exported graph changes for the same weights
+EXPORT_VERSION = 2  # bump when the exported graph changes for the same weights
 OPSET = 17
 CACHE_ENV = "LMP_CACHE_DIR"
 
@@ -62,11 +62,12 @@ def network_key(net: nn.Module, image_size: int) -> str:
 
 def export_onnx(net: nn.Module, image_size: int, path: str | os.PathLike | None = None,
                 metadata: dict | None = None) -> bytes:
-    """Export one network, (B, 3, S, S) -> (logits (B, K), features (B, C, h, w)), to ONNX.
+    """Export one network, (B, 3, S, S) -> (logits (B, K), features (B, C, h, w), mid (B, C', h, w)), to ONNX.
 
     The batch axis is dynamic; S is fixed at ``image_size``. Inputs are named ``images``,
-    outputs ``logits`` and ``features``. The network is exported in eval mode as it stands
-    (output stride included) and left in eval mode.
+    outputs ``logits``, ``features`` and ``mid`` (the mid-level map part models may read,
+    :func:`lmpcli.backbones.mid_level_map`; computed on the way to ``features`` anyway). The
+    network is exported in eval mode as it stands (output stride included) and left in eval mode.
 
     Args:
         net: an :class:`~lmpcli.model.LMPNet` (float32, any device).
@@ -86,8 +87,8 @@ def export_onnx(net: nn.Module, image_size: int, path: str | os.PathLike | None 
     buf = io.BytesIO()
     with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
         warnings.simplefilter("ignore")  # exporter chatter (TracerWarning, deprecation notices)
-        torch.onnx.export(net, (example,), buf, input_names=["images"], output_names=["logits", "features"],
-                          dynamic_axes={n: {0: "batch"} for n in ("images", "logits", "features")},
+        torch.onnx.export(_WithMid(net), (example,), buf, input_names=["images"], output_names=list(OUTPUTS),
+                          dynamic_axes={n: {0: "batch"} for n in ("images", *OUTPUTS)},
                           opset_version=OPSET, dynamo=False)
     data = buf.getvalue()
     if metadata:
@@ -104,6 +105,21 @@ def export_onnx(net: nn.Module, image_size: int, path: str | os.PathLike | None 
         with atomic_path(path) as tmp:
             Path(tmp).write_bytes(data)
     return data
+
+
+#: Output names of the exported graphs, in order.
+OUTPUTS = ("logits", "features", "mid")
+
+
+class _WithMid(nn.Module):
+    """``net(images, with_mid=True)`` as a module, for the exporter's trace."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor]:  # noqa: D102
+        return self.net(images, with_mid=True)
 
 
 def _session(model: str | bytes, threads: int | None):
@@ -157,8 +173,9 @@ class OnnxNetwork(nn.Module):
         cache, threads: see :func:`cached_session`; used for the graphs of other input sizes.
 
     Calling it on (B, 3, S, S) float normalised images (any device, any memory format) returns
-    (logits (B, K), feature maps (B, C, h, w)), float32 CPU tensors without gradients. Another
-    square size S' gets its own graph, exported (or read from the cache) on first use.
+    (logits (B, K), feature maps (B, C, h, w)), float32 CPU tensors without gradients, and with
+    ``with_mid=True`` also the mid-level map (B, C', h, w) (as :meth:`lmpcli.model.LMPNet.forward`).
+    Another square size S' gets its own graph, exported (or read from the cache) on first use.
 
     Raises:
         ValueError: (on call) inputs not (B, 3, S', S') square images.
@@ -184,15 +201,15 @@ class OnnxNetwork(nn.Module):
     def classifier(self) -> nn.Module:
         return self.network.classifier
 
-    def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, images: Tensor, with_mid: bool = False) -> tuple[Tensor, ...]:
         if images.dim() != 4 or images.shape[1] != 3 or images.shape[2] != images.shape[3]:
             raise ValueError(f"the ONNX graphs take (B, 3, S, S) images, got {tuple(images.shape)}")
         s = int(images.shape[-1])
         if s not in self.sessions:  # another square size (e.g. occlusion at 112 px): its own graph, cached
             self.sessions[s] = cached_session(self.network, s, self.cache, self.threads)[0]
         x = images.detach().to("cpu", torch.float32).contiguous().numpy()
-        logits, features = self.sessions[s].run(None, {"images": x})
-        return torch.from_numpy(logits), torch.from_numpy(features)
+        names = list(OUTPUTS if with_mid else OUTPUTS[:2])
+        return tuple(torch.from_numpy(a) for a in self.sessions[s].run(names, {"images": x}))
 
 
 def torch_network(net: nn.Module) -> nn.Module:

@@ -7,13 +7,15 @@ import typer
 
 from ._console import report_skipped, say
 from ._progress import RichProgress
-from .options import IO, PART_MODEL, BatchSize, Device, PartMethod, Quiet, SplitOpt, Workers, command
+from .options import IO, PART_MODEL, BatchSize, Device, PartMaps, PartMethod, Quiet, SplitOpt, Workers, command
 
 EPILOG = """Examples:
 
   lmp fit-parts weights/lmpnet-lite0-cub50.pt --data ../CUB_200_2011 --out runs/parts.pt
 
   lmp fit-parts runs/lite0/model.pt --data my_photos/ --k 16 --out runs/lite0/model-parts16.pt
+
+  lmp fit-parts weights/lmpnet-lite0-cub50.pt --data ../CUB_200_2011 --k 16 --maps final+mid --out runs/parts16-mid.pt
 
   lmp predict examples/ --weights runs/parts.pt --method parts --out parts.csv
 """
@@ -38,6 +40,10 @@ def fit_parts(
     method: Annotated[Optional[PartMethod], typer.Option(
         rich_help_panel=PART_MODEL, show_default=False,
         help="How the parts are fitted (default: the library's; docs/parts.md).")] = None,
+    maps: Annotated[Optional[PartMaps], typer.Option(
+        rich_help_panel=PART_MODEL, show_default=False,
+        help="Maps the parts are clustered on: the final-conv map, or also the mid-level (stride-16) map "
+             "(kmeans-centred only; default: the library's; docs/parts.md).")] = None,
     seed: Annotated[int, typer.Option(rich_help_panel=PART_MODEL, help="Random state of the clustering.")] = 0,
     batch_size: BatchSize = 8,
     device: Device = "auto",
@@ -47,12 +53,13 @@ def fit_parts(
     """Fit K parts with fixed identities to a checkpoint's main network (class labels only; no keypoint labels)."""
     from ..validate import check_fit_parts_call
 
-    check_fit_parts_call(weights, data, out=out, overwrite=overwrite, device=device, limit=limit)
+    check_fit_parts_call(weights, data, out=out, overwrite=overwrite, device=device, limit=limit, method=method,
+                         maps=maps)
     from ..parts import fit_parts as run_fit_parts
 
-    summary = run_fit_parts(weights, data[0] if len(data) == 1 else data, out, k=k, method=method, split=split,
+    summary = run_fit_parts(weights, data[0] if len(data) == 1 else data, out, k=k, method=method, maps=maps, split=split,
                             limit=limit, seed=seed, batch_size=batch_size, workers=workers, device=device,
                             overwrite=overwrite, progress=RichProgress(not quiet), on_error=report_skipped)
     if not quiet:
-        say(f"{summary['images']} images, K = {summary['k']} ({summary['method']}), features "
+        say(f"{summary['images']} images, K = {summary['k']} ({summary['method']}, {summary['maps']} maps), features "
             f"{summary['extract_seconds']:.0f} s, fit {summary['fit_seconds']:.0f} s -> {out}")

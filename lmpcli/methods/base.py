@@ -56,6 +56,22 @@ def main_forward(model, images: Tensor, cache: dict | None) -> tuple[Tensor, Ten
     return out
 
 
+def mid_forward(model, images: Tensor, cache: dict | None) -> Tensor:
+    """The main network's mid-level map (B, C', h, w) (:func:`lmpcli.backbones.mid_level_map`),
+    computed once per batch; also fills ``cache["main"]`` when it is empty. When the main forward
+    was already cached without it, the network runs once more."""
+    if cache is not None and "mid" in cache:
+        return cache["mid"]
+    start = time.perf_counter()
+    logits, features, mid = model.main(images, with_mid=True)
+    if cache is not None:
+        if "main" not in cache:
+            cache["main"] = (logits, features)
+            cache["main_seconds"] = time.perf_counter() - start
+        cache["mid"] = mid
+    return mid
+
+
 def replica_forward(model, images: Tensor, main_out: tuple[Tensor, Tensor], cache: dict | None) -> Tensor | None:
     """The replica's (B, C, h, w) maps on the masked images (Sec. 3.3), computed once per batch.
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from torch import Tensor
 
 from .base import KeypointOutput
-from ..parts import PartModel, part_keypoints
-from .base import main_forward
+from ..parts import PartModel, part_keypoints, stack_maps
+from .base import main_forward, mid_forward
 
 
 class PartsMethod:
@@ -38,7 +38,15 @@ class PartsMethod:
                              "`lmp fit-parts WEIGHTS --data DIR --out NEW.pt`")
         self.model, self.part_model, self.k = model, part_model, part_model.k
 
-    def __call__(self, images: Tensor, cache: dict | None = None) -> KeypointOutput:
+    def part_features(self, images: Tensor, cache: dict | None = None) -> tuple[Tensor, Tensor]:
+        """(logits (B, classes), the maps the part model reads: (B, C, h, w) final-conv maps, or
+        with a mid-level part model the final and mid-level maps stacked, (B, C + C', h, w))."""
+        cache = {} if cache is None else cache
+        mid = mid_forward(self.model, images, cache) if self.part_model.mid_channels else None
         logits, features = main_forward(self.model, images, cache)
+        return logits, stack_maps(features, mid)
+
+    def __call__(self, images: Tensor, cache: dict | None = None) -> KeypointOutput:
+        logits, features = self.part_features(images, cache)
         xy, score, _ = part_keypoints(self.part_model, features, images.shape[-2:], self.model.cell_centre())
         return KeypointOutput(xy, score, logits.float())
