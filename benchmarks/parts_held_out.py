@@ -48,7 +48,8 @@ def main() -> None:
     ap.add_argument("--weights", default=None, help="the checkpoint the cache was made with")
     ap.add_argument("--seen", default="1-40", help="CUB class ids the part model and the regressors are fit on")
     ap.add_argument("--unseen", default="41-50")
-    ap.add_argument("--k", type=int, default=DEFAULT_PARTS)
+    ap.add_argument("--k", type=int, default=8, help="parts (8: the K of quality log sections 35-36, the library's "
+                                                      f"default then; today's: {DEFAULT_PARTS})")
     ap.add_argument("--method", default=DEFAULT_PART_METHOD)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None, help="also write the markdown table here")

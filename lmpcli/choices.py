@@ -28,7 +28,8 @@ BACKENDS = ("auto", "torch", "onnxruntime")
 NORMALIZE_MODES = ("filter", "tile", "grid")
 #: Part-model fitting methods of :func:`lmpcli.parts.fit_part_model`.
 PART_METHODS = ("filters", "kmeans", "kmeans-centred", "nmf")
-#: Maps a part model reads (lmpcli.parts; first: the default): the final-conv map, or also the mid-level map.
+#: Maps a part model reads (lmpcli.parts): the final-conv map, or also the mid-level map (the default
+#: where the method can read it: lmpcli.parts.resolve_part_maps).
 PART_MAPS = ("final", "final+mid")
 #: Part-model fitting methods that can read the mid-level map.
 MID_MAP_METHODS = ("kmeans-centred",)

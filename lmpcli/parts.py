@@ -44,6 +44,7 @@ from torch import Tensor
 from .choices import MID_MAP_METHODS, PART_MAPS, PART_METHODS  # fitting methods and maps of fit_part_model
 from .layers.selection import _centroid3x3
 from .progress import NullProgress, Progress
+from .settings import TRAIN_DEFAULTS
 
 #: Checkpoint key holding :meth:`PartModel.to_dict`.
 CHECKPOINT_KEY = "parts"
@@ -451,30 +452,34 @@ def part_model_from_checkpoint(ckpt: dict) -> PartModel | None:
     return None if d is None else PartModel.from_dict(d)
 
 
-#: Default number of parts, fitting method and maps (docs/quality-log.md sections 30 and 38).
-DEFAULT_PARTS = 8
+#: Default number of parts (``lmp train --parts``, ``lmp fit-parts --k``) and fitting method
+#: (docs/quality-log.md sections 30 and 38, item 6).
+DEFAULT_PARTS = TRAIN_DEFAULTS["parts"]
 DEFAULT_PART_METHOD = "kmeans-centred"
-DEFAULT_PART_MAPS = PART_MAPS[0]
 
 
-def check_part_maps(method: str | None, maps: str | None) -> None:
-    """Refuse maps that are not :data:`PART_MAPS`, or the mid-level map with another method than
-    ``kmeans-centred`` (None: the defaults).
+def resolve_part_maps(method: str | None, maps: str | None) -> str:
+    """The maps a part model of ``method`` reads: ``maps``, or by default (None) ``"final+mid"``
+    where the method can read the mid-level map (:data:`MID_MAP_METHODS`) and ``"final"`` otherwise
+    (quality log section 38, item 6). ``method`` None: :data:`DEFAULT_PART_METHOD`.
 
     Raises:
-        PartModelError: as above.
+        PartModelError: ``maps`` not in :data:`PART_MAPS`, or ``"final+mid"`` with a method that
+            cannot read it.
     """
     method = DEFAULT_PART_METHOD if method is None else method
-    maps = DEFAULT_PART_MAPS if maps is None else maps
+    if maps is None:
+        return "final+mid" if method in MID_MAP_METHODS else "final"
     if maps not in PART_MAPS:
         raise PartModelError(f"unknown part maps {maps!r}; choose one of {', '.join(PART_MAPS)}")
-    if maps != PART_MAPS[0] and method not in MID_MAP_METHODS:
+    if maps == "final+mid" and method not in MID_MAP_METHODS:
         raise PartModelError(f"--maps {maps} with --method {method}: the mid-level map is read by "
                              f"{', '.join(MID_MAP_METHODS)} only")
+    return str(maps)
 
 
 def fit_parts_from_loader(model, loader, total: int, *, k: int = DEFAULT_PARTS, method: str = DEFAULT_PART_METHOD,
-                          seed: int = 0, maps: str = DEFAULT_PART_MAPS, progress: Progress | None = None,
+                          seed: int = 0, maps: str | None = None, progress: Progress | None = None,
                           on_error=None) -> PartModel:
     """Extract the main network's maps of the images of ``loader`` (no labels) and fit a :class:`PartModel`.
 
@@ -485,15 +490,14 @@ def fit_parts_from_loader(model, loader, total: int, *, k: int = DEFAULT_PARTS, 
         total: images in ``loader``, for the progress bar.
         k, method, seed: see :func:`fit_part_model`.
         maps: :data:`PART_MAPS`: ``"final"`` (the final-conv map) or ``"final+mid"`` (also the
-            mid-level map; ``kmeans-centred`` only).
+            mid-level map; ``kmeans-centred`` only); None: :func:`resolve_part_maps`.
 
     Raises:
         PartModelError: fewer than 2 readable images, unknown ``maps``, or see :func:`fit_part_model`.
     """
     import time
 
-    check_part_maps(method, maps)
-    with_mid = maps == "final+mid"
+    with_mid = resolve_part_maps(method, maps) == "final+mid"
 
     progress = progress or NullProgress()
     model.eval()
@@ -535,7 +539,7 @@ def fit_parts(weights, data, out, *, k: int | None = None, method: str | None = 
         k, method, seed: see :func:`fit_part_model`; None: :data:`DEFAULT_PARTS`,
             :data:`DEFAULT_PART_METHOD`.
         maps: ``"final"`` or ``"final+mid"`` (see :func:`fit_parts_from_loader`); None:
-            :data:`DEFAULT_PART_MAPS`.
+            :func:`resolve_part_maps`.
         limit: use N images spread evenly over the list (every class of a CUB split).
         overwrite: replace an existing ``out`` (never the input).
 
@@ -559,14 +563,13 @@ def fit_parts(weights, data, out, *, k: int | None = None, method: str | None = 
     start = time.perf_counter()
     k = DEFAULT_PARTS if k is None else k
     method = DEFAULT_PART_METHOD if method is None else method
-    maps = DEFAULT_PART_MAPS if maps is None else maps
     source = Path(DEFAULT_WEIGHTS if weights is None else weights)
     if Path(out).resolve() == source.resolve():
         raise OutputError(f"{out} is the input checkpoint; fit-parts never writes over its input, choose another --out")
     check_writable(out, overwrite)
     if method not in PART_METHODS:
         raise PartModelError(f"unknown part method {method!r}; choose one of {', '.join(PART_METHODS)}")
-    check_part_maps(method, maps)
+    maps = resolve_part_maps(method, maps)
     obj = read_checkpoint(source)
     dev = resolve_device(device)
     model, _ = load_model(source, dev)

@@ -110,7 +110,7 @@ TRAIN_DEFAULTS = MappingProxyType({
     "cutmix": 0.0,
     "workers": 2,
     "bn_images": 0,
-    "parts": 8,
+    "parts": 16,
 })
 
 #: Defaults of the per-method options ``lmp predict`` / ``lmp evaluate`` offer: constructor keywords

@@ -17,7 +17,7 @@ import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from .choices import BACKENDS, LANDMARK_MODELS, METHODS, MID_MAP_METHODS, NETWORKS, NORMALISATIONS, PART_MAPS, SPLITS
+from .choices import BACKENDS, LANDMARK_MODELS, METHODS, MID_MAP_METHODS, NETWORKS, NORMALISATIONS, SPLITS
 from .data.io import InputError, expand_inputs
 from .outputs import OutputError, check_writable
 
@@ -436,10 +436,10 @@ def check_fit_parts_call(weights: str | os.PathLike, data: Sequence[str], *, out
         UsageError: a bad checkpoint file, an unknown device, ``limit`` < 2, missing training images,
             ``--maps final+mid`` with a ``--method`` that cannot read the mid-level map
             (:data:`lmpcli.choices.MID_MAP_METHODS`; the library checks the same in
-            :func:`lmpcli.parts.check_part_maps`), or an output that exists (without
+            :func:`lmpcli.parts.resolve_part_maps`), or an output that exists (without
             ``overwrite``), cannot be written or is the input checkpoint (even with ``overwrite``).
     """
-    if maps not in (None, PART_MAPS[0]) and method is not None and method not in MID_MAP_METHODS:
+    if maps == "final+mid" and method is not None and method not in MID_MAP_METHODS:
         raise UsageError(f"--maps {maps} with --method {method}: the mid-level map is read by "
                          f"{', '.join(MID_MAP_METHODS)} only")
     check_checkpoint_file(weights)

@@ -157,12 +157,14 @@ def test_visualize_parts_draws_one_row_per_part(parts_checkpoint, tiny_cub, tmp_
 
 
 @needs_weights
-def test_shipped_weights_carry_eight_parts_and_name_them_on_real_birds():
+def test_shipped_weights_carry_sixteen_parts_and_name_them_on_real_birds():
     from lmpcli.predict import predict_images
 
+    model, _ = load_model(None)
+    assert model.part_model.k == 16 and model.part_model.maps == "final+mid"  # quality log 38, item 6
     images = sorted(str(p) for p in EXAMPLES.glob("*.jpg"))[:3]
     items = list(predict_images(images, method="parts", workers=0, device="cpu"))
-    assert len(items) == 3 and all(it.xy.shape == (8, 2) for it in items)
+    assert len(items) == 3 and all(it.xy.shape == (16, 2) for it in items)
     seen = torch.tensor([[float(v == v) for v in it.xy[:, 0]] for it in items])
     assert seen.mean() > 0.7  # most parts are seen on these birds
     # each seen part lies inside its image
