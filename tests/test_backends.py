@@ -83,6 +83,15 @@ def test_occlusion_gbp_uses_torch_for_gradients(tiny_checkpoint):
     assert float((got.xy - want.xy).nan_to_num().abs().max()) < 0.5
 
 
+def test_export_leaves_the_network_in_eval_mode(tiny_checkpoint, tmp_path):
+    """A graph exported in the middle of a method's call (another input size) must not switch the
+    torch network behind it to train mode (guided backprop runs through it next)."""
+    pair, _ = load_model(tiny_checkpoint)
+    net = pair.main.eval()
+    cached_session(net, 32, tmp_path)
+    assert not any(m.training for m in net.modules())
+
+
 def test_cache_is_keyed_by_weights_and_size_and_survives_corruption(tiny_checkpoint, tmp_path):
     pair, _ = load_model(tiny_checkpoint)
     net = pair.main

@@ -87,7 +87,9 @@ def export_onnx(net: nn.Module, image_size: int, path: str | os.PathLike | None 
     buf = io.BytesIO()
     with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
         warnings.simplefilter("ignore")  # exporter chatter (TracerWarning, deprecation notices)
-        torch.onnx.export(_WithMid(net), (example,), buf, input_names=["images"], output_names=list(OUTPUTS),
+        # the wrapper in eval mode: the exporter restores the exported module's mode afterwards,
+        # and a new module is in train mode, which would leave ``net`` in train mode
+        torch.onnx.export(_WithMid(net).eval(), (example,), buf, input_names=["images"], output_names=list(OUTPUTS),
                           dynamic_axes={n: {0: "batch"} for n in ("images", *OUTPUTS)},
                           opset_version=OPSET, dynamo=False)
     data = buf.getvalue()
