@@ -373,3 +373,30 @@ def test_fit_parts_with_mid_level_maps_through_the_cli(tiny_checkpoint, tiny_cub
     r = runner.invoke(app, ["fit-parts", str(tiny_checkpoint), "--data", str(tiny_cub), "--maps", "final+mid",
                             "--method", "nmf", "--out", str(tmp_path / "bad.pt"), "--workers", "0"])
     assert r.exit_code == 2 and "kmeans-centred only" in r.output and "Traceback" not in r.output  # before any work
+
+
+def test_ranked_and_mid_level_parts_share_one_main_forward(tiny_checkpoint, tmp_path):
+    """With a part model that reads the mid-level map, the main network runs once per batch for
+    LMPNet and the parts together (main_forward caches the mid-level map for the parts)."""
+    from lmpcli.checkpoint import atomic_torch_save
+    from lmpcli.inference import run_methods
+
+    model, _ = load_model(tiny_checkpoint)
+    c, m = model.main.backbone.out_channels, model.main.backbone.mid_channels
+    obj = read_checkpoint(tiny_checkpoint)
+    obj["parts"] = PartModel("kmeans-centred", torch.rand(2, c + m), torch.zeros(2), torch.ones(2),
+                             mid_channels=m).to_dict()
+    path = tmp_path / "mid.pt"
+    atomic_torch_save(obj, path)
+    pair, _ = load_model(path)
+    pair.eval()
+    calls = []
+    hook = pair.main.register_forward_hook(lambda mod, args, out: calls.append(len(out)))
+    try:
+        methods = [create_method(n, pair) for n in ("lmpnet", "parts")]
+        images = torch.randn(2, 3, 64, 64)
+        out = run_methods(methods, images, torch.tensor([[64, 64], [64, 64]]), torch.device("cpu"), {})
+    finally:
+        hook.remove()
+    assert calls == [3]  # one forward, with the mid-level map
+    assert out["parts"]["xy"].shape == (2, 2, 2) and out["lmpnet"]["xy"].shape[0] == 2

@@ -45,11 +45,22 @@ class KeypointMethod(Protocol):
 
 
 def main_forward(model, images: Tensor, cache: dict | None) -> tuple[Tensor, Tensor]:
-    """The main network's (logits (B, K), features (B, C, h, w)), computed once per batch."""
+    """The main network's (logits (B, K), features (B, C, h, w)), computed once per batch.
+
+    When the checkpoint's part model reads the mid-level map (``model.part_model.mid_channels``),
+    the same forward also returns it and caches it under ``"mid"`` (:func:`mid_forward`), so that
+    the ``parts`` method after another method on the batch needs no second forward.
+    """
     if cache is not None and "main" in cache:
         return cache["main"]
     start = time.perf_counter()
-    out = model.main(images)
+    if getattr(getattr(model, "part_model", None), "mid_channels", 0):
+        logits, features, mid = model.main(images, with_mid=True)
+        out = (logits, features)
+        if cache is not None:
+            cache["mid"] = mid
+    else:
+        out = model.main(images)
     if cache is not None:
         cache["main"] = out
         cache["main_seconds"] = time.perf_counter() - start
@@ -59,7 +70,8 @@ def main_forward(model, images: Tensor, cache: dict | None) -> tuple[Tensor, Ten
 def mid_forward(model, images: Tensor, cache: dict | None) -> Tensor:
     """The main network's mid-level map (B, C', h, w) (:func:`lmpcli.backbones.mid_level_map`),
     computed once per batch; also fills ``cache["main"]`` when it is empty. When the main forward
-    was already cached without it, the network runs once more."""
+    was already cached without it (a part model other than the checkpoint's, :func:`main_forward`),
+    the network runs once more."""
     if cache is not None and "mid" in cache:
         return cache["mid"]
     start = time.perf_counter()
