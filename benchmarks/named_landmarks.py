@@ -249,6 +249,17 @@ def prototype_rows(args) -> None:
             return (centred_cells(f) @ self.projection.T).clamp_min(0).transpose(1, 2).reshape(b, -1, h, w)
 
     test, train = load_split(args.cache, "test", features=True), load_split(args.cache, "train", features=True)
+    mid = 0
+    if args.mid_level:  # section 38 item 9: the mid-level maps of benchmarks/mid_level_parts.py's cache, stacked
+        from lmpcli.parts import stack_maps
+        from mid_level_parts import load_mid
+
+        for d, split in ((train, "train"), (test, "test")):
+            m = load_mid(args.cache, split)
+            if not torch.equal(m["indices"], d["indices"]):
+                raise SystemExit(f"the mid-level maps of {split} do not match the cached images")
+            d["stacked"] = stack_maps(d["features"], m["block10"])
+        mid = int(train["stacked"].shape[1] - train["features"].shape[1])
     s = args.image_size
     n_pool = len(train["indices"])
     to_input = lambda d: d["keypoints"] * (s / d["size"])[:, None, :]  # noqa: E731 - original -> input pixels
@@ -261,6 +272,8 @@ def prototype_rows(args) -> None:
         variants = {"prototypes": (True, True, "median"), "prototypes, cosine only": (True, False, "median")}
     if args.label_thresholds:
         variants = {"prototypes": (True, True, "median"), "prototypes, label thresholds": (True, True, "labels")}
+    if args.mid_level:  # both with today's label thresholds
+        variants = {"prototypes": (True, True, "labels"), "prototypes, final + mid maps": (True, True, "labels")}
     cells, raw = [], {}
     for n in sizes:
         draws = SEEDS if n < n_pool else (0,)
@@ -278,8 +291,10 @@ def prototype_rows(args) -> None:
                 rows = torch.as_tensor(np.random.default_rng(sd).choice(n_pool, n, replace=False))
                 vis = train["visible"][rows]
                 seen = vis.any(0)
-                m = fit_landmark_prototypes(train["features"][rows], train_pts[rows][:, seen], vis[:, seen], (s, s),
-                                            centred=centred, threshold=rule)
+                use_mid = name.endswith("mid maps")
+                feats = train["stacked" if use_mid else "features"][rows]
+                m = fit_landmark_prototypes(feats, train_pts[rows][:, seen], vis[:, seen], (s, s),
+                                            centred=centred, threshold=rule, mid_channels=mid if use_mid else 0)
                 if not energy:  # item 1b: the same prototypes, the centred cosine alone, the median rule
                     m = CentredCosine(m.method, m.projection, m.threshold, m.scale)
                     calibrate(m, train["features"][rows], vis[:, seen])
@@ -288,10 +303,11 @@ def prototype_rows(args) -> None:
             fit_s = time.perf_counter() - t0
             # all draws' prototypes in one model: one pass over the test maps; the peak is used whatever its score
             proj = torch.cat([mm.projection for mm in models])
-            scoring = type(models[0])(models[0].method, proj, torch.full((len(proj),), -torch.inf), torch.ones(len(proj)))
+            scoring = type(models[0])(models[0].method, proj, torch.full((len(proj),), -torch.inf), torch.ones(len(proj)),
+                                      mid_channels=models[0].mid_channels)
             xy, peaks = [], []
             for i in range(0, len(test["indices"]), 64):
-                feat = test["features"][i: i + 64]
+                feat = test["stacked" if models[0].mid_channels else "features"][i: i + 64]
                 cxy, _, _, pk = scoring.locate(feat)
                 xy.append(cells_to_pixels(cxy, feat.shape[-2:], (s, s)))
                 peaks.append(pk)
@@ -392,6 +408,9 @@ def main() -> None:
     ap.add_argument("--splits", default="test,train", help="cache step: the splits to cache")
     ap.add_argument("--cosine-only", action="store_true", help="prototypes step: the section 37 item 1b variant")
     ap.add_argument("--label-thresholds", action="store_true", help="prototypes step: the section 37 item 1c variant")
+    ap.add_argument("--mid-level", action="store_true",
+                    help="prototypes step: section 38 item 9, prototypes on the final and mid-level maps (the "
+                         "cache also needs `benchmarks/mid_level_parts.py cache`)")
     ap.add_argument("--image-size", type=int, default=448, help="prototypes step: the network input size of the cache")
     ap.add_argument("--ridge", action="store_true", help="also the RidgeCV follow-up (quality log 35)")
     ap.add_argument("--out", default=None, help="also write the markdown table here")

@@ -8,9 +8,9 @@ left eye ... from the annotation file):
 * ``regression``: runs a keypoint method (trained from class labels only) and fits one linear map
   per landmark from the method's keypoints to that landmark
   (:func:`lmpcli.landmarks.fit_landmark_regressor`, Huang & Li's Kp regressors).
-* ``prototypes``: the mean descriptor of the main network's final-conv map at each labelled
-  landmark; on a new image the landmark sits at the cell most like it, and is reported absent
-  when no cell is (:func:`fit_landmark_prototypes`; docs/quality-log.md section 37).
+* ``prototypes``: the mean descriptor of the main network's final-conv and mid-level maps at each
+  labelled landmark; on a new image the landmark sits at the cell most like it, and is reported
+  absent when no cell is (:func:`fit_landmark_prototypes`; docs/quality-log.md sections 37 and 38).
 
 At predict time there is no ground-truth box, so coordinates are normalised by a frame every
 image has (:data:`NORMALISATIONS`): ``image`` (default) divides by the image's width and height;
@@ -123,7 +123,7 @@ def landmark_regression_error(fit: dict, test: dict, method: str, normalisation:
 
 
 def landmark_descriptors(features: torch.Tensor, points, image_size: tuple[int, int], cell_centre: float = 0.5,
-                         centred: bool = True) -> torch.Tensor:
+                         centred: bool = True, mid_channels: int = 0) -> torch.Tensor:
     """Descriptors of the main network's maps at labelled landmark locations.
 
     Args:
@@ -133,18 +133,23 @@ def landmark_descriptors(features: torch.Tensor, points, image_size: tuple[int, 
         image_size: (H, W) of the network input, pixels.
         cell_centre: where a cell sits, fraction of the stride (:func:`lmpcli.head.cells_to_pixels`).
         centred: compare cells as the ``kmeans-centred`` part model does
-            (:func:`lmpcli.parts.centred_cells`); False: the raw cells, L2-normalised.
+            (:func:`lmpcli.parts.centred_descriptors`); False: the raw cells, L2-normalised.
+        mid_channels: the last ``mid_channels`` of ``features`` are the mid-level map, stacked
+            after the final map (:func:`lmpcli.parts.stack_maps`; centred descriptors only).
 
     Returns:
         (N, L, C) float32 unit descriptors: the bilinear sample of the (centred, normalised) cell
         descriptors at each point (``grid_sample``, ``align_corners=False``, border padding).
     """
-    from .parts import centred_cells
+    from .parts import centred_descriptors
 
     f = features.float()
     n, c, h, w = f.shape
     flat = f.flatten(2).transpose(1, 2)  # (N, hw, C)
-    cells = centred_cells(flat) if centred else torch.nn.functional.normalize(flat, dim=-1)
+    if centred:
+        cells = centred_descriptors(flat, flat[..., : c - mid_channels].sum(-1), mid_channels)
+    else:
+        cells = torch.nn.functional.normalize(flat, dim=-1)
     maps = cells.transpose(1, 2).reshape(n, c, h, w)
     pts = torch.nan_to_num(torch.as_tensor(points, dtype=torch.float32))
     cell = pts / pts.new_tensor([image_size[1] / w, image_size[0] / h]) - cell_centre  # (N, L, 2) cell coordinates
@@ -175,7 +180,7 @@ def balanced_threshold(peaks: torch.Tensor, visible: torch.Tensor) -> torch.Tens
 
 def fit_landmark_prototypes(features: torch.Tensor, points, visible, image_size: tuple[int, int],
                             cell_centre: float = 0.5, centred: bool = True, threshold: str = "labels",
-                            chunk: int = 64):
+                            chunk: int = 64, mid_channels: int = 0):
     """One prototype per landmark from N labelled images: a part model whose parts are named landmarks.
 
     The prototype of landmark l is the L2-normalised mean of :func:`landmark_descriptors` over
@@ -188,7 +193,8 @@ def fit_landmark_prototypes(features: torch.Tensor, points, visible, image_size:
     Args:
         features: (N, C, h, w) final-conv maps of the labelled images.
         points: (N, L, 2) labelled (x, y), pixels of the network input. visible: (N, L) bool.
-        image_size, cell_centre, centred: see :func:`landmark_descriptors`.
+        image_size, cell_centre, centred, mid_channels: see :func:`landmark_descriptors`
+            (with ``mid_channels``, ``features`` are the final and mid-level maps stacked).
         threshold: ``labels`` (default; quality log 37 item 1c): absent below the peak that best
             separates the images where the landmark is labelled from those where it is not
             (:func:`balanced_threshold`); ``median``, and for a landmark labelled on every image:
@@ -212,10 +218,12 @@ def fit_landmark_prototypes(features: torch.Tensor, points, visible, image_size:
         raise ValueError(f"landmarks {torch.nonzero(counts == 0).flatten().tolist()} are labelled on none of the images")
     total = torch.zeros(points.shape[1], features.shape[1])
     for i in range(0, len(features), chunk):
-        d = landmark_descriptors(features[i: i + chunk], points[i: i + chunk], image_size, cell_centre, centred)
+        d = landmark_descriptors(features[i: i + chunk], points[i: i + chunk], image_size, cell_centre, centred,
+                                 mid_channels)
         total += (d * visible[i: i + chunk, :, None]).sum(0)
     proto = torch.nn.functional.normalize(total, dim=1)
-    model = PartModel("kmeans-centred" if centred else "kmeans", proto, torch.zeros(len(proto)), torch.ones(len(proto)))
+    model = PartModel("kmeans-centred" if centred else "kmeans", proto, torch.zeros(len(proto)), torch.ones(len(proto)),
+                      mid_channels=int(mid_channels) if centred else 0)
     peaks = calibrate(model, features, visible)  # the median rule; (N, L) peaks
     if threshold == "labels":
         for j in torch.nonzero(~visible.all(0)).flatten().tolist():
@@ -247,7 +255,7 @@ def save_landmarks(path: str | Path, regressor, meta: dict, overwrite: bool = Fa
         doc = {"format": FORMAT, **meta, "model": "prototypes", "names": list(names or []),
                "fit_counts": [int(c) for c in regressor.meta.get("fit_counts", [])],
                "prototypes": {**{key: d[key].tolist() for key in ("projection", "threshold", "scale")},
-                              "method": d["method"]}}
+                              "method": d["method"], "mid_channels": d["mid_channels"]}}
     else:
         doc = {"format": FORMAT, **meta, "model": "regression", "names": regressor.names,
                "fit_counts": [int(c) for c in regressor.fit_counts],
@@ -276,8 +284,9 @@ def load_landmarks(path: str | Path) -> tuple:
         doc.setdefault("model", "regression")  # files written before the prototypes
         if doc["model"] == "prototypes":
             d = doc.pop("prototypes")
-            model = PartModel.from_dict({"method": d["method"], **{key: torch.tensor(d[key], dtype=torch.float32)
-                                                                  for key in ("projection", "threshold", "scale")}})
+            model = PartModel.from_dict({"method": d["method"], "mid_channels": d.get("mid_channels", 0),
+                                         **{key: torch.tensor(d[key], dtype=torch.float32)
+                                            for key in ("projection", "threshold", "scale")}})
             if len(doc["names"]) != model.k:
                 raise ValueError(f"{len(doc['names'])} names for {model.k} prototypes")
             return model, doc
@@ -448,6 +457,12 @@ def fit_landmarks(
             "left_out": [n for n in names if n not in kept]}
 
 
+#: ``lmp fit-landmarks --model prototypes`` reads the mid-level map beside the final one (the
+#: stride-16 block, :func:`lmpcli.parts.stack_maps`): Kp 2.1-2.9 lower at every N on cub50
+#: (quality log section 38, item 9).
+PROTOTYPES_READ_MID = True
+
+
 def _fit_prototypes_file(net, dataset, names: list[str], out, dev, batch_size: int, workers, progress, overwrite: bool,
                          meta: dict) -> dict:
     """``lmp fit-landmarks --model prototypes``: maps of the labelled images, prototypes, the file."""
@@ -462,7 +477,7 @@ def _fit_prototypes_file(net, dataset, names: list[str], out, dev, batch_size: i
     feats, points, visible = [], [], []
     progress.start("fit-landmarks (features)", len(dataset))
     try:
-        for batch, f in extract_features(net, loader, progress):
+        for batch, f in extract_features(net, loader, progress, with_mid=PROTOTYPES_READ_MID):
             feats.append(f.half())
             points.append(batch["orig_keypoints"] * (size / batch["size"])[:, None, :])  # original -> network-input pixels
             visible.append(batch["visible"])
@@ -473,8 +488,9 @@ def _fit_prototypes_file(net, dataset, names: list[str], out, dev, batch_size: i
     if not labelled.any():
         raise InputError(f"no landmark is labelled on the {len(dataset)} images")
     kept = [n for n, ok in zip(names, labelled.tolist()) if ok]
+    mid = int(net.main.backbone.mid_channels) if PROTOTYPES_READ_MID else 0
     protos = fit_landmark_prototypes(torch.cat(feats), torch.cat(points)[:, labelled], visible[:, labelled],
-                                     (size, size), net.cell_centre())
+                                     (size, size), net.cell_centre(), mid_channels=mid)
     save_landmarks(out, protos, {**meta, "method": "parts", "k": len(kept)}, overwrite, names=kept)
     return {"out": str(out), "images": len(dataset), "names": kept, "fit_counts": protos.meta["fit_counts"],
             "left_out": [n for n in names if n not in kept]}

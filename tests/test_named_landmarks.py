@@ -241,3 +241,42 @@ def test_cli_fit_prototype_landmarks_then_predict(tmp_path, tiny_cub, tiny_check
     assert all(v is None or (len(v) == 2 and all(np.isfinite(v))) for v in named.values())
     r = run(app, ["fit-landmarks", str(tiny_cub), "--model", "nope", "--out", str(tmp_path / "x.json")])
     assert r.exit_code == 2
+
+
+def test_landmark_descriptors_with_the_mid_level_map_concatenate_each_map_centred():
+    """With ``mid_channels`` a landmark's descriptor is the bilinear sample, at the point, of each
+    map's centred cells (foreground chosen by the final map's energy), concatenated and normalised;
+    a prototype model fitted on stacked maps reads them (mid_channels stored)."""
+    from lmpcli.named_landmarks import fit_landmark_prototypes, landmark_descriptors
+    from lmpcli.parts import centred_cells
+
+    g = torch.Generator().manual_seed(2)
+    final, mid = torch.rand(3, 12, 7, 7, generator=g), torch.rand(3, 5, 7, 7, generator=g)
+    pts = torch.rand(3, 4, 2, generator=g) * 224  # input pixels of a 224-px input, 7 x 7 cells of 32 px
+    got = landmark_descriptors(torch.cat([final, mid], 1), pts, (224, 224), mid_channels=5)
+    energy = final.flatten(2).sum(1)
+    cells = torch.nn.functional.normalize(torch.cat([centred_cells(final.flatten(2).transpose(1, 2), energy),
+                                                     centred_cells(mid.flatten(2).transpose(1, 2), energy)], -1), dim=-1)
+    grid = ((2 * (pts / 32 - 0.5) + 1) / 7 - 1)[:, :, None]  # cell centres at (i + 0.5) x 32 px
+    want = torch.nn.functional.grid_sample(cells.transpose(1, 2).reshape(3, 17, 7, 7), grid, mode="bilinear",
+                                           padding_mode="border", align_corners=False)[..., 0].transpose(1, 2)
+    torch.testing.assert_close(got, torch.nn.functional.normalize(want, dim=-1))
+    model = fit_landmark_prototypes(torch.cat([final, mid], 1), pts, torch.ones(3, 4, dtype=torch.bool), (224, 224),
+                                    mid_channels=5)
+    assert model.mid_channels == 5 and model.projection.shape == (4, 17)
+    xy, _, _, _ = model.locate(torch.cat([final, mid], 1))
+    assert xy.shape == (3, 4, 2)
+
+
+def test_prototype_file_keeps_the_mid_level_channels(tmp_path):
+    from lmpcli.named_landmarks import load_landmarks, save_landmarks
+    from lmpcli.parts import PartModel
+
+    pm = PartModel("kmeans-centred", torch.rand(2, 17), torch.zeros(2), torch.ones(2), meta={}, mid_channels=5)
+    path = save_landmarks(tmp_path / "lm.json", pm, {"method": "parts", "k": 2}, names=["beak", "tail"])
+    back, meta = load_landmarks(path)
+    assert back.mid_channels == 5 and meta["names"] == ["beak", "tail"]
+    old = json.loads(path.read_text())
+    del old["prototypes"]["mid_channels"]  # a file written before section 38
+    path.write_text(json.dumps(old))
+    assert load_landmarks(path)[0].mid_channels == 0
