@@ -233,6 +233,22 @@ def fit_images(args) -> None:
                                                                          "spread")]], cells, args.out)
 
 
+def stack_mid(cache_dir: str, **splits: dict) -> int:
+    """Section 38 item 9: add ``stacked`` (the final maps and the mid-level maps of
+    ``benchmarks/mid_level_parts.py``'s cache in the same folder, :func:`lmpcli.parts.stack_maps`)
+    to each loaded split; returns the mid-level channels."""
+    from lmpcli.parts import stack_maps
+    from mid_level_parts import load_mid
+
+    for split, d in splits.items():
+        m = load_mid(cache_dir, split)
+        if not torch.equal(m["indices"], d["indices"]):
+            raise SystemExit(f"the mid-level maps of {split} do not match the cached images")
+        d["stacked"] = stack_maps(d["features"], m["block10"])
+        mid = int(d["stacked"].shape[1] - d["features"].shape[1])
+    return mid
+
+
 def prototype_rows(args) -> None:
     """Section 37: named landmarks by descriptor prototypes (:func:`lmpcli.named_landmarks.fit_landmark_prototypes`)
     on the same N and draws as :func:`table`, beside the parts' regressors in both frames."""
@@ -249,17 +265,7 @@ def prototype_rows(args) -> None:
             return (centred_cells(f) @ self.projection.T).clamp_min(0).transpose(1, 2).reshape(b, -1, h, w)
 
     test, train = load_split(args.cache, "test", features=True), load_split(args.cache, "train", features=True)
-    mid = 0
-    if args.mid_level:  # section 38 item 9: the mid-level maps of benchmarks/mid_level_parts.py's cache, stacked
-        from lmpcli.parts import stack_maps
-        from mid_level_parts import load_mid
-
-        for d, split in ((train, "train"), (test, "test")):
-            m = load_mid(args.cache, split)
-            if not torch.equal(m["indices"], d["indices"]):
-                raise SystemExit(f"the mid-level maps of {split} do not match the cached images")
-            d["stacked"] = stack_maps(d["features"], m["block10"])
-        mid = int(train["stacked"].shape[1] - train["features"].shape[1])
+    mid = stack_mid(args.cache, train=train, test=test) if args.mid_level else 0
     s = args.image_size
     n_pool = len(train["indices"])
     to_input = lambda d: d["keypoints"] * (s / d["size"])[:, None, :]  # noqa: E731 - original -> input pixels
@@ -352,13 +358,15 @@ def per_landmark(args) -> None:
     from lmpcli.named_landmarks import fit_landmark_prototypes
 
     test, train = load_split(args.cache, "test", features=True), load_split(args.cache, "train", features=True)
+    mid = stack_mid(args.cache, train=train, test=test) if args.mid_level else 0
+    key = "stacked" if mid else "features"
     s = args.image_size
-    model = fit_landmark_prototypes(train["features"], train["keypoints"] * (s / train["size"])[:, None, :],
-                                    train["visible"], (s, s))
+    model = fit_landmark_prototypes(train[key], train["keypoints"] * (s / train["size"])[:, None, :],
+                                    train["visible"], (s, s), mid_channels=mid)
     model.threshold[:] = -torch.inf  # the peak on every landmark, as in the table
     xy = []
     for i in range(0, len(test["indices"]), 64):
-        f = test["features"][i: i + 64]
+        f = test[key][i: i + 64]
         xy.append(cells_to_pixels(model.locate(f)[0], f.shape[-2:], (s, s)))
     xy = (torch.cat(xy) * (test["size"] / s)[:, None, :]).numpy()
     box = test["box"].numpy().astype(np.float64)[:, None, 2:]
@@ -386,7 +394,8 @@ def per_landmark(args) -> None:
         cells.append([name, str(int(v.sum())), f"{d_proto[:, j][v].mean():.2f}", f"{d_reg[:, j][v].mean():.2f}", nearer])
     cells.append(["all", str(int(vis.sum())), f"{d_proto[vis].mean():.2f}", f"{d_reg[vis].mean():.2f}", ""])
     emit_table(f"error per landmark (units of the ground-truth box x 100), all {len(test['indices'])} cached test images, "
-               f"all {len(train['indices'])} train images labelled",
+               f"all {len(train['indices'])} train images labelled; prototypes on the "
+               + ("final and mid-level maps" if mid else "final map"),
                ["landmark", "visible test", "prototypes", "regression (parts, image frame)",
                 "prototypes, nearer of the left/right pair"], cells, args.out)
 
@@ -409,8 +418,8 @@ def main() -> None:
     ap.add_argument("--cosine-only", action="store_true", help="prototypes step: the section 37 item 1b variant")
     ap.add_argument("--label-thresholds", action="store_true", help="prototypes step: the section 37 item 1c variant")
     ap.add_argument("--mid-level", action="store_true",
-                    help="prototypes step: section 38 item 9, prototypes on the final and mid-level maps (the "
-                         "cache also needs `benchmarks/mid_level_parts.py cache`)")
+                    help="prototypes and per-landmark steps: section 38 item 9, prototypes on the final and "
+                         "mid-level maps (the cache also needs `benchmarks/mid_level_parts.py cache`)")
     ap.add_argument("--image-size", type=int, default=448, help="prototypes step: the network input size of the cache")
     ap.add_argument("--ridge", action="store_true", help="also the RidgeCV follow-up (quality log 35)")
     ap.add_argument("--out", default=None, help="also write the markdown table here")
