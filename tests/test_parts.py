@@ -367,8 +367,10 @@ def test_fit_parts_with_mid_level_maps_through_the_cli(tiny_checkpoint, tiny_cub
     assert r.exit_code == 0, r.output
     df = pd.read_csv(csv)
     assert len(df) == 6 and set(df["part"]) == {1, 2}
-    t = evaluate(tiny_cub, split="test", weights=out, methods=["parts"], settings=KeypointSettings(k=3), workers=0,
-                 batch_size=4, device="cpu", fit_images=0, backend=backend)["table"].set_index("method")
+    rep = evaluate(tiny_cub, split="test", weights=out, methods=["parts"], settings=KeypointSettings(k=3), workers=0,
+                   batch_size=4, device="cpu", fit_images=0, backend=backend)
+    assert rep["config"]["part_models"] == {"parts": {"k": 2, "method": "kmeans-centred", "maps": "final+mid"}}
+    t = rep["table"].set_index("method")
     assert t.loc["parts", ["NMI_map", "ARI_map"]].notna().all()
     r = runner.invoke(app, ["fit-parts", str(tiny_checkpoint), "--data", str(tiny_cub), "--maps", "final+mid",
                             "--method", "nmf", "--out", str(tmp_path / "bad.pt"), "--workers", "0"])
