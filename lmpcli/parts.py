@@ -35,6 +35,7 @@ peak reaches ``threshold[j]`` and reported absent (NaN) otherwise, never invente
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -88,7 +89,7 @@ class PartModel:
     @property
     def maps(self) -> str:
         """Which maps the model reads: ``"final"`` or ``"final+mid"`` (:data:`PART_MAPS`)."""
-        return PART_MAPS[1] if self.mid_channels else PART_MAPS[0]
+        return "final+mid" if self.mid_channels else "final"
 
     @property
     def k(self) -> int:
@@ -115,9 +116,10 @@ class PartModel:
             raise PartModelError(f"not a part model: {e}") from e
         if model.projection.ndim != 2 or model.threshold.shape != (model.k,) or model.scale.shape != (model.k,):
             raise PartModelError("part model tensors have inconsistent shapes")
-        if model.mid_channels and (model.method != "kmeans-centred" or model.mid_channels >= model.projection.shape[1]):
-            raise PartModelError("a part model reading the mid-level map must be kmeans-centred with fewer mid "
-                                 "than total channels")
+        if model.mid_channels and (model.method not in MID_MAP_METHODS
+                                   or model.mid_channels >= model.projection.shape[1]):
+            raise PartModelError(f"a part model reading the mid-level map must be {', '.join(MID_MAP_METHODS)} "
+                                 "with fewer mid-level than total channels")
         return model
 
     def responses(self, features: Tensor) -> Tensor:
@@ -370,9 +372,11 @@ def _fit_kmeans_centred(features: Tensor, k: int, seed: int, mid_channels: int =
     for f in _chunks(features):
         flat = f.flatten(2).transpose(1, 2)  # (n, hw, C)
         energy = flat[..., : flat.shape[-1] - mid_channels].sum(-1)
-        top = energy.topk(min(FOREGROUND_CELLS, energy.shape[-1]), -1).indices
-        desc = centred_descriptors(flat, energy, mid_channels)
-        x.append(desc.gather(1, top[..., None].expand(-1, -1, flat.shape[-1])).reshape(-1, flat.shape[-1]))
+        top = energy.topk(min(FOREGROUND_CELLS, energy.shape[-1]), -1).indices  # (n, cells)
+        cells = flat.gather(1, top[..., None].expand(-1, -1, flat.shape[-1]))  # (n, cells, C)
+        # the foreground cells are their own strongest cells: centred on their mean, as every cell is at test time
+        desc = centred_descriptors(cells, energy.gather(1, top), mid_channels)
+        x.append(desc.reshape(-1, flat.shape[-1]))
     x = torch.nn.functional.normalize(torch.cat(x), dim=1).numpy()
     centres = KMeans(k, n_init=3, random_state=seed).fit(x).cluster_centers_
     return torch.nn.functional.normalize(torch.as_tensor(centres, dtype=torch.float32), dim=1)
@@ -409,17 +413,17 @@ def fit_part_model(features: Tensor, k: int = 8, method: str = "nmf", seed: int 
     """
     if method not in PART_METHODS:
         raise PartModelError(f"unknown part method {method!r}; choose one of {', '.join(PART_METHODS)}")
-    if mid_channels and method != "kmeans-centred":
-        raise PartModelError(f"the mid-level map is read by kmeans-centred only, not {method!r}")
+    if mid_channels and method not in MID_MAP_METHODS:
+        raise PartModelError(f"the mid-level map is read by {', '.join(MID_MAP_METHODS)} only, not {method!r}")
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise PartModelError(f"the number of parts must be a positive integer, got {k!r}")
     if features.ndim != 4 or len(features) < 2:
         raise PartModelError("fitting parts needs the (N, C, h, w) maps of at least 2 images")
     if method != "filters" and len(features) * min(FOREGROUND_CELLS, features[0, 0].numel()) < k:
         raise PartModelError(f"{len(features)} images give fewer foreground cells than {k} parts")
-    fit = {"filters": _fit_filters, "kmeans": _fit_kmeans, "kmeans-centred": _fit_kmeans_centred,
-           "nmf": _fit_nmf}[method]
-    proj = _fit_kmeans_centred(features, k, seed, mid_channels) if mid_channels else fit(features, k, seed)
+    fit = {"filters": _fit_filters, "kmeans": _fit_kmeans,
+           "kmeans-centred": functools.partial(_fit_kmeans_centred, mid_channels=mid_channels), "nmf": _fit_nmf}[method]
+    proj = fit(features, k, seed)
     model = PartModel(method, proj, torch.zeros(k), torch.ones(k), NMF_ITERATIONS if method == "nmf" else 0,
                       mid_channels=int(mid_channels))
     calibrate(model, features)

@@ -44,6 +44,20 @@ class KeypointMethod(Protocol):
     def __call__(self, images: Tensor, cache: dict | None = None) -> KeypointOutput: ...
 
 
+def _forward(model, images: Tensor, cache: dict | None, with_mid: bool) -> tuple[Tensor, ...]:
+    """One forward of the main network; fills ``cache["main"]`` (if empty), its seconds and, with
+    ``with_mid``, ``cache["mid"]``."""
+    start = time.perf_counter()
+    out = model.main(images, with_mid=True) if with_mid else model.main(images)
+    if cache is not None:
+        if "main" not in cache:
+            cache["main"] = tuple(out[:2])
+            cache["main_seconds"] = time.perf_counter() - start
+        if with_mid:
+            cache["mid"] = out[2]
+    return out
+
+
 def main_forward(model, images: Tensor, cache: dict | None) -> tuple[Tensor, Tensor]:
     """The main network's (logits (B, K), features (B, C, h, w)), computed once per batch.
 
@@ -53,18 +67,8 @@ def main_forward(model, images: Tensor, cache: dict | None) -> tuple[Tensor, Ten
     """
     if cache is not None and "main" in cache:
         return cache["main"]
-    start = time.perf_counter()
-    if getattr(getattr(model, "part_model", None), "mid_channels", 0):
-        logits, features, mid = model.main(images, with_mid=True)
-        out = (logits, features)
-        if cache is not None:
-            cache["mid"] = mid
-    else:
-        out = model.main(images)
-    if cache is not None:
-        cache["main"] = out
-        cache["main_seconds"] = time.perf_counter() - start
-    return out
+    with_mid = bool(getattr(getattr(model, "part_model", None), "mid_channels", 0))
+    return tuple(_forward(model, images, cache, with_mid)[:2])
 
 
 def mid_forward(model, images: Tensor, cache: dict | None) -> Tensor:
@@ -74,14 +78,7 @@ def mid_forward(model, images: Tensor, cache: dict | None) -> Tensor:
     the network runs once more."""
     if cache is not None and "mid" in cache:
         return cache["mid"]
-    start = time.perf_counter()
-    logits, features, mid = model.main(images, with_mid=True)
-    if cache is not None:
-        if "main" not in cache:
-            cache["main"] = (logits, features)
-            cache["main_seconds"] = time.perf_counter() - start
-        cache["mid"] = mid
-    return mid
+    return _forward(model, images, cache, True)[2]
 
 
 def replica_forward(model, images: Tensor, main_out: tuple[Tensor, Tensor], cache: dict | None) -> Tensor | None:
