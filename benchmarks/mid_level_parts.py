@@ -10,14 +10,19 @@ changes only the descriptor of a cell:
 * ``block15``: the last MBConv block's output before the head conv (320 channels, 14 x 14);
 * ``block10``: the last stride-16 block's output (112 channels, 28 x 28, 2 x 2 average-pooled);
 * ``final+block10``: both, each centred and L2-normalised, concatenated.
+* ``final+block10@28``: the same on the 28 x 28 grid (quality log section 39): block 10 at its own
+  resolution, the final map bilinearly upsampled x 2, 64 foreground cells per image (the share 16
+  of 196 has), parts located and assigned on 16-px cells. Needs ``cache --native``.
 
     python benchmarks/named_landmarks.py cache --data ../shared/data/cub50 --methods channel-mean --splits train,test --cache runs/nl-cm
     python benchmarks/mid_level_parts.py cache --data ../shared/data/cub50 --cache runs/nl-cm --splits train
+    python benchmarks/mid_level_parts.py cache --data ../shared/data/cub50 --cache runs/nl-cm --splits train --native
     python benchmarks/mid_level_parts.py study --cache runs/nl-cm --k 8 [--protocol test]
 
 ``cache`` runs the torch main network over the same images as the ``named_landmarks`` cache
 (same split, same order), with forward hooks on blocks 10 and 15, and writes
-``mid-SPLIT-NNN.pt`` (float16). ``study`` prints Kp / NMI / ARI (nearest keypoint) and NMI_map /
+``mid-SPLIT-NNN.pt`` (float16; with ``--native`` block 10 unpooled, 28 x 28, in
+``native-SPLIT-NNN.pt``). ``study`` prints Kp / NMI / ARI (nearest keypoint) and NMI_map /
 ARI_map (the part maps read at each landmark, PDiscoNet's protocol) per descriptor: protocol
 ``halves`` fits on the even train images and scores the odd ones, ``test`` fits on all train
 images and scores the test split.
@@ -47,6 +52,8 @@ from named_landmarks import CHUNK, load_split, take
 
 BLOCKS = {"block10": 10, "block15": 15}
 VARIANTS = ("final", "block15", "block10", "final+block10")
+#: Suffix of a variant on the stride-16 grid, and its foreground cells per image (16 of 196 -> 64 of 784).
+NATIVE, NATIVE_CELLS = "@28", 64
 
 
 def cache(args) -> None:
@@ -63,7 +70,7 @@ def cache(args) -> None:
         for split in args.splits.split(","):
             ds = CUBDataset(args.data, split, eval_transform(cfg.image_size, cfg.mean, cfg.std))
             for start in range(0, len(ds), CHUNK):
-                path = Path(args.cache) / f"mid-{split}-{start // CHUNK:03d}.pt"
+                path = Path(args.cache) / f"{'native' if args.native else 'mid'}-{split}-{start // CHUNK:03d}.pt"
                 if path.exists():
                     continue
                 t0 = time.perf_counter()
@@ -73,8 +80,12 @@ def cache(args) -> None:
                     images = torch.stack([ds[j]["image"] for j in idx[i:i + 8]]).contiguous(memory_format=torch.channels_last)
                     with torch.inference_mode():
                         net(images)
-                    out["block10"].append(F.avg_pool2d(got["block10"].float(), 2).half())
-                    out["block15"].append(got["block15"].float().half())
+                    if args.native:
+                        out["block10"].append(got["block10"].float().half())
+                    else:
+                        out["block10"].append(F.avg_pool2d(got["block10"].float(), 2).half())
+                        out["block15"].append(got["block15"].float().half())
+                out = {("block10" + NATIVE if args.native else k): v for k, v in out.items() if v}
                 atomic_torch_save({"indices": torch.tensor(idx), **{k: torch.cat(v).contiguous() for k, v in out.items()}},
                                   path)
                 print(f"{path.name}: {len(idx)} images, {time.perf_counter() - t0:.0f} s", flush=True)
@@ -83,30 +94,46 @@ def cache(args) -> None:
             h.remove()
 
 
-def load_mid(cache_dir: str, split: str) -> dict:
-    chunks = sorted(Path(cache_dir).glob(f"mid-{split}-*.pt"))
+def load_mid(cache_dir: str, split: str, prefix: str = "mid") -> dict:
+    chunks = sorted(Path(cache_dir).glob(f"{prefix}-{split}-*.pt"))
     if not chunks:
         raise SystemExit(f"no mid-level maps of {split} in {cache_dir}; run the cache step first")
     parts = [torch.load(c, weights_only=True) for c in chunks]
     return {key: torch.cat([p[key] for p in parts]) for key in parts[0]}
 
 
+def grid(d: dict, variant: str) -> tuple[int, int]:
+    """(h, w) of ``variant``'s part maps: the final map's, doubled on the stride-16 grid."""
+    h, w = d["features"].shape[-2:]
+    return (2 * h, 2 * w) if variant.endswith(NATIVE) else (h, w)
+
+
+def foreground_cells(variant: str) -> int:
+    return NATIVE_CELLS if variant.endswith(NATIVE) else FOREGROUND_CELLS
+
+
 def descriptors(d: dict, variant: str, rows: slice | torch.Tensor) -> torch.Tensor:
     """(n, hw, D) float32 cell descriptors of ``variant`` for the images ``rows`` (centred on each
     image's foreground mean and L2-normalised: lmpcli.parts.centred_cells), and the final map's
-    (n, hw) channel sums that choose the foreground and weight the responses."""
-    final = d["features"][rows].float().flatten(2).transpose(1, 2)
+    (n, hw) channel sums that choose the foreground and weight the responses. A ``@28`` variant
+    reads the final map bilinearly upsampled x 2 and the unpooled block 10."""
+    native = variant.endswith(NATIVE)
+    final = d["features"][rows].float()
+    if native:
+        final = F.interpolate(final, scale_factor=2, mode="bilinear", align_corners=False)
+    final = final.flatten(2).transpose(1, 2)
     energy = final.sum(-1)
     pieces = []
-    for name in variant.split("+"):
-        f = final if name == "final" else d[name][rows].float().flatten(2).transpose(1, 2)
-        pieces.append(centred_cells(f, energy))
+    for name in variant.removesuffix(NATIVE).split("+"):
+        key = name + NATIVE if native and name != "final" else name
+        f = final if name == "final" else d[key][rows].float().flatten(2).transpose(1, 2)
+        pieces.append(centred_cells(f, energy, foreground_cells(variant)))
     return F.normalize(torch.cat(pieces, -1), dim=-1), energy
 
 
 def responses(d: dict, variant: str, centroids: torch.Tensor, chunk: int = 64) -> torch.Tensor:
     """(N, K, h, w) part maps: cosine to each centroid (clamped at 0) x the final map's energy ratio."""
-    n, h, w = len(d["features"]), *d["features"].shape[-2:]
+    n, (h, w) = len(d["features"]), grid(d, variant)
     out = []
     for i in range(0, n, chunk):
         x, energy = descriptors(d, variant, slice(i, i + chunk))
@@ -123,7 +150,7 @@ def fit(d: dict, variant: str, k: int, seed: int) -> PartModel:
     x = []
     for i in range(0, len(d["features"]), 64):
         desc, energy = descriptors(d, variant, slice(i, i + 64))
-        top = energy.topk(FOREGROUND_CELLS, -1).indices
+        top = energy.topk(foreground_cells(variant), -1).indices
         x.append(desc.gather(1, top[..., None].expand(-1, -1, desc.shape[-1])).reshape(-1, desc.shape[-1]))
     km = KMeans(k, n_init=3, random_state=seed).fit(F.normalize(torch.cat(x), dim=1).numpy())
     centroids = F.normalize(torch.as_tensor(km.cluster_centers_, dtype=torch.float32), dim=1)
@@ -145,11 +172,17 @@ def study(args) -> None:
     torch.set_num_threads(args.threads)
     model, _ = load_model(args.weights)
     s, cc = model.config.image_size, model.cell_centre()
-    train = load_split(args.cache, "train", features=True) | load_mid(args.cache, "train")
+    native = any(v.endswith(NATIVE) for v in args.variants.split(","))
+
+    def maps(split: str) -> dict:
+        return (load_split(args.cache, split, features=True) | load_mid(args.cache, split)
+                | (load_mid(args.cache, split, "native") if native else {}))
+
+    train = maps("train")
     if args.protocol == "halves":
         fit_d, test_d = take(train, torch.arange(0, len(train["indices"]), 2)), take(train, torch.arange(1, len(train["indices"]), 2))
     else:
-        fit_d, test_d = train, load_split(args.cache, "test", features=True) | load_mid(args.cache, "test")
+        fit_d, test_d = train, maps("test")
     cells = []
     for variant in args.variants.split(","):
         t0 = time.perf_counter()
@@ -162,12 +195,13 @@ def study(args) -> None:
         lm = torch.arange(vis.shape[1]).expand_as(vis)
         nmi_map, ari_map = assignment_scores(lm[vis].numpy(), ids[vis].numpy())
         absent = 100 * xy_test[..., 0].isnan().float().mean().item()
+        background = 100 * (ids[vis] == pm.k).float().mean().item()  # visible landmarks no part claims
         cells.append([variant, *(f"{r['p'][c]:.2f}" for c in ("Kp", "NMI", "ARI")), f"{nmi_map:.2f}", f"{ari_map:.2f}",
-                      f"{absent:.1f}", f"{fit_s:.0f}"])
+                      f"{absent:.1f}", f"{background:.1f}", f"{fit_s:.0f}"])
         print(cells[-1], flush=True)
     emit_table(f"kmeans-centred parts by descriptor, K = {args.k}, protocol {args.protocol}: fit on "
                f"{len(fit_d['indices'])} images, scored on {len(test_d['indices'])}",
-               ["descriptor", "Kp", "NMI", "ARI", "NMI_map", "ARI_map", "absent (%)", "fit (s)"], cells, args.out)
+               ["descriptor", "Kp", "NMI", "ARI", "NMI_map", "ARI_map", "absent (%)", "background (%)", "fit (s)"], cells, args.out)
 
 
 def main() -> None:
@@ -182,6 +216,7 @@ def main() -> None:
     ap.add_argument("--variants", default=",".join(VARIANTS))
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--native", action="store_true", help="cache: store block 10 unpooled (28 x 28) for the @28 variants")
     ap.add_argument("--out", default=None, help="also write the markdown table here")
     args = ap.parse_args()
     if args.step == "cache":

@@ -253,19 +253,20 @@ def _foreground_mean(f: Tensor, energy: Tensor, cells: int | None = None) -> Ten
     return f.gather(1, top[..., None].expand(-1, -1, f.shape[-1])).mean(1)
 
 
-def centred_cells(f: Tensor, energy: Tensor | None = None) -> Tensor:
+def centred_cells(f: Tensor, energy: Tensor | None = None, cells: int | None = None) -> Tensor:
     """The cell descriptors ``kmeans-centred`` compares: each image's cells minus the mean of its
-    :data:`FOREGROUND_CELLS` strongest cells (by channel sum), L2-normalised.
+    ``cells`` strongest cells (by channel sum), L2-normalised.
 
     Args:
         f: (B, hw, C) float32 cell descriptors of the final-conv maps.
         energy: (B, hw) channel sums (computed when None).
+        cells: foreground cells per image; None: :data:`FOREGROUND_CELLS`.
 
     Returns:
         (B, hw, C) float32 unit vectors.
     """
     energy = f.sum(-1) if energy is None else energy
-    return torch.nn.functional.normalize(f - _foreground_mean(f, energy)[:, None, :], dim=-1)
+    return torch.nn.functional.normalize(f - _foreground_mean(f, energy, cells)[:, None, :], dim=-1)
 
 
 def centred_descriptors(f: Tensor, energy: Tensor, mid_channels: int = 0) -> Tensor:
