@@ -65,7 +65,8 @@ class EfficientNetLiteFeatures(nn.Module):
 
     def forward(self, x: Tensor, with_mid: bool = False) -> Tensor | tuple[Tensor, Tensor]:
         """(B, 3, H, W) -> final-conv maps (B, C, h, w); with ``with_mid`` also the mid-level map
-        (:func:`mid_level_map`: the last stride-16 block's output on the final grid)."""
+        (B, C', H/16, W/16): the last stride-16 block's output at its own resolution (part models
+        pool it onto the final grid or read it as it is: :func:`lmpcli.parts.stack_maps`)."""
         x = self.stem(x)
         n = len(self.blocks)
         mid = None
@@ -74,7 +75,7 @@ class EfficientNetLiteFeatures(nn.Module):
             if i == self._last_stride2 - 1:
                 mid = x
         x = self.head(x)
-        return (x, mid_level_map(mid, x)) if with_mid else x
+        return (x, mid) if with_mid else x
 
     def stages(self) -> list[nn.Module]:
         """Modules in input-to-output order, for freezing the first ``n`` of them."""
@@ -166,15 +167,15 @@ class ResNetFeatures(nn.Module):
         self.mid_channels = self.out_channels // 2  # layer3's output (layer4 doubles the width)
 
     def forward(self, x: Tensor, with_mid: bool = False) -> Tensor | tuple[Tensor, Tensor]:
-        """(B, 3, H, W) -> (B, C, H/32, W/32); with ``with_mid`` also layer3's map on that grid
-        (:func:`mid_level_map`)."""
+        """(B, 3, H, W) -> (B, C, H/32, W/32); with ``with_mid`` also layer3's map (B, C / 2, H/16, W/16)
+        at its own resolution (:func:`lmpcli.parts.stack_maps`)."""
         x = self.stem(x)
         mid = None
         for i, layer in enumerate(self.layers):
             x = layer(x)
             if i == 2:
                 mid = x
-        return (x, mid_level_map(mid, x)) if with_mid else x
+        return (x, mid) if with_mid else x
 
     def stages(self) -> list[nn.Module]:
         return [self.stem, *self.layers]

@@ -28,9 +28,10 @@ BACKENDS = ("auto", "torch", "onnxruntime")
 NORMALIZE_MODES = ("filter", "tile", "grid")
 #: Part-model fitting methods of :func:`lmpcli.parts.fit_part_model`.
 PART_METHODS = ("filters", "kmeans", "kmeans-centred", "nmf")
-#: Maps a part model reads (lmpcli.parts): the final-conv map, or also the mid-level map (the default
-#: where the method can read it: lmpcli.parts.resolve_part_maps).
-PART_MAPS = ("final", "final+mid")
+#: Maps a part model reads (lmpcli.parts): the final-conv map; also the mid-level map, pooled onto the
+#: final grid; or both on the mid-level map's finer grid (the default where the method can read the
+#: mid-level map: lmpcli.parts.resolve_part_maps).
+PART_MAPS = ("final", "final+mid", "final+mid-fine")
 #: Part-model fitting methods that can read the mid-level map.
 MID_MAP_METHODS = ("kmeans-centred",)
 #: Frames named landmarks are normalised by (:mod:`lmpcli.named_landmarks`; first: the default).

@@ -105,8 +105,8 @@ class LMPNet(nn.Module):
 
     def forward(self, images: Tensor, with_mid: bool = False) -> tuple[Tensor, ...]:
         """Returns (logits (B, K), feature maps (B, C, h, w)), and with ``with_mid`` also the
-        mid-level map (B, C', h, w) (:func:`lmpcli.backbones.mid_level_map`; part models with
-        ``mid_channels`` read it).
+        mid-level map (B, C', H/16, W/16) at its own resolution (the last stride-16 block; part
+        models with ``mid_channels`` read it through :func:`lmpcli.parts.stack_maps`).
 
         At output stride 16 the logits pool the stride-32 map contained in the dense one
         (``backbone.as_trained``), so classification is exactly the trained model's.

@@ -22,12 +22,16 @@ Fitting methods (docs/quality-log.md section 30 chose between them by measuremen
   Factorization, Collins et al. ECCV 2018); a part's map is the image's coefficient map, from
   multiplicative updates with the fitted basis fixed.
 
-``kmeans-centred`` can also read a mid-level map beside the final one (``maps="final+mid"``,
-``PartModel.mid_channels``): the last stride-16 block's output, average-pooled onto the final
-grid (:func:`lmpcli.backbones.mid_level_map`; 112 channels on Lite0). Each map's descriptors are
-centred and normalised on their own and then concatenated; the foreground cells and the energy
-weighting still come from the final map. At K = 16 this raised NMI / ARI on the part maps by 8.7 /
-7.2 points on the cub50 test split (quality log section 38, item 5b).
+``kmeans-centred`` can also read a mid-level map beside the final one (``PartModel.mid_channels``):
+the last stride-16 block's output (112 channels on Lite0). With ``maps="final+mid"`` it is
+average-pooled onto the final grid (:func:`lmpcli.backbones.mid_level_map`, ``grid="final"``);
+with ``maps="final+mid-fine"`` (the default) the final map is bilinearly upsampled onto the
+mid-level map's grid instead (``grid="mid"``: 28 x 28 cells of 16 px at 448 px), so parts have
+borders twice as fine. Each map's descriptors are centred and normalised on their own and then
+concatenated; the foreground cells and the energy weighting still come from the final map (on the
+fine grid: 4 x :data:`FOREGROUND_CELLS` cells, the same share of the map). At K = 16 the pooled
+mid-level map raised NMI / ARI on the part maps by 8.7 / 7.2 points on the cub50 test split
+(quality log section 38, item 5b) and the fine grid by 4.6 / 5.9 more (section 39).
 
 At test time part j sits at the 3 x 3 sub-cell centroid of its map's peak; it is visible when the
 peak reaches ``threshold[j]`` and reported absent (NaN) otherwise, never invented.
@@ -49,8 +53,11 @@ from .settings import TRAIN_DEFAULTS
 
 #: Checkpoint key holding :meth:`PartModel.to_dict`.
 CHECKPOINT_KEY = "parts"
-#: Cells per image whose descriptors ``kmeans`` and ``nmf`` fit on: the strongest by channel sum.
+#: Cells per image whose descriptors ``kmeans`` and ``nmf`` fit on: the strongest by channel sum
+#: (on the final grid; :func:`foreground_cells` scales it to the fine grid).
 FOREGROUND_CELLS = 16
+#: Grids a part model's maps can lie on: the final-conv map's, or the mid-level map's (finer).
+PART_GRIDS = ("final", "mid")
 #: Visible when the peak reaches this fraction of the part's median training peak.
 VISIBLE_FRACTION = 0.3
 #: Multiplicative updates of the ``nmf`` coefficients at test time.
@@ -74,8 +81,11 @@ class PartModel:
         iterations: multiplicative updates for ``nmf`` (0 for the linear methods).
         meta: plain data about the fit (images, seconds, data folder).
         mid_channels: channels of the mid-level map the model also reads (``kmeans-centred``
-            with ``maps="final+mid"``); 0: the final-conv map only. The maps it is given are then
-            the final map and the mid-level map stacked along channels (:func:`stack_maps`).
+            with ``maps="final+mid"`` or ``"final+mid-fine"``); 0: the final-conv map only. The
+            maps it is given are then the final map and the mid-level map stacked along channels
+            on its :attr:`grid` (:func:`stack_maps`).
+        grid: :data:`PART_GRIDS`: ``"final"``, the maps lie on the final-conv map's grid;
+            ``"mid"``, on the mid-level map's (``maps="final+mid-fine"``).
     """
 
     method: str
@@ -85,11 +95,18 @@ class PartModel:
     iterations: int = 0
     meta: dict | None = None
     mid_channels: int = 0
+    grid: str = "final"
 
     @property
     def maps(self) -> str:
-        """Which maps the model reads: ``"final"`` or ``"final+mid"`` (:data:`PART_MAPS`)."""
-        return "final+mid" if self.mid_channels else "final"
+        """Which maps the model reads, on which grid: ``"final"``, ``"final+mid"`` or
+        ``"final+mid-fine"`` (:data:`PART_MAPS`)."""
+        return "final" if not self.mid_channels else "final+mid-fine" if self.grid == "mid" else "final+mid"
+
+    @property
+    def foreground_cells(self) -> int:
+        """Foreground cells per image its descriptors are centred on (:func:`foreground_cells`)."""
+        return foreground_cells(self.grid)
 
     @property
     def k(self) -> int:
@@ -100,7 +117,8 @@ class PartModel:
         """Plain tensors / strings / numbers for the checkpoint (``weights_only`` loadable)."""
         return {"method": self.method, "projection": self.projection.float().contiguous(),
                 "threshold": self.threshold.float(), "scale": self.scale.float(),
-                "iterations": int(self.iterations), "meta": dict(self.meta or {}), "mid_channels": int(self.mid_channels)}
+                "iterations": int(self.iterations), "meta": dict(self.meta or {}), "mid_channels": int(self.mid_channels),
+                "grid": str(self.grid)}
 
     @classmethod
     def from_dict(cls, d: dict) -> PartModel:
@@ -111,7 +129,8 @@ class PartModel:
         """
         try:
             model = cls(str(d["method"]), d["projection"].float(), d["threshold"].float(), d["scale"].float(),
-                        int(d.get("iterations", 0)), dict(d.get("meta") or {}), int(d.get("mid_channels", 0)))
+                        int(d.get("iterations", 0)), dict(d.get("meta") or {}), int(d.get("mid_channels", 0)),
+                        str(d.get("grid", "final")))
         except (KeyError, AttributeError, TypeError) as e:
             raise PartModelError(f"not a part model: {e}") from e
         if model.projection.ndim != 2 or model.threshold.shape != (model.k,) or model.scale.shape != (model.k,):
@@ -120,6 +139,9 @@ class PartModel:
                                    or model.mid_channels >= model.projection.shape[1]):
             raise PartModelError(f"a part model reading the mid-level map must be {', '.join(MID_MAP_METHODS)} "
                                  "with fewer mid-level than total channels")
+        if model.grid not in PART_GRIDS or (model.grid == "mid" and not model.mid_channels):
+            raise PartModelError(f"part model grid {model.grid!r}: one of {', '.join(PART_GRIDS)}, "
+                                 "and 'mid' only with a mid-level map")
         return model
 
     def responses(self, features: Tensor) -> Tensor:
@@ -127,7 +149,8 @@ class PartModel:
 
         Args:
             features: (B, C, h, w) final-conv maps of the main network (any float dtype); with
-                :attr:`mid_channels`, the final and mid-level maps stacked (:func:`stack_maps`).
+                :attr:`mid_channels`, the final and mid-level maps stacked on :attr:`grid`
+                (:func:`stack_maps`).
 
         Returns:
             (B, K, h, w) float32, non-negative.
@@ -144,7 +167,7 @@ class PartModel:
             r = _nmf_coefficients(f.reshape(-1, c), p, self.iterations).reshape(b, h * w, -1)
         elif self.method == "kmeans-centred":
             energy = f[..., : c - self.mid_channels].sum(-1)  # (B, hw) of the final map
-            r = (centred_descriptors(f, energy, self.mid_channels) @ p.T).clamp_min(0) \
+            r = (centred_descriptors(f, energy, self.mid_channels, self.foreground_cells) @ p.T).clamp_min(0) \
                 * (energy / energy.amax(-1, keepdim=True).clamp_min(1e-12))[..., None]
         else:
             r = (f @ p.T).clamp_min(0)
@@ -222,14 +245,23 @@ def _nmf_coefficients(v: Tensor, h: Tensor, iterations: int) -> Tensor:
 
 @torch.inference_mode()
 def extract_features(model, loader, progress: Progress | None = None,
-                     with_mid: bool = False) -> Iterator[tuple[dict, Tensor]]:
+                     with_mid: bool = False, grid: str = "final") -> Iterator[tuple[dict, Tensor]]:
     """Yield (batch, main-network final-conv maps (B, C, h, w) float32 CPU) for each batch of ``loader``.
 
     Runs the main network only (the part model does not use the replica), in channels_last
     memory format under :func:`torch.inference_mode`. Batches without images (all unreadable)
-    are skipped. With ``with_mid`` the maps are the final and the mid-level map stacked
-    (:func:`stack_maps`), (B, C + C', h, w).
+    are skipped. With ``with_mid`` the maps are the final and the mid-level map stacked on
+    ``grid`` (:func:`stack_maps`), (B, C + C', h, w).
     """
+    for batch, final, mid in _network_maps(model, loader, progress, with_mid):
+        yield batch, stack_maps(final, mid, grid).contiguous()
+
+
+@torch.inference_mode()
+def _network_maps(model, loader, progress: Progress | None,
+                  with_mid: bool) -> Iterator[tuple[dict, Tensor, Tensor | None]]:
+    """:func:`extract_features` before stacking: (batch, final maps (B, C, h, w), mid-level maps
+    (B, C', H', W') at their own resolution or None), float32 CPU."""
     progress = progress or NullProgress()
     net = model.main.to(memory_format=torch.channels_last)
     device = next(net.parameters()).device
@@ -240,9 +272,15 @@ def extract_features(model, loader, progress: Progress | None = None,
             continue
         images = images.to(device).contiguous(memory_format=torch.channels_last)
         out = net(images, with_mid=True) if with_mid else net(images)
-        features = stack_maps(out[1], out[2] if with_mid else None).float().contiguous().cpu()
         progress.advance(len(images) + (len(batch.get("errors", ())) if isinstance(batch, dict) else 0))
-        yield batch, features
+        yield batch, out[1].float().contiguous().cpu(), (out[2].float().contiguous().cpu() if with_mid else None)
+
+
+def foreground_cells(grid: str = "final") -> int:
+    """Foreground cells per image on ``grid`` (:data:`PART_GRIDS`): :data:`FOREGROUND_CELLS` on the
+    final grid, 4 x as many on the mid-level grid (twice as fine each way: the same share of the map;
+    quality log section 39). Read at call time."""
+    return FOREGROUND_CELLS * (4 if grid == "mid" else 1)
 
 
 def _foreground_mean(f: Tensor, energy: Tensor, cells: int | None = None) -> Tensor:
@@ -269,7 +307,7 @@ def centred_cells(f: Tensor, energy: Tensor | None = None, cells: int | None = N
     return torch.nn.functional.normalize(f - _foreground_mean(f, energy, cells)[:, None, :], dim=-1)
 
 
-def centred_descriptors(f: Tensor, energy: Tensor, mid_channels: int = 0) -> Tensor:
+def centred_descriptors(f: Tensor, energy: Tensor, mid_channels: int = 0, cells: int | None = None) -> Tensor:
     """``kmeans-centred``'s cell descriptors: :func:`centred_cells` of the final map, or with
     ``mid_channels`` the final map's and the mid-level map's, each centred and normalised on its own,
     concatenated and L2-normalised (equal weight).
@@ -277,20 +315,48 @@ def centred_descriptors(f: Tensor, energy: Tensor, mid_channels: int = 0) -> Ten
     Args:
         f: (B, hw, C) float32 cell descriptors; the last ``mid_channels`` are the mid-level map's.
         energy: (B, hw) the final map's channel sums (choose the foreground cells).
+        cells: foreground cells per image (None: :data:`FOREGROUND_CELLS`; :func:`foreground_cells`).
 
     Returns:
         (B, hw, C) float32 unit vectors.
     """
     if not mid_channels:
-        return centred_cells(f, energy)
-    pieces = (centred_cells(f[..., :-mid_channels], energy), centred_cells(f[..., -mid_channels:], energy))
+        return centred_cells(f, energy, cells)
+    pieces = (centred_cells(f[..., :-mid_channels], energy, cells), centred_cells(f[..., -mid_channels:], energy, cells))
     return torch.nn.functional.normalize(torch.cat(pieces, -1), dim=-1)
 
 
-def stack_maps(features: Tensor, mid: Tensor | None) -> Tensor:
-    """The maps a part model reads: (B, C, h, w) final maps, or with ``mid`` (B, C', h, w) both
-    stacked along channels, (B, C + C', h, w)."""
-    return features if mid is None else torch.cat([features, mid.to(features.dtype)], 1)
+def stack_maps(features: Tensor, mid: Tensor | None, grid: str = "final") -> Tensor:
+    """The maps a part model reads: the final maps, or with ``mid`` both stacked along channels.
+
+    Args:
+        features: (B, C, h, w) final-conv maps.
+        mid: None, or (B, C', H', W') the mid-level map at its own resolution (the network's
+            third output; H' = 2h at output stride 32, h at 16).
+        grid: :data:`PART_GRIDS`: ``"final"`` pools ``mid`` onto the final grid
+            (:func:`lmpcli.backbones.mid_level_map`); ``"mid"`` upsamples ``features`` bilinearly
+            onto the mid-level grid (``align_corners=False``: cell centres stay at tile centres).
+
+    Returns:
+        (B, C, h, w) without ``mid``; (B, C + C', h, w) on ``"final"``; (B, C + C', H', W') on ``"mid"``;
+        ``features``' dtype.
+
+    Raises:
+        PartModelError: an unknown ``grid``.
+    """
+    from .backbones import mid_level_map
+
+    if grid not in PART_GRIDS:
+        raise PartModelError(f"unknown part grid {grid!r}; choose one of {', '.join(PART_GRIDS)}")
+    if mid is None:
+        return features
+    mid = mid.to(features.dtype)
+    if grid == "final":
+        return torch.cat([features, mid_level_map(mid, features)], 1)
+    if tuple(features.shape[-2:]) != tuple(mid.shape[-2:]):
+        features = torch.nn.functional.interpolate(features, size=tuple(mid.shape[-2:]), mode="bilinear",
+                                                   align_corners=False)
+    return torch.cat([features, mid], 1)
 
 
 def calibrate(model: PartModel, features: Tensor, labelled: Tensor | None = None) -> Tensor:
@@ -312,9 +378,44 @@ def calibrate(model: PartModel, features: Tensor, labelled: Tensor | None = None
     return peaks
 
 
-def _chunks(features: Tensor, size: int = 64) -> Iterator[Tensor]:
+def _chunks(features: Tensor | StackedMaps, size: int = 64) -> Iterator[Tensor]:
     for i in range(0, len(features), size):
         yield features[i: i + size].float()
+
+
+@dataclass
+class StackedMaps:
+    """The maps of N images for a part model, each kept at its own resolution and stacked on
+    ``grid`` one slice at a time (:func:`stack_maps`): on the fine grid the upsampled final map
+    would take 4 x the memory of the maps it comes from.
+
+    Attributes:
+        final: (N, C, h, w) final-conv maps (float16 or float32).
+        mid: (N, C', H', W') mid-level maps at their own resolution.
+        grid: :data:`PART_GRIDS`.
+
+    ``maps[i:j]`` is the (j - i, C + C', H, W) float32 stack; ``len``, ``shape`` and ``ndim`` are
+    those of the full stack, so :func:`fit_part_model` and :func:`calibrate` take it for a tensor.
+    """
+
+    final: Tensor
+    mid: Tensor
+    grid: str = "final"
+
+    ndim = 4
+
+    def __len__(self) -> int:
+        return len(self.final)
+
+    @property
+    def shape(self) -> torch.Size:
+        hw = self.mid.shape[-2:] if self.grid == "mid" else self.final.shape[-2:]
+        return torch.Size((len(self.final), self.final.shape[1] + self.mid.shape[1], *hw))
+
+    def __getitem__(self, rows: slice) -> Tensor:
+        if not isinstance(rows, slice):
+            raise TypeError("StackedMaps takes slices of images only")
+        return stack_maps(self.final[rows].float(), self.mid[rows].float(), self.grid)
 
 
 def foreground_descriptors(features: Tensor, cells: int = FOREGROUND_CELLS) -> Tensor:
@@ -366,17 +467,18 @@ def _fit_kmeans(features: Tensor, k: int, seed: int) -> Tensor:
     return torch.nn.functional.normalize(torch.as_tensor(centres, dtype=torch.float32), dim=1)
 
 
-def _fit_kmeans_centred(features: Tensor, k: int, seed: int, mid_channels: int = 0) -> Tensor:
+def _fit_kmeans_centred(features: Tensor, k: int, seed: int, mid_channels: int = 0, grid: str = "final") -> Tensor:
     from sklearn.cluster import KMeans
 
     x = []
+    n_cells = foreground_cells(grid)
     for f in _chunks(features):
         flat = f.flatten(2).transpose(1, 2)  # (n, hw, C)
         energy = flat[..., : flat.shape[-1] - mid_channels].sum(-1)
-        top = energy.topk(min(FOREGROUND_CELLS, energy.shape[-1]), -1).indices  # (n, cells)
+        top = energy.topk(min(n_cells, energy.shape[-1]), -1).indices  # (n, cells)
         cells = flat.gather(1, top[..., None].expand(-1, -1, flat.shape[-1]))  # (n, cells, C)
         # the foreground cells are their own strongest cells: centred on their mean, as every cell is at test time
-        desc = centred_descriptors(cells, energy.gather(1, top), mid_channels)
+        desc = centred_descriptors(cells, energy.gather(1, top), mid_channels, n_cells)
         x.append(desc.reshape(-1, flat.shape[-1]))
     x = torch.nn.functional.normalize(torch.cat(x), dim=1).numpy()
     centres = KMeans(k, n_init=3, random_state=seed).fit(x).cluster_centers_
@@ -391,26 +493,28 @@ def _fit_nmf(features: Tensor, k: int, seed: int) -> Tensor:
                            dtype=torch.float32)
 
 
-def fit_part_model(features: Tensor, k: int = 8, method: str = "nmf", seed: int = 0,
-                   mid_channels: int = 0) -> PartModel:
+def fit_part_model(features: Tensor | StackedMaps, k: int = 8, method: str = "nmf", seed: int = 0,
+                   mid_channels: int = 0, grid: str = "final") -> PartModel:
     """Fit K parts to the main network's maps of training images (no keypoint labels).
 
     Args:
         features: (N, C, h, w) final-conv maps (float16 or float32; N >= 2 images); with
-            ``mid_channels``, the final and mid-level maps stacked (:func:`stack_maps`).
+            ``mid_channels``, the final and mid-level maps stacked on ``grid`` (:func:`stack_maps`,
+            or a :class:`StackedMaps`).
         k: number of parts, >= 1.
         method: one of :data:`PART_METHODS` (see the module docstring).
         seed: random state of the clustering / factorisation.
         mid_channels: the last ``mid_channels`` of ``features`` are the mid-level map
             (``kmeans-centred`` only; module docstring); 0: the final map only.
+        grid: :data:`PART_GRIDS`, the grid ``features`` lie on (``"mid"`` needs ``mid_channels``).
 
     Returns:
         :class:`PartModel` whose thresholds come from these images: visible at
         :data:`VISIBLE_FRACTION` of the median peak, score 1 at the 95th percentile.
 
     Raises:
-        PartModelError: unknown method, K < 1, fewer than 2 images, too few active filters, or
-            ``mid_channels`` with another method than ``kmeans-centred``.
+        PartModelError: unknown method, K < 1, fewer than 2 images, too few active filters,
+            ``mid_channels`` with another method than ``kmeans-centred``, or a bad ``grid``.
     """
     if method not in PART_METHODS:
         raise PartModelError(f"unknown part method {method!r}; choose one of {', '.join(PART_METHODS)}")
@@ -418,15 +522,18 @@ def fit_part_model(features: Tensor, k: int = 8, method: str = "nmf", seed: int 
         raise PartModelError(f"the mid-level map is read by {', '.join(MID_MAP_METHODS)} only, not {method!r}")
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise PartModelError(f"the number of parts must be a positive integer, got {k!r}")
+    if grid not in PART_GRIDS or (grid == "mid" and not mid_channels):
+        raise PartModelError(f"part grid {grid!r}: one of {', '.join(PART_GRIDS)}, and 'mid' only with a mid-level map")
     if features.ndim != 4 or len(features) < 2:
         raise PartModelError("fitting parts needs the (N, C, h, w) maps of at least 2 images")
-    if method != "filters" and len(features) * min(FOREGROUND_CELLS, features[0, 0].numel()) < k:
+    if method != "filters" and len(features) * min(foreground_cells(grid), features.shape[-2] * features.shape[-1]) < k:
         raise PartModelError(f"{len(features)} images give fewer foreground cells than {k} parts")
     fit = {"filters": _fit_filters, "kmeans": _fit_kmeans,
-           "kmeans-centred": functools.partial(_fit_kmeans_centred, mid_channels=mid_channels), "nmf": _fit_nmf}[method]
+           "kmeans-centred": functools.partial(_fit_kmeans_centred, mid_channels=mid_channels, grid=grid),
+           "nmf": _fit_nmf}[method]
     proj = fit(features, k, seed)
     model = PartModel(method, proj, torch.zeros(k), torch.ones(k), NMF_ITERATIONS if method == "nmf" else 0,
-                      mid_channels=int(mid_channels))
+                      mid_channels=int(mid_channels), grid=grid)
     calibrate(model, features)
     model.meta = {"images": len(features), "seed": int(seed)}
     return model
@@ -464,20 +571,20 @@ DEFAULT_PART_METHOD = "kmeans-centred"
 
 
 def resolve_part_maps(method: str | None, maps: str | None) -> str:
-    """The maps a part model of ``method`` reads: ``maps``, or by default (None) ``"final+mid"``
+    """The maps a part model of ``method`` reads: ``maps``, or by default (None) ``"final+mid-fine"``
     where the method can read the mid-level map (:data:`MID_MAP_METHODS`) and ``"final"`` otherwise
-    (quality log section 38, item 6). ``method`` None: :data:`DEFAULT_PART_METHOD`.
+    (quality log sections 38 item 6 and 39). ``method`` None: :data:`DEFAULT_PART_METHOD`.
 
     Raises:
-        PartModelError: ``maps`` not in :data:`PART_MAPS`, or ``"final+mid"`` with a method that
-            cannot read it.
+        PartModelError: ``maps`` not in :data:`PART_MAPS`, or a mid-level ``maps`` with a method
+            that cannot read it.
     """
     method = DEFAULT_PART_METHOD if method is None else method
     if maps is None:
-        return "final+mid" if method in MID_MAP_METHODS else "final"
+        return "final+mid-fine" if method in MID_MAP_METHODS else "final"
     if maps not in PART_MAPS:
         raise PartModelError(f"unknown part maps {maps!r}; choose one of {', '.join(PART_MAPS)}")
-    if maps == "final+mid" and method not in MID_MAP_METHODS:
+    if maps != "final" and method not in MID_MAP_METHODS:
         raise PartModelError(f"--maps {maps} with --method {method}: the mid-level map is read by "
                              f"{', '.join(MID_MAP_METHODS)} only")
     return str(maps)
@@ -494,24 +601,32 @@ def fit_parts_from_loader(model, loader, total: int, *, k: int = DEFAULT_PARTS, 
             (path, reason) pairs reported to ``on_error``) or ``(images, labels)`` tuples.
         total: images in ``loader``, for the progress bar.
         k, method, seed: see :func:`fit_part_model`.
-        maps: :data:`PART_MAPS`: ``"final"`` (the final-conv map) or ``"final+mid"`` (also the
-            mid-level map; ``kmeans-centred`` only); None: :func:`resolve_part_maps`.
+        maps: :data:`PART_MAPS`: ``"final"`` (the final-conv map), ``"final+mid"`` (also the
+            mid-level map, on the final grid) or ``"final+mid-fine"`` (both on the mid-level grid);
+            the last two ``kmeans-centred`` only; None: :func:`resolve_part_maps`. On the fine
+            grid the maps are kept at their own resolutions (:class:`StackedMaps`: about 0.7 MB
+            per image in float16 on Lite0 at 448 px).
 
     Raises:
         PartModelError: fewer than 2 readable images, unknown ``maps``, or see :func:`fit_part_model`.
     """
     import time
 
-    with_mid = resolve_part_maps(method, maps) == "final+mid"
+    maps = resolve_part_maps(method, maps)
+    with_mid, grid = maps != "final", "mid" if maps == "final+mid-fine" else "final"
 
     progress = progress or NullProgress()
     model.eval()
     start = time.perf_counter()
     progress.start("fit-parts (features)", total)
-    chunks = []
+    chunks, mids = [], []
     try:
-        for batch, features in extract_features(model, loader, progress, with_mid=with_mid):
-            chunks.append(features.half())
+        for batch, final, mid in _network_maps(model, loader, progress, with_mid):
+            if grid == "mid":  # each map at its own resolution, stacked a slice at a time (StackedMaps)
+                chunks.append(final.half())
+                mids.append(mid.half())
+            else:
+                chunks.append(stack_maps(final, mid, grid).half())
             for path, reason in (batch.get("errors", ()) if isinstance(batch, dict) else ()):
                 if on_error is not None:
                     on_error(path, reason)
@@ -521,7 +636,8 @@ def fit_parts_from_loader(model, loader, total: int, *, k: int = DEFAULT_PARTS, 
         raise PartModelError("fitting parts needs at least 2 readable images")
     extract_s = time.perf_counter() - start
     mid_channels = int(model.main.backbone.mid_channels) if with_mid else 0
-    part_model = fit_part_model(torch.cat(chunks), k, method, seed, mid_channels)
+    features = StackedMaps(torch.cat(chunks), torch.cat(mids), grid) if grid == "mid" else torch.cat(chunks)
+    part_model = fit_part_model(features, k, method, seed, mid_channels, grid)
     part_model.meta.update({"extract_seconds": round(extract_s, 1),
                             "fit_seconds": round(time.perf_counter() - start - extract_s, 1)})
     return part_model
@@ -543,7 +659,7 @@ def fit_parts(weights, data, out, *, k: int | None = None, method: str | None = 
         out: the new checkpoint. Never the input itself, even with ``overwrite``.
         k, method, seed: see :func:`fit_part_model`; None: :data:`DEFAULT_PARTS`,
             :data:`DEFAULT_PART_METHOD`.
-        maps: ``"final"`` or ``"final+mid"`` (see :func:`fit_parts_from_loader`); None:
+        maps: :data:`PART_MAPS` (see :func:`fit_parts_from_loader`); None:
             :func:`resolve_part_maps`.
         limit: use N images spread evenly over the list (every class of a CUB split).
         overwrite: replace an existing ``out`` (never the input).

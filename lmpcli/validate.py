@@ -434,12 +434,12 @@ def check_fit_parts_call(weights: str | os.PathLike, data: Sequence[str], *, out
 
     Raises:
         UsageError: a bad checkpoint file, an unknown device, ``limit`` < 2, missing training images,
-            ``--maps final+mid`` with a ``--method`` that cannot read the mid-level map
+            a mid-level ``--maps`` with a ``--method`` that cannot read the mid-level map
             (:data:`lmpcli.choices.MID_MAP_METHODS`; the library checks the same in
             :func:`lmpcli.parts.resolve_part_maps`), or an output that exists (without
             ``overwrite``), cannot be written or is the input checkpoint (even with ``overwrite``).
     """
-    if maps == "final+mid" and method is not None and method not in MID_MAP_METHODS:
+    if maps not in (None, "final") and method is not None and method not in MID_MAP_METHODS:
         raise UsageError(f"--maps {maps} with --method {method}: the mid-level map is read by "
                          f"{', '.join(MID_MAP_METHODS)} only")
     check_checkpoint_file(weights)

@@ -160,7 +160,7 @@ def test_export_command_writes_a_standalone_graph(tiny_checkpoint, tmp_path):
     np.testing.assert_allclose(logits, want[0].numpy(), atol=1e-4)
     np.testing.assert_allclose(maps, want[1].numpy(), atol=1e-4)
     np.testing.assert_allclose(mid, want[2].numpy(), atol=1e-4)
-    assert mid.shape[-2:] == maps.shape[-2:]  # the mid-level map on the final grid
+    assert mid.shape[-2:] == (2 * maps.shape[-2], 2 * maps.shape[-1])  # the mid-level map at stride 16
     r = runner.invoke(app, ["export", "--weights", str(tiny_checkpoint), "--format", "tflite", "--out", str(tmp_path / "x")])
     assert r.exit_code == 2 and "'tflite' is not one of" in r.output  # a usage error
 

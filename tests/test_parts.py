@@ -338,28 +338,100 @@ def test_centred_descriptors_reference_and_final_only_fit_unchanged():
 def test_mid_part_model_round_trips_and_is_checked():
     pm = PartModel("kmeans-centred", torch.rand(4, 40), torch.zeros(4), torch.ones(4), mid_channels=10)
     back = PartModel.from_dict(pm.to_dict())
-    assert back.mid_channels == 10 and back.maps == "final+mid"
+    assert back.mid_channels == 10 and back.maps == "final+mid" and back.grid == "final"
     old = pm.to_dict()
-    del old["mid_channels"]  # a part model written before the mid-level map
-    assert PartModel.from_dict(old).mid_channels == 0
+    del old["mid_channels"], old["grid"]  # a part model written before the mid-level map
+    assert PartModel.from_dict(old).mid_channels == 0 and PartModel.from_dict(old).grid == "final"
     with pytest.raises(PartModelError):
         PartModel.from_dict({**pm.to_dict(), "method": "nmf"})
+    fine = PartModel.from_dict({**pm.to_dict(), "grid": "mid"})
+    assert fine.maps == "final+mid-fine" and fine.foreground_cells == 64
+    for bad in ({"grid": "mid", "mid_channels": 0}, {"grid": "coarse"}):
+        with pytest.raises(PartModelError, match="grid"):
+            PartModel.from_dict({**pm.to_dict(), **bad})
+
+
+def test_stack_maps_pools_or_upsamples_onto_the_chosen_grid():
+    import torch.nn.functional as F
+
+    g = torch.Generator().manual_seed(3)
+    final, mid = torch.rand(2, 5, 3, 4, generator=g), torch.rand(2, 2, 6, 8, generator=g)
+    assert torch.equal(stack_maps(final, None, "mid"), final)
+    assert torch.equal(stack_maps(final, mid), torch.cat([final, F.avg_pool2d(mid, 2)], 1))
+    fine = stack_maps(final, mid, "mid")
+    assert fine.shape == (2, 7, 6, 8) and torch.equal(fine[:, 5:], mid)
+    # bilinear, align_corners=False: a fine cell inside the grid is 3/4 of its own coarse cell and
+    # 1/4 of the next one along each axis (cell centres stay at tile centres)
+    want = 0.75 * (0.75 * final[:, :, 1, 1] + 0.25 * final[:, :, 1, 2]) \
+        + 0.25 * (0.75 * final[:, :, 2, 1] + 0.25 * final[:, :, 2, 2])
+    torch.testing.assert_close(fine[:, :5, 3, 3], want)
+    same = torch.rand(2, 2, 3, 4, generator=g)  # output stride 16: the grids match, nothing resampled
+    assert torch.equal(stack_maps(final, same, "mid"), torch.cat([final, same], 1))
+    with pytest.raises(PartModelError, match="grid"):
+        stack_maps(final, mid, "coarse")
+
+
+def test_fine_grid_part_model_locates_planted_parts_on_16_px_cells():
+    """Known answer (quality log 39): three parts planted as 5 x 5 blobs on a 28 x 28 mid-level
+    map, the final 14 x 14 map its 2 x 2 average. The fine-grid model (28 x 28 part maps) puts
+    each part within one 16-px cell of where it was planted on every image that has it, and
+    fitting from :class:`StackedMaps` (each map at its own resolution) equals fitting from the
+    stacked tensor."""
+    import torch.nn.functional as F
+
+    from lmpcli.parts import StackedMaps
+
+    g = torch.Generator().manual_seed(1)
+    n = 80
+    mid = torch.rand(n, 30, 28, 28, generator=g) * 0.05
+    cells = torch.randint(2, 26, (n, 3, 2), generator=g)  # (x, y) of each blob's centre
+    for i in range(n):
+        for p in range(3):
+            if p == 2 and i % 4 == 0:
+                continue  # part 2 missing on every fourth image
+            x, y = cells[i, p].tolist()
+            act = 1 + torch.rand(10, 1, 1, generator=g)
+            mid[i, 10 * p: 10 * p + 10, y - 2: y + 3, x - 2: x + 3] += act / 2
+            mid[i, 10 * p: 10 * p + 10, y, x] += act[:, 0, 0] / 2
+    final = F.avg_pool2d(mid, 2) * (torch.rand(n, 1, 1, 1, generator=g) + 0.5)
+    present = torch.ones(n, 3, dtype=torch.bool)
+    present[::4, 2] = False
+    lazy = StackedMaps(final, mid, "mid")
+    both = stack_maps(final, mid, "mid")
+    assert lazy.shape == both.shape == (80, 60, 28, 28) and torch.equal(lazy[3:7], both[3:7])
+    fine = fit_part_model(lazy, 3, "kmeans-centred", mid_channels=30, grid="mid")
+    assert fine.maps == "final+mid-fine"
+    torch.testing.assert_close(fit_part_model(both, 3, "kmeans-centred", mid_channels=30, grid="mid").projection,
+                               fine.projection)
+    xy, _, visible = part_keypoints(fine, both, (448, 448))
+    assert xy.shape == (80, 3, 2)
+    dist = ((xy / 16 - 0.5)[:, :, None] - cells[:, None].float()).abs().amax(-1)  # (n, fitted, planted) in 16-px cells
+    near = (dist <= 1).float()
+    match = [int(near[:, j].sum(0).argmax()) for j in range(3)]
+    assert sorted(match) == [0, 1, 2]  # one fitted part per planted part
+    for j, p in enumerate(match):
+        assert near[present[:, p], j, p].mean() >= 0.95, (j, p)
+    with pytest.raises(PartModelError, match="grid"):
+        fit_part_model(final, 3, "kmeans-centred", grid="mid")  # the fine grid needs a mid-level map
 
 
 @pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
-def test_fit_parts_with_mid_level_maps_through_the_cli(tiny_checkpoint, tiny_cub, tmp_path, backend):
+@pytest.mark.parametrize("maps", ["final+mid", None])
+def test_fit_parts_with_mid_level_maps_through_the_cli(tiny_checkpoint, tiny_cub, tmp_path, backend, maps):
     import pandas as pd
 
     from lmpcli.evaluate import evaluate
     from lmpcli.settings import KeypointSettings
 
     out = tmp_path / "mid.pt"
-    r = runner.invoke(app, ["fit-parts", str(tiny_checkpoint), "--data", str(tiny_cub), "--k", "2", "--maps",
-                            "final+mid", "--out", str(out), "--workers", "0"])
+    r = runner.invoke(app, ["fit-parts", str(tiny_checkpoint), "--data", str(tiny_cub), "--k", "2",
+                            *(["--maps", maps] if maps else []), "--out", str(out), "--workers", "0"])
     assert r.exit_code == 0, r.output
-    assert "final+mid" in r.output
+    maps = maps or "final+mid-fine"  # the default (quality log 39)
+    assert f"{maps} maps" in r.output
     model, _ = load_model(out)
     assert model.part_model.mid_channels == model.main.backbone.mid_channels > 0
+    assert model.part_model.grid == ("mid" if maps == "final+mid-fine" else "final")
     csv = tmp_path / f"{backend}.csv"
     images = sorted((tiny_cub / "images").rglob("*.jpg"))[:3]
     r = runner.invoke(app, ["predict", *map(str, images), "--weights", str(out), "--method", "parts",
@@ -369,7 +441,7 @@ def test_fit_parts_with_mid_level_maps_through_the_cli(tiny_checkpoint, tiny_cub
     assert len(df) == 6 and set(df["part"]) == {1, 2}
     rep = evaluate(tiny_cub, split="test", weights=out, methods=["parts"], settings=KeypointSettings(k=3), workers=0,
                    batch_size=4, device="cpu", fit_images=0, backend=backend)
-    assert rep["config"]["part_models"] == {"parts": {"k": 2, "method": "kmeans-centred", "maps": "final+mid"}}
+    assert rep["config"]["part_models"] == {"parts": {"k": 2, "method": "kmeans-centred", "maps": maps}}
     t = rep["table"].set_index("method")
     assert t.loc["parts", ["NMI_map", "ARI_map"]].notna().all()
     r = runner.invoke(app, ["fit-parts", str(tiny_checkpoint), "--data", str(tiny_cub), "--maps", "final+mid",

@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from ..choices import EXPORT_FORMATS, NETWORKS
 from ..outputs import atomic_path
 
-EXPORT_VERSION = 2  # bump when the exported graph changes for the same weights
+EXPORT_VERSION = 3  # bump when the exported graph changes for the same weights
 OPSET = 17
 CACHE_ENV = "LMP_CACHE_DIR"
 
@@ -62,11 +62,12 @@ def network_key(net: nn.Module, image_size: int) -> str:
 
 def export_onnx(net: nn.Module, image_size: int, path: str | os.PathLike | None = None,
                 metadata: dict | None = None) -> bytes:
-    """Export one network, (B, 3, S, S) -> (logits (B, K), features (B, C, h, w), mid (B, C', h, w)), to ONNX.
+    """Export one network, (B, 3, S, S) -> (logits (B, K), features (B, C, h, w), mid (B, C', S/16, S/16)), to ONNX.
 
     The batch axis is dynamic; S is fixed at ``image_size``. Inputs are named ``images``,
-    outputs ``logits``, ``features`` and ``mid`` (the mid-level map part models may read,
-    :func:`lmpcli.backbones.mid_level_map`; computed on the way to ``features`` anyway). The
+    outputs ``logits``, ``features`` and ``mid`` (the mid-level map at its own resolution, which
+    part models may read: :func:`lmpcli.parts.stack_maps`; computed on the way to ``features``
+    anyway). The
     network is exported in eval mode as it stands (output stride included) and left in eval mode.
 
     Args:
@@ -176,7 +177,7 @@ class OnnxNetwork(nn.Module):
 
     Calling it on (B, 3, S, S) float normalised images (any device, any memory format) returns
     (logits (B, K), feature maps (B, C, h, w)), float32 CPU tensors without gradients, and with
-    ``with_mid=True`` also the mid-level map (B, C', h, w) (as :meth:`lmpcli.model.LMPNet.forward`).
+    ``with_mid=True`` also the mid-level map (B, C', S/16, S/16) (as :meth:`lmpcli.model.LMPNet.forward`).
     Another square size S' gets its own graph, exported (or read from the cache) on first use.
 
     Raises:

@@ -15,7 +15,7 @@ EPILOG = """Examples:
 
   lmp fit-parts runs/lite0/model.pt --data my_photos/ --k 16 --out runs/lite0/model-parts16.pt
 
-  lmp fit-parts weights/lmpnet-lite0-cub50.pt --data ../CUB_200_2011 --k 16 --maps final+mid --out runs/parts16-mid.pt
+  lmp fit-parts weights/lmpnet-lite0-cub50.pt --data ../CUB_200_2011 --k 8 --maps final --out runs/parts8.pt
 
   lmp predict examples/ --weights runs/parts.pt --method parts --out parts.csv
 """
@@ -42,8 +42,10 @@ def fit_parts(
         help="How the parts are fitted (default: the library's; docs/parts.md).")] = None,
     maps: Annotated[Optional[PartMaps], typer.Option(
         rich_help_panel=PART_MODEL, show_default=False,
-        help="Maps the parts are clustered on: the final-conv map, or also the mid-level (stride-16) map "
-             "(kmeans-centred only; default: the library's; docs/parts.md).")] = None,
+        help="Maps the parts are clustered on: final (the final-conv map), final+mid (also the mid-level, "
+             "stride-16 map, pooled onto the final grid) or final+mid-fine (both on the stride-16 grid: "
+             "28x28 parts maps at 448 px); the mid-level ones kmeans-centred only (default: the library's; "
+             "docs/parts.md).")] = None,
     seed: Annotated[int, typer.Option(rich_help_panel=PART_MODEL, help="Random state of the clustering.")] = 0,
     batch_size: BatchSize = 8,
     device: Device = "auto",

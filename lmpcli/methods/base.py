@@ -72,7 +72,7 @@ def main_forward(model, images: Tensor, cache: dict | None) -> tuple[Tensor, Ten
 
 
 def mid_forward(model, images: Tensor, cache: dict | None) -> Tensor:
-    """The main network's mid-level map (B, C', h, w) (:func:`lmpcli.backbones.mid_level_map`),
+    """The main network's mid-level map (B, C', H/16, W/16) at its own resolution (:func:`lmpcli.parts.stack_maps`),
     computed once per batch; also fills ``cache["main"]`` when it is empty. When the main forward
     was already cached without it (a part model other than the checkpoint's, :func:`main_forward`),
     the network runs once more."""

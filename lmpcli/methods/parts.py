@@ -40,11 +40,12 @@ class PartsMethod:
 
     def part_features(self, images: Tensor, cache: dict | None = None) -> tuple[Tensor, Tensor]:
         """(logits (B, classes), the maps the part model reads: (B, C, h, w) final-conv maps, or
-        with a mid-level part model the final and mid-level maps stacked, (B, C + C', h, w))."""
+        with a mid-level part model the final and mid-level maps stacked on its grid, (B, C + C', H, W):
+        :func:`lmpcli.parts.stack_maps`)."""
         cache = {} if cache is None else cache
         mid = mid_forward(self.model, images, cache) if self.part_model.mid_channels else None
         logits, features = main_forward(self.model, images, cache)
-        return logits, stack_maps(features, mid)
+        return logits, stack_maps(features, mid, self.part_model.grid)
 
     def __call__(self, images: Tensor, cache: dict | None = None) -> KeypointOutput:
         logits, features = self.part_features(images, cache)
