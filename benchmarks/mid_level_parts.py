@@ -18,6 +18,7 @@ changes only the descriptor of a cell:
     python benchmarks/mid_level_parts.py cache --data ../shared/data/cub50 --cache runs/nl-cm --splits train
     python benchmarks/mid_level_parts.py cache --data ../shared/data/cub50 --cache runs/nl-cm --splits train --native
     python benchmarks/mid_level_parts.py study --cache runs/nl-cm --k 8 [--protocol test]
+    python benchmarks/mid_level_parts.py score --cache runs/nl-cm --weights runs/parts16-fine.pt
 
 ``cache`` runs the torch main network over the same images as the ``named_landmarks`` cache
 (same split, same order), with forward hooks on blocks 10 and 15, and writes
@@ -25,7 +26,9 @@ changes only the descriptor of a cell:
 ``native-SPLIT-NNN.pt``). ``study`` prints Kp / NMI / ARI (nearest keypoint) and NMI_map /
 ARI_map (the part maps read at each landmark, PDiscoNet's protocol) per descriptor: protocol
 ``halves`` fits on the even train images and scores the odd ones, ``test`` fits on all train
-images and scores the test split.
+images and scores the test split. ``score`` scores the part model stored in ``--weights`` (fit by
+``lmp fit-parts``) the same way on the test split, its thresholds as stored (the numbers ``lmp
+evaluate`` gives; quality log section 39).
 """
 
 from __future__ import annotations
@@ -204,9 +207,39 @@ def study(args) -> None:
                ["descriptor", "Kp", "NMI", "ARI", "NMI_map", "ARI_map", "absent (%)", "background (%)", "fit (s)"], cells, args.out)
 
 
+def score(args) -> None:
+    """Kp / NMI / ARI / NMI_map / ARI_map of a checkpoint's part model on the cached maps (regressors
+    fit on the train split, scored on the test split)."""
+    torch.set_num_threads(args.threads)
+    model, _ = load_model(args.weights)
+    pm, s, cc = model.part_model, model.config.image_size, model.cell_centre()
+    if pm is None or pm.method != "kmeans-centred":
+        raise SystemExit(f"{args.weights} holds no kmeans-centred part model")
+    variant = {"final": "final", "final+mid": "final+block10", "final+mid-fine": "final+block10" + NATIVE}[pm.maps]
+    native = variant.endswith(NATIVE)
+    splits = {}
+    for split in ("train", "test"):
+        splits[split] = (load_split(args.cache, split, features=True) | load_mid(args.cache, split)
+                         | (load_mid(args.cache, split, "native") if native else {}))
+    threshold, scale = pm.threshold, pm.scale
+    xy = {}
+    for split, d in splits.items():
+        probe = PartModel("kmeans-centred", pm.projection, threshold, scale)
+        xy[split], ids = scored(probe, responses(d, variant, pm.projection), d, s, cc)
+    test = splits["test"]
+    r = part_metric_rows(dict(splits["train"], xy={"p": xy["train"]}), dict(test, xy={"p": xy["test"]}), ["p"])["p"]
+    vis = test["visible"].bool()
+    lm = torch.arange(vis.shape[1]).expand_as(vis)
+    nmi_map, ari_map = assignment_scores(lm[vis].numpy(), ids[vis].numpy())
+    cells = [[str(args.weights), pm.maps, str(pm.meta.get("seed", "")), *(f"{r[c]:.2f}" for c in ("Kp", "NMI", "ARI")),
+              f"{nmi_map:.2f}", f"{ari_map:.2f}"]]
+    emit_table(f"the part model of {args.weights} on the {len(test['indices'])} cached test images",
+               ["checkpoint", "maps", "seed", "Kp", "NMI", "ARI", "NMI_map", "ARI_map"], cells, args.out)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("step", choices=["cache", "study"])
+    ap.add_argument("step", choices=["cache", "study", "score"])
     ap.add_argument("--data", default=None)
     ap.add_argument("--cache", default="runs/nl-cm")
     ap.add_argument("--weights", default=None)
@@ -223,6 +256,10 @@ def main() -> None:
         if not args.data:
             ap.error("cache needs --data")
         cache(args)
+    elif args.step == "score":
+        if not args.weights:
+            ap.error("score needs --weights")
+        score(args)
     else:
         study(args)
 
