@@ -161,7 +161,7 @@ def test_shipped_weights_carry_sixteen_parts_and_name_them_on_real_birds():
     from lmpcli.predict import predict_images
 
     model, _ = load_model(None)
-    assert model.part_model.k == 16 and model.part_model.maps == "final+mid"  # quality log 38, item 6
+    assert model.part_model.k == 16 and model.part_model.maps == "final+mid-fine"  # quality log 38 item 6, 39
     images = sorted(str(p) for p in EXAMPLES.glob("*.jpg"))[:3]
     items = list(predict_images(images, method="parts", workers=0, device="cpu"))
     assert len(items) == 3 and all(it.xy.shape == (16, 2) for it in items)
