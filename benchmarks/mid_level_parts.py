@@ -145,18 +145,27 @@ def responses(d: dict, variant: str, centroids: torch.Tensor, chunk: int = 64) -
     return torch.cat(out)
 
 
-def fit(d: dict, variant: str, k: int, seed: int) -> PartModel:
+def fit(d: dict, variant: str, k: int, seed: int, n_init: int = 3, pca: int = 0) -> PartModel:
     """k-means on the centred descriptors of each image's FOREGROUND_CELLS strongest cells, calibrated
-    as lmpcli.parts.calibrate does (threshold 0.3 x median peak, scale the 95th percentile)."""
+    as lmpcli.parts.calibrate does (threshold 0.3 x median peak, scale the 95th percentile). With
+    ``pca`` the k-means runs on the descriptors' first ``pca`` principal components and its
+    centres are mapped back (quality log section 39, item 4); ``n_init`` k-means starts, the one
+    of least inertia kept."""
     from sklearn.cluster import KMeans
+    from sklearn.decomposition import PCA
 
     x = []
     for i in range(0, len(d["features"]), 64):
         desc, energy = descriptors(d, variant, slice(i, i + 64))
         top = energy.topk(foreground_cells(variant), -1).indices
         x.append(desc.gather(1, top[..., None].expand(-1, -1, desc.shape[-1])).reshape(-1, desc.shape[-1]))
-    km = KMeans(k, n_init=3, random_state=seed).fit(F.normalize(torch.cat(x), dim=1).numpy())
-    centroids = F.normalize(torch.as_tensor(km.cluster_centers_, dtype=torch.float32), dim=1)
+    x = F.normalize(torch.cat(x), dim=1).numpy()
+    if pca:
+        reduce = PCA(pca, random_state=seed).fit(x)
+        centres = reduce.inverse_transform(KMeans(k, n_init=n_init, random_state=seed).fit(reduce.transform(x)).cluster_centers_)
+    else:
+        centres = KMeans(k, n_init=n_init, random_state=seed).fit(x).cluster_centers_
+    centroids = F.normalize(torch.as_tensor(centres, dtype=torch.float32), dim=1)
     peaks = responses(d, variant, centroids).flatten(2).amax(-1)
     return PartModel("kmeans-centred", centroids, VISIBLE_FRACTION * peaks.median(0).values,
                      torch.quantile(peaks, 0.95, dim=0).clamp_min(1e-6))
@@ -189,7 +198,7 @@ def study(args) -> None:
     cells = []
     for variant in args.variants.split(","):
         t0 = time.perf_counter()
-        pm = fit(fit_d, variant, args.k, args.seed)
+        pm = fit(fit_d, variant, args.k, args.seed, args.n_init, args.pca)
         fit_s = time.perf_counter() - t0
         xy_fit, _ = scored(pm, responses(fit_d, variant, pm.projection), fit_d, s, cc)
         xy_test, ids = scored(pm, responses(test_d, variant, pm.projection), test_d, s, cc)
@@ -249,6 +258,8 @@ def main() -> None:
     ap.add_argument("--variants", default=",".join(VARIANTS))
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--n-init", type=int, default=3, help="study: k-means starts (the library's: 3)")
+    ap.add_argument("--pca", type=int, default=0, help="study: k-means on this many principal components (0: none)")
     ap.add_argument("--native", action="store_true", help="cache: store block 10 unpooled (28 x 28) for the @28 variants")
     ap.add_argument("--out", default=None, help="also write the markdown table here")
     args = ap.parse_args()
