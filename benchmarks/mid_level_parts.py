@@ -47,7 +47,8 @@ from lmpcli.checkpoint import atomic_torch_save, load_model
 from lmpcli.data import CUBDataset, eval_transform
 from lmpcli.head import cells_to_pixels
 from lmpcli.landmarks import assignment_scores
-from lmpcli.parts import FOREGROUND_CELLS, VISIBLE_FRACTION, PartModel, centred_cells
+from lmpcli.parts import VISIBLE_FRACTION, PartModel, centred_cells
+from lmpcli.parts import foreground_cells as grid_cells
 from lmpcli.part_metrics import part_metric_rows
 
 from _markdown import emit_table
@@ -55,8 +56,8 @@ from named_landmarks import CHUNK, load_split, take
 
 BLOCKS = {"block10": 10, "block15": 15}
 VARIANTS = ("final", "block15", "block10", "final+block10")
-#: Suffix of a variant on the stride-16 grid, and its foreground cells per image (16 of 196 -> 64 of 784).
-NATIVE, NATIVE_CELLS = "@28", 64
+#: Suffix of a variant on the stride-16 grid (64 foreground cells per image: lmpcli.parts.foreground_cells).
+NATIVE = "@28"
 
 
 def cache(args) -> None:
@@ -112,7 +113,7 @@ def grid(d: dict, variant: str) -> tuple[int, int]:
 
 
 def foreground_cells(variant: str) -> int:
-    return NATIVE_CELLS if variant.endswith(NATIVE) else FOREGROUND_CELLS
+    return grid_cells("mid" if variant.endswith(NATIVE) else "final")
 
 
 def descriptors(d: dict, variant: str, rows: slice | torch.Tensor) -> torch.Tensor:
