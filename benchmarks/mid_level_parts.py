@@ -13,6 +13,8 @@ changes only the descriptor of a cell:
 * ``final+block10@28``: the same on the 28 x 28 grid (quality log section 39): block 10 at its own
   resolution, the final map bilinearly upsampled x 2, 64 foreground cells per image (the share 16
   of 196 has), parts located and assigned on 16-px cells. Needs ``cache --native``.
+* ``final+block10+block4@28``: also the last stride-8 block (block 4, 40 channels, 56 x 56)
+  average-pooled 2 x 2 onto the 28 x 28 grid (section 39, item 5). Needs ``cache --stride8``.
 
     python benchmarks/named_landmarks.py cache --data ../shared/data/cub50 --methods channel-mean --splits train,test --cache runs/nl-cm
     python benchmarks/mid_level_parts.py cache --data ../shared/data/cub50 --cache runs/nl-cm --splits train
@@ -54,14 +56,16 @@ from lmpcli.part_metrics import part_metric_rows
 from _markdown import emit_table
 from named_landmarks import CHUNK, load_split, take
 
-BLOCKS = {"block10": 10, "block15": 15}
+BLOCKS = {"block10": 10, "block15": 15, "block4": 4}
 VARIANTS = ("final", "block15", "block10", "final+block10")
 #: Suffix of a variant on the stride-16 grid (64 foreground cells per image: lmpcli.parts.foreground_cells).
 NATIVE = "@28"
 
 
 def cache(args) -> None:
-    """Blocks 10 and 15 of the torch main network for every image of each split, in chunks of 100."""
+    """Blocks 10 and 15 of the torch main network for every image of each split, in chunks of 100
+    (``--native``: block 10 unpooled; ``--stride8``: block 4, the last stride-8 block, pooled 2 x 2
+    onto the 28 x 28 grid)."""
     torch.set_num_threads(args.threads)
     model, _ = load_model(args.weights)
     model.eval()
@@ -70,11 +74,12 @@ def cache(args) -> None:
     got: dict[str, torch.Tensor] = {}
     hooks = [net.backbone.blocks[i].register_forward_hook(lambda m, a, out, name=name: got.__setitem__(name, out))
              for name, i in BLOCKS.items()]
+    prefix = "s8" if args.stride8 else "native" if args.native else "mid"
     try:
         for split in args.splits.split(","):
             ds = CUBDataset(args.data, split, eval_transform(cfg.image_size, cfg.mean, cfg.std))
             for start in range(0, len(ds), CHUNK):
-                path = Path(args.cache) / f"{'native' if args.native else 'mid'}-{split}-{start // CHUNK:03d}.pt"
+                path = Path(args.cache) / f"{prefix}-{split}-{start // CHUNK:03d}.pt"
                 if path.exists():
                     continue
                 t0 = time.perf_counter()
@@ -84,12 +89,14 @@ def cache(args) -> None:
                     images = torch.stack([ds[j]["image"] for j in idx[i:i + 8]]).contiguous(memory_format=torch.channels_last)
                     with torch.inference_mode():
                         net(images)
-                    if args.native:
+                    if args.stride8:
+                        out["block4"].append(F.avg_pool2d(got["block4"].float(), 2).half())
+                    elif args.native:
                         out["block10"].append(got["block10"].float().half())
                     else:
                         out["block10"].append(F.avg_pool2d(got["block10"].float(), 2).half())
                         out["block15"].append(got["block15"].float().half())
-                out = {("block10" + NATIVE if args.native else k): v for k, v in out.items() if v}
+                out = {(k + NATIVE if args.native or args.stride8 else k): v for k, v in out.items() if v}
                 atomic_torch_save({"indices": torch.tensor(idx), **{k: torch.cat(v).contiguous() for k, v in out.items()}},
                                   path)
                 print(f"{path.name}: {len(idx)} images, {time.perf_counter() - t0:.0f} s", flush=True)
@@ -187,9 +194,12 @@ def study(args) -> None:
     s, cc = model.config.image_size, model.cell_centre()
     native = any(v.endswith(NATIVE) for v in args.variants.split(","))
 
+    stride8 = any("block4" in v for v in args.variants.split(","))
+
     def maps(split: str) -> dict:
         return (load_split(args.cache, split, features=True) | load_mid(args.cache, split)
-                | (load_mid(args.cache, split, "native") if native else {}))
+                | (load_mid(args.cache, split, "native") if native else {})
+                | (load_mid(args.cache, split, "s8") if stride8 else {}))
 
     train = maps("train")
     if args.protocol == "halves":
@@ -262,6 +272,7 @@ def main() -> None:
     ap.add_argument("--n-init", type=int, default=3, help="study: k-means starts (the library's: 3)")
     ap.add_argument("--pca", type=int, default=0, help="study: k-means on this many principal components (0: none)")
     ap.add_argument("--native", action="store_true", help="cache: store block 10 unpooled (28 x 28) for the @28 variants")
+    ap.add_argument("--stride8", action="store_true", help="cache: store block 4 pooled onto 28 x 28 for block4 variants")
     ap.add_argument("--out", default=None, help="also write the markdown table here")
     args = ap.parse_args()
     if args.step == "cache":
