@@ -44,7 +44,7 @@ def fit_parts(
         rich_help_panel=PART_MODEL, show_default=False,
         help="Maps the parts are clustered on: final (the final-conv map), final+mid (also the mid-level, "
              "stride-16 map, pooled onto the final grid) or final+mid-fine (both on the stride-16 grid: "
-             "28x28 parts maps at 448 px); the mid-level ones kmeans-centred only (default: the library's; "
+             "28x28 part maps at 448 px); the mid-level ones kmeans-centred only (default: the library's; "
              "docs/parts.md).")] = None,
     seed: Annotated[int, typer.Option(rich_help_panel=PART_MODEL, help="Random state of the clustering.")] = 0,
     batch_size: BatchSize = 8,
