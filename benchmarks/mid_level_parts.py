@@ -13,6 +13,8 @@ changes only the descriptor of a cell:
 * ``final+block10@28``: the same on the 28 x 28 grid (quality log section 39): block 10 at its own
   resolution, the final map bilinearly upsampled x 2, 64 foreground cells per image (the share 16
   of 196 has), parts located and assigned on 16-px cells. Needs ``cache --native``.
+* ``final+block10*2@28``: a map's name followed by ``*w`` scales its centred, normalised piece by
+  sqrt(w), so it holds w times the share of the squared norm (section 39, item 6).
 * ``final+block10+block4@28``: also the last stride-8 block (block 4, 40 channels, 56 x 56)
   average-pooled 2 x 2 onto the 28 x 28 grid (section 39, item 5). Needs ``cache --stride8``.
 
@@ -135,10 +137,11 @@ def descriptors(d: dict, variant: str, rows: slice | torch.Tensor) -> torch.Tens
     final = final.flatten(2).transpose(1, 2)
     energy = final.sum(-1)
     pieces = []
-    for name in variant.removesuffix(NATIVE).split("+"):
+    for piece in variant.removesuffix(NATIVE).split("+"):
+        name, _, weight = piece.partition("*")  # "block10*2": that map's share of the squared norm doubled
         key = name + NATIVE if native and name != "final" else name
         f = final if name == "final" else d[key][rows].float().flatten(2).transpose(1, 2)
-        pieces.append(centred_cells(f, energy, foreground_cells(variant)))
+        pieces.append(centred_cells(f, energy, foreground_cells(variant)) * float(weight or 1) ** 0.5)
     return F.normalize(torch.cat(pieces, -1), dim=-1), energy
 
 
