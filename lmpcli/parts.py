@@ -378,7 +378,14 @@ def calibrate(model: PartModel, features: Tensor, labelled: Tensor | None = None
     return peaks
 
 
-def _chunks(features: Tensor | StackedMaps, size: int = 64) -> Iterator[Tensor]:
+#: Feature-map cells per chunk of :func:`_chunks` (64 images of 14 x 14; 16 of 28 x 28).
+CHUNK_CELLS = 64 * 196
+
+
+def _chunks(features: Tensor | StackedMaps, size: int | None = None) -> Iterator[Tensor]:
+    """Slices of ``features`` as float32, ``size`` images at a time (None: :data:`CHUNK_CELLS` cells),
+    so the per-cell temporaries of the fit stay the same size on every grid."""
+    size = size or max(1, CHUNK_CELLS // (features.shape[-2] * features.shape[-1]))
     for i in range(0, len(features), size):
         yield features[i: i + size].float()
 
@@ -480,7 +487,8 @@ def _fit_kmeans_centred(features: Tensor, k: int, seed: int, mid_channels: int =
         # the foreground cells are their own strongest cells: centred on their mean, as every cell is at test time
         desc = centred_descriptors(cells, energy.gather(1, top), mid_channels, n_cells)
         x.append(desc.reshape(-1, flat.shape[-1]))
-    x = torch.nn.functional.normalize(torch.cat(x), dim=1).numpy()
+    x = torch.cat(x)
+    x = torch.nn.functional.normalize(x, dim=1, out=x).numpy()  # in place: one copy of the descriptors
     centres = KMeans(k, n_init=3, random_state=seed).fit(x).cluster_centers_
     return torch.nn.functional.normalize(torch.as_tensor(centres, dtype=torch.float32), dim=1)
 
@@ -637,6 +645,8 @@ def fit_parts_from_loader(model, loader, total: int, *, k: int = DEFAULT_PARTS, 
     extract_s = time.perf_counter() - start
     mid_channels = int(model.main.backbone.mid_channels) if with_mid else 0
     features = StackedMaps(torch.cat(chunks), torch.cat(mids), grid) if grid == "mid" else torch.cat(chunks)
+    chunks.clear()  # the batches now live in ``features`` only
+    mids.clear()
     part_model = fit_part_model(features, k, method, seed, mid_channels, grid)
     part_model.meta.update({"extract_seconds": round(extract_s, 1),
                             "fit_seconds": round(time.perf_counter() - start - extract_s, 1)})
