@@ -182,10 +182,12 @@ def fit(d: dict, variant: str, k: int, seed: int, n_init: int = 3, pca: int = 0)
                      torch.quantile(peaks, 0.95, dim=0).clamp_min(1e-6))
 
 
-def scored(pm: PartModel, r: torch.Tensor, d: dict, image_size: int, cell_centre: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(xy (N, K, 2) original pixels, NaN absent; map part id (N, L) per landmark) from maps ``r``."""
+def scored(pm: PartModel, r: torch.Tensor, d: dict, image_size: int, cell_centre: float,
+           radius: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """(xy (N, K, 2) original pixels, NaN absent; map part id (N, L) per landmark) from maps ``r``;
+    the peak's centroid window is (2 radius + 1) cells square."""
     pm.responses = lambda _features: r  # locate / assign read these maps
-    xy, _, _, _ = pm.locate(None)
+    xy, _, _, _ = pm.locate(None, radius)
     xy = cells_to_pixels(xy, r.shape[-2:], (image_size, image_size), cell_centre) * (d["size"].float() / image_size)[:, None]
     ids = pm.assign(None, d["keypoints"] / d["size"][:, None, :].float(), cell_centre)
     return xy, ids
@@ -214,8 +216,8 @@ def study(args) -> None:
         t0 = time.perf_counter()
         pm = fit(fit_d, variant, args.k, args.seed, args.n_init, args.pca)
         fit_s = time.perf_counter() - t0
-        xy_fit, _ = scored(pm, responses(fit_d, variant, pm.projection), fit_d, s, cc)
-        xy_test, ids = scored(pm, responses(test_d, variant, pm.projection), test_d, s, cc)
+        xy_fit, _ = scored(pm, responses(fit_d, variant, pm.projection), fit_d, s, cc, args.radius)
+        xy_test, ids = scored(pm, responses(test_d, variant, pm.projection), test_d, s, cc, args.radius)
         r = part_metric_rows(dict(fit_d, xy={"p": xy_fit}), dict(test_d, xy={"p": xy_test}), ["p"])
         vis = test_d["visible"].bool()
         lm = torch.arange(vis.shape[1]).expand_as(vis)
@@ -248,7 +250,7 @@ def score(args) -> None:
     xy = {}
     for split, d in splits.items():
         probe = PartModel("kmeans-centred", pm.projection, threshold, scale)
-        xy[split], ids = scored(probe, responses(d, variant, pm.projection), d, s, cc)
+        xy[split], ids = scored(probe, responses(d, variant, pm.projection), d, s, cc, args.radius)
     test = splits["test"]
     r = part_metric_rows(dict(splits["train"], xy={"p": xy["train"]}), dict(test, xy={"p": xy["test"]}), ["p"])["p"]
     vis = test["visible"].bool()
@@ -273,6 +275,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--n-init", type=int, default=3, help="study: k-means starts (the library's: 3)")
+    ap.add_argument("--radius", type=int, default=1, help="study, score: peak centroid window (2r + 1) cells square (the library's: 1)")
     ap.add_argument("--pca", type=int, default=0, help="study: k-means on this many principal components (0: none)")
     ap.add_argument("--native", action="store_true", help="cache: store block 10 unpooled (28 x 28) for the @28 variants")
     ap.add_argument("--stride8", action="store_true", help="cache: store block 4 pooled onto 28 x 28 for block4 variants")

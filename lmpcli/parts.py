@@ -173,11 +173,12 @@ class PartModel:
             r = (f @ p.T).clamp_min(0)
         return r.transpose(1, 2).reshape(b, -1, h, w)
 
-    def locate(self, features: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def locate(self, features: Tensor, radius: int = 1) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Where each part is, in feature-map cells.
 
         Args:
             features: (B, C, h, w) final-conv maps.
+            radius: the centroid window is (2 radius + 1) cells square around the peak.
 
         Returns:
             (xy (B, K, 2) float32 cells (x, y), sub-cell centroid of the peak's 3 x 3 window,
@@ -189,7 +190,7 @@ class PartModel:
         peak, idx = r.flatten(2).max(-1)  # (B, K)
         xy = torch.stack([idx % w, torch.div(idx, w, rounding_mode="floor")], -1).float()
         parts = torch.arange(r.shape[1], device=r.device).expand(r.shape[0], -1)  # (B, K)
-        xy = _centroid3x3(r, parts, xy)
+        xy = _centroid3x3(r, parts, xy, radius)
         visible = peak >= self.threshold.to(peak.device)
         score = (peak / self.scale.to(peak.device)).clamp(0, 1)
         xy = torch.where(visible[..., None], xy, float("nan"))

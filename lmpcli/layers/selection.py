@@ -60,15 +60,17 @@ def select_filters(features: Tensor, num_filters: int, subcell: bool = False) ->
     return Proposals(xy=xy, strength=strength, channel=channel, valid=strength > 0)
 
 
-def _centroid3x3(features: Tensor, channel: Tensor, xy: Tensor) -> Tensor:
+def _centroid3x3(features: Tensor, channel: Tensor, xy: Tensor, radius: int = 1) -> Tensor:
     """Activation-weighted centroid of the 3x3 cells around each peak (cells outside the map
-    ignored): features (B, C, H, W), channel (B, M), peaks xy (B, M, 2) -> (B, M, 2).
+    ignored): features (B, C, H, W), channel (B, M), peaks xy (B, M, 2) -> (B, M, 2). ``radius``
+    r > 1 takes the (2r + 1) x (2r + 1) window instead.
 
     Reads only the 9 cells per proposal (a gather), not the whole selected maps."""
     b, c, h, w = features.shape
-    off = torch.tensor([-1, 0, 1], device=xy.device, dtype=xy.dtype)
-    dx, dy = off.repeat(3), off.repeat_interleave(3)  # (9,)
-    cx = xy[..., 0, None] + dx  # (B, M, 9)
+    off = torch.arange(-radius, radius + 1, device=xy.device, dtype=xy.dtype)
+    n = len(off)
+    dx, dy = off.repeat(n), off.repeat_interleave(n)  # (n * n,)
+    cx = xy[..., 0, None] + dx  # (B, M, n * n)
     cy = xy[..., 1, None] + dy
     inside = (cx >= 0) & (cx < w) & (cy >= 0) & (cy < h)
     cell = cy.clamp(0, h - 1).long() * w + cx.clamp(0, w - 1).long()
