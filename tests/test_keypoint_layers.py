@@ -153,3 +153,27 @@ def test_subcell_centroid_matches_a_per_proposal_reference():
                     den += v
             want = num / den if den > 0 else torch.tensor([x, y], dtype=torch.float32)
             torch.testing.assert_close(p.xy[b, m], want, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("radius", [1, 2, 3])
+def test_window_centroid_matches_the_definition(radius):
+    """The (2r + 1)-square centroid (part locations on the fine grid) equals the definition, computed
+    point by point, borders included; radius 1 is the 3x3 centroid."""
+    from lmpcli.layers.selection import _centroid3x3
+
+    g = torch.Generator().manual_seed(radius)
+    f = torch.randn(2, 4, 7, 9, generator=g)
+    channel = torch.randint(0, 4, (2, 5), generator=g)
+    xy = torch.stack([torch.randint(0, 9, (2, 5), generator=g), torch.randint(0, 7, (2, 5), generator=g)], -1).float()
+    got = _centroid3x3(f, channel, xy, radius)
+    for b in range(2):
+        for m in range(5):
+            x, y, c = int(xy[b, m, 0]), int(xy[b, m, 1]), int(channel[b, m])
+            num, den = torch.zeros(2), 0.0
+            for yy in range(max(y - radius, 0), min(y + radius + 1, 7)):
+                for xx in range(max(x - radius, 0), min(x + radius + 1, 9)):
+                    v = max(float(f[b, c, yy, xx]), 0.0)
+                    num += v * torch.tensor([xx, yy], dtype=torch.float32)
+                    den += v
+            want = num / den if den > 0 else xy[b, m]
+            torch.testing.assert_close(got[b, m], want, atol=1e-5, rtol=1e-5)
