@@ -246,16 +246,16 @@ def _nmf_coefficients(v: Tensor, h: Tensor, iterations: int) -> Tensor:
 
 @torch.inference_mode()
 def extract_features(model, loader, progress: Progress | None = None,
-                     with_mid: bool = False, grid: str = "final") -> Iterator[tuple[dict, Tensor]]:
+                     with_mid: bool = False) -> Iterator[tuple[dict, Tensor]]:
     """Yield (batch, main-network final-conv maps (B, C, h, w) float32 CPU) for each batch of ``loader``.
 
     Runs the main network only (the part model does not use the replica), in channels_last
     memory format under :func:`torch.inference_mode`. Batches without images (all unreadable)
-    are skipped. With ``with_mid`` the maps are the final and the mid-level map stacked on
-    ``grid`` (:func:`stack_maps`), (B, C + C', h, w).
+    are skipped. With ``with_mid`` the maps are the final and the mid-level map stacked on the
+    final grid (:func:`stack_maps`), (B, C + C', h, w).
     """
     for batch, final, mid in _network_maps(model, loader, progress, with_mid):
-        yield batch, stack_maps(final, mid, grid).contiguous()
+        yield batch, stack_maps(final, mid).contiguous()
 
 
 @torch.inference_mode()
