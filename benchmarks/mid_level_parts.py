@@ -193,6 +193,25 @@ def scored(pm: PartModel, r: torch.Tensor, d: dict, image_size: int, cell_centre
     return xy, ids
 
 
+def variant_row(fit_d: dict, test_d: dict, variant: str, k: int, seed: int, image_size: int, cell_centre: float,
+                n_init: int = 3, pca: int = 0, radius: int = 1) -> list[str]:
+    """One table row of ``variant``: fit on ``fit_d``, score on ``test_d``: variant, Kp, NMI, ARI,
+    NMI_map, ARI_map, absent (%), background (%: visible landmarks no part claims), fit seconds."""
+    t0 = time.perf_counter()
+    pm = fit(fit_d, variant, k, seed, n_init, pca)
+    fit_s = time.perf_counter() - t0
+    xy_fit, _ = scored(pm, responses(fit_d, variant, pm.projection), fit_d, image_size, cell_centre, radius)
+    xy_test, ids = scored(pm, responses(test_d, variant, pm.projection), test_d, image_size, cell_centre, radius)
+    r = part_metric_rows(dict(fit_d, xy={"p": xy_fit}), dict(test_d, xy={"p": xy_test}), ["p"])
+    vis = test_d["visible"].bool()
+    lm = torch.arange(vis.shape[1]).expand_as(vis)
+    nmi_map, ari_map = assignment_scores(lm[vis].numpy(), ids[vis].numpy())
+    absent = 100 * xy_test[..., 0].isnan().float().mean().item()
+    background = 100 * (ids[vis] == pm.k).float().mean().item()
+    return [variant, *(f"{r['p'][c]:.2f}" for c in ("Kp", "NMI", "ARI")), f"{nmi_map:.2f}", f"{ari_map:.2f}",
+            f"{absent:.1f}", f"{background:.1f}", f"{fit_s:.0f}"]
+
+
 def study(args) -> None:
     torch.set_num_threads(args.threads)
     model, _ = load_model(args.weights)
@@ -213,19 +232,7 @@ def study(args) -> None:
         fit_d, test_d = train, maps("test")
     cells = []
     for variant in args.variants.split(","):
-        t0 = time.perf_counter()
-        pm = fit(fit_d, variant, args.k, args.seed, args.n_init, args.pca)
-        fit_s = time.perf_counter() - t0
-        xy_fit, _ = scored(pm, responses(fit_d, variant, pm.projection), fit_d, s, cc, args.radius)
-        xy_test, ids = scored(pm, responses(test_d, variant, pm.projection), test_d, s, cc, args.radius)
-        r = part_metric_rows(dict(fit_d, xy={"p": xy_fit}), dict(test_d, xy={"p": xy_test}), ["p"])
-        vis = test_d["visible"].bool()
-        lm = torch.arange(vis.shape[1]).expand_as(vis)
-        nmi_map, ari_map = assignment_scores(lm[vis].numpy(), ids[vis].numpy())
-        absent = 100 * xy_test[..., 0].isnan().float().mean().item()
-        background = 100 * (ids[vis] == pm.k).float().mean().item()  # visible landmarks no part claims
-        cells.append([variant, *(f"{r['p'][c]:.2f}" for c in ("Kp", "NMI", "ARI")), f"{nmi_map:.2f}", f"{ari_map:.2f}",
-                      f"{absent:.1f}", f"{background:.1f}", f"{fit_s:.0f}"])
+        cells.append(variant_row(fit_d, test_d, variant, args.k, args.seed, s, cc, args.n_init, args.pca, args.radius))
         print(cells[-1], flush=True)
     emit_table(f"kmeans-centred parts by descriptor, K = {args.k}, protocol {args.protocol}: fit on "
                f"{len(fit_d['indices'])} images, scored on {len(test_d['indices'])}",
