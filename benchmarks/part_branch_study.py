@@ -88,9 +88,12 @@ def branch_maps(branch: Branch, b10: torch.Tensor, chunk: int = 50) -> torch.Ten
 
 
 def train_branch(b10: torch.Tensor, labels: torch.Tensor, k: int, epochs: int, seed: int,
-                 batch: int = 16) -> tuple[Branch, PartHead]:
+                 batch: int = 16, objective: str = "pdisconet") -> tuple[Branch, PartHead]:
     """Train :class:`Branch` and a :class:`PartHead` (K + 1 maps) on (N, C', 28, 28) block-10 maps
-    and (N,) class labels 0..classes-1 with PDiscoNet's losses (module docstring)."""
+    and (N,) class labels 0..classes-1 with PDiscoNet's losses (module docstring). ``objective
+    "class"``: section 40 item 2's control, the branch trained with the class loss alone through
+    global average pooling and a linear classifier (same schedule, augmentation and learning
+    rates; the head is then only its untrained initialisation)."""
     from sklearn.cluster import KMeans
 
     torch.manual_seed(seed)
@@ -110,6 +113,10 @@ def train_branch(b10: torch.Tensor, labels: torch.Tensor, k: int, epochs: int, s
                             {"params": [head.prototypes, head.log_beta], "lr": 1e-3},
                             {"params": head.classifier.parameters(), "lr": 1e-3},
                             {"params": [head.modulation], "lr": 1e-2}])
+    classifier = nn.Linear(c, int(labels.max()) + 1)
+    if objective == "class":
+        opt = torch.optim.Adam([{"params": branch.parameters(), "lr": 1e-4},
+                                {"params": classifier.parameters(), "lr": 1e-3}])
     steps = epochs * math.ceil(n / batch)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     t0, step = time.perf_counter(), 0
@@ -123,9 +130,14 @@ def train_branch(b10: torch.Tensor, labels: torch.Tensor, k: int, epochs: int, s
             x = b10[b].float()
             flip = torch.rand(len(b), generator=g) < 0.5
             x = torch.where(flip[:, None, None, None], x.flip(-1), x)
-            theta = random_thetas(len(b), seed * 1_000_003 + step)
-            ls = losses(head, branch(x), branch(warp(x, theta)), theta, labels[b])
-            loss = ls["class"] + ls["conc"] + ls["pres"] + ls["orth"] + ls["equiv"]
+            if objective == "class":
+                logits = classifier(branch(x).mean((-2, -1)))
+                ls = {"class": F.cross_entropy(logits, labels[b]), "acc": (logits.argmax(-1) == labels[b]).float().mean()}
+                loss = ls["class"]
+            else:
+                theta = random_thetas(len(b), seed * 1_000_003 + step)
+                ls = losses(head, branch(x), branch(warp(x, theta)), theta, labels[b])
+                loss = ls["class"] + ls["conc"] + ls["pres"] + ls["orth"] + ls["equiv"]
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -207,6 +219,9 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=16)
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--kmeans-seed", type=int, default=None, help="the k-means seed of rows C and E (default: --seed)")
+    ap.add_argument("--objective", choices=["pdisconet", "class"], default="pdisconet",
+                    help="class: section 40 item 2's control (the class loss alone, rows C and E)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--limit", type=int, default=None, help="only the first N train images (smoke tests)")
     ap.add_argument("--visible", choices=["0.5", "calibrated"], default="0.5",
@@ -243,7 +258,7 @@ def main() -> None:
         branch.eval()
         head.eval()
     else:
-        branch, head = train_branch(fit_d[key], labels, args.k, args.epochs, args.seed)
+        branch, head = train_branch(fit_d[key], labels, args.k, args.epochs, args.seed, objective=args.objective)
         if args.save:
             torch.save({"branch": branch.state_dict(), "head": head.state_dict(), "rms": torch.tensor(head.rms)}, args.save)
     train_s = time.perf_counter() - t0
@@ -254,14 +269,16 @@ def main() -> None:
     if rows_wanted & {"A", "B"}:
         cells += [r for r in head_rows(head, fit_b, test_b, s, cc, args.visible) if r[0][0] in rows_wanted]
     variant = "final+block10" + NATIVE
+    km_seed = args.seed if args.kmeans_seed is None else args.kmeans_seed
     if "C" in rows_wanted:
-        cells.append(["C: kmeans-centred on the branch's maps", *variant_row(fit_b, test_b, variant, args.k, args.seed, s, cc)[1:]])
+        cells.append(["C: kmeans-centred on the branch's maps", *variant_row(fit_b, test_b, variant, args.k, km_seed, s, cc)[1:]])
     if "E" in rows_wanted:
-        cells.append(["E: kmeans-centred on the shipped maps", *variant_row(fit_d, test_d, variant, args.k, args.seed, s, cc)[1:]])
+        cells.append(["E: kmeans-centred on the shipped maps", *variant_row(fit_d, test_d, variant, args.k, km_seed, s, cc)[1:]])
     for row in cells:
         print(row, flush=True)
     emit_table(f"part branch (section 40), K = {args.k}, protocol {args.protocol}: fit on {len(fit_d['indices'])} images, "
-               f"scored on {len(test_d['indices'])}; branch {args.epochs} epochs, {train_s:.0f} s",
+               f"scored on {len(test_d['indices'])}; branch {args.epochs} epochs ({args.objective}), {train_s:.0f} s; "
+               f"k-means seed {km_seed}",
                ["part model", "Kp", "NMI", "ARI", "NMI_map", "ARI_map", "absent (%)", "background (%)", "k-means fit (s)"],
                cells, args.out)
 
