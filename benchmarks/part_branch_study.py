@@ -53,7 +53,7 @@ from lmpcli.head import cells_to_pixels
 from lmpcli.landmarks import assignment_scores
 from lmpcli.layers.selection import _centroid3x3
 from lmpcli.part_metrics import part_metric_rows
-from lmpcli.parts import VISIBLE_FRACTION
+from lmpcli.parts import VISIBLE_FRACTION, sample_maps
 
 from _markdown import emit_table
 from mid_level_parts import NATIVE, load_mid, variant_row
@@ -109,14 +109,16 @@ def train_branch(b10: torch.Tensor, labels: torch.Tensor, k: int, epochs: int, s
     protos = protos[torch.argsort(protos.norm(dim=1), descending=True)]  # the weakest cells' cluster last
     beta = 3.0 / float(torch.cdist(cells[:5000], protos).pow(2).std())
     head = PartHead(protos, rms, int(labels.max()) + 1, beta, weighted_mean=True)
-    opt = torch.optim.Adam([{"params": branch.parameters(), "lr": 1e-4},
-                            {"params": [head.prototypes, head.log_beta], "lr": 1e-3},
-                            {"params": head.classifier.parameters(), "lr": 1e-3},
-                            {"params": [head.modulation], "lr": 1e-2}])
+    # built in both modes: its initialisation draws from the global random stream that the head's
+    # dropout then reads, as in the runs of section 40 items 2-5
     classifier = nn.Linear(c, int(labels.max()) + 1)
     if objective == "class":
-        opt = torch.optim.Adam([{"params": branch.parameters(), "lr": 1e-4},
-                                {"params": classifier.parameters(), "lr": 1e-3}])
+        groups = [{"params": classifier.parameters(), "lr": 1e-3}]
+    else:
+        groups = [{"params": [head.prototypes, head.log_beta], "lr": 1e-3},
+                  {"params": head.classifier.parameters(), "lr": 1e-3},
+                  {"params": [head.modulation], "lr": 1e-2}]
+    opt = torch.optim.Adam([{"params": branch.parameters(), "lr": 1e-4}, *groups])
     steps = epochs * math.ceil(n / batch)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     t0, step = time.perf_counter(), 0
@@ -168,7 +170,7 @@ def head_outputs(head: PartHead, features: torch.Tensor, points: torch.Tensor, c
     soft, peak3, peaks, ids = [], [], [], []
     for i in range(0, len(features), chunk):
         a = head.maps(features[i:i + chunk])  # (n, K + 1, h, w)
-        h, w = a.shape[-2:]
+        w = a.shape[-1]
         fg = a[:, :-1]
         peak, idx = fg.flatten(2).max(-1)
         xy = torch.stack([idx % w, torch.div(idx, w, rounding_mode="floor")], -1).float()
@@ -176,11 +178,7 @@ def head_outputs(head: PartHead, features: torch.Tensor, points: torch.Tensor, c
         soft.append(centroids(fg))
         peaks.append(peak)
         pts = points[i:i + chunk].float()
-        known = ~pts.isnan().any(-1)
-        offset = pts.new_tensor([(1 - 2 * cell_centre) / w, (1 - 2 * cell_centre) / h])
-        grid = (2 * pts.nan_to_num(0.5) - 1 + offset)[:, :, None, :]
-        sampled = F.grid_sample(a, grid, mode="bilinear", padding_mode="border", align_corners=False)[..., 0]
-        ids.append(torch.where(known, sampled.argmax(1), -1))
+        ids.append(torch.where(~pts.isnan().any(-1), sample_maps(a, pts, cell_centre).argmax(1), -1))
     return torch.cat(soft), torch.cat(peak3), torch.cat(peaks), torch.cat(ids)
 
 

@@ -220,17 +220,34 @@ class PartModel:
             PartModelError: C differs from the fitted one.
         """
         r = self.responses(features)  # (B, K, h, w)
-        h, w = r.shape[-2:]
         pts = points.to(r.device, torch.float32)
         known = ~pts.isnan().any(-1)  # (B, L)
-        offset = pts.new_tensor([(1 - 2 * cell_centre) / w, (1 - 2 * cell_centre) / h])
-        grid = (2 * pts.nan_to_num(0.5) - 1 + offset)[:, :, None, :]  # (B, L, 1, 2) in grid_sample's [-1, 1]
-        sampled = torch.nn.functional.grid_sample(r, grid, mode="bilinear", padding_mode="border",
-                                                  align_corners=False)[..., 0]  # (B, K, L)
+        sampled = sample_maps(r, pts, cell_centre)  # (B, K, L)
         part = sampled.argmax(1)  # (B, L)
         present = (sampled >= self.threshold.to(r.device)[None, :, None]).any(1)
         part = torch.where(present, part, self.k)
         return torch.where(known, part, -1)
+
+
+def sample_maps(maps: Tensor, points: Tensor, cell_centre: float = 0.5) -> Tensor:
+    """Maps read bilinearly at points: equal to upsampling them to the image and reading the pixel.
+
+    Args:
+        maps: (B, K, h, w) float maps on a feature-map grid (cell ``i`` at ``(i + cell_centre)``
+            strides).
+        points: (B, L, 2) float (x, y) as fractions of the image's width and height; NaN points
+            are read at the image centre (callers mask them).
+        cell_centre: where a cell sits, fraction of the stride (as :func:`part_keypoints`).
+
+    Returns:
+        (B, K, L) values (``grid_sample``, bilinear, ``align_corners=False``, border clamped).
+    """
+    h, w = maps.shape[-2:]
+    pts = points.to(maps.device, maps.dtype)
+    offset = pts.new_tensor([(1 - 2 * cell_centre) / w, (1 - 2 * cell_centre) / h])
+    grid = (2 * pts.nan_to_num(0.5) - 1 + offset)[:, :, None, :]  # (B, L, 1, 2) in grid_sample's [-1, 1]
+    return torch.nn.functional.grid_sample(maps, grid, mode="bilinear", padding_mode="border",
+                                           align_corners=False)[..., 0]
 
 
 def _nmf_coefficients(v: Tensor, h: Tensor, iterations: int) -> Tensor:

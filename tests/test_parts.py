@@ -474,3 +474,17 @@ def test_ranked_and_mid_level_parts_share_one_main_forward(tiny_checkpoint, tmp_
         hook.remove()
     assert calls == [3]  # one forward, with the mid-level map
     assert out["parts"]["xy"].shape == (2, 2, 2) and out["lmpnet"]["xy"].shape[0] == 2
+
+
+def test_sample_maps_reads_the_upsampled_maps_at_pixel_centres():
+    """lmpcli.parts.sample_maps equals bilinear upsampling to the image and reading the pixel."""
+    from lmpcli.parts import sample_maps
+
+    g = torch.Generator().manual_seed(3)
+    maps = torch.rand(2, 3, 5, 7, generator=g)
+    size = (40, 56)  # (H, W): 8 px per cell
+    px = torch.stack([torch.randint(0, size[1], (2, 9), generator=g), torch.randint(0, size[0], (2, 9), generator=g)], -1)
+    points = (px.float() + 0.5) / torch.tensor([size[1], size[0]])
+    up = torch.nn.functional.interpolate(maps, size=size, mode="bilinear", align_corners=False)
+    ref = torch.stack([up[b][:, px[b, :, 1], px[b, :, 0]] for b in range(2)])  # (B, K, L)
+    torch.testing.assert_close(sample_maps(maps, points), ref)
