@@ -115,6 +115,22 @@ def load_mid(cache_dir: str, split: str, prefix: str = "mid") -> dict:
     return {key: torch.cat([p[key] for p in parts]) for key in parts[0]}
 
 
+def native_protocol(cache_dir: str, protocol: str, limit: int = 0) -> tuple[dict, dict]:
+    """(fit, scored) dicts of the cached final maps and block 10 at 28 x 28: protocol ``halves``, the
+    even and odd train images (the first ``limit`` only, when given); ``test``, all train images and
+    the test split (sections 39-41)."""
+    def maps(split: str) -> dict:
+        return load_split(cache_dir, split, features=True) | load_mid(cache_dir, split, "native")
+
+    train = maps("train")
+    if limit:
+        train = take(train, torch.arange(min(limit, len(train["indices"]))))
+    if protocol == "halves":
+        n = len(train["indices"])
+        return take(train, torch.arange(0, n, 2)), take(train, torch.arange(1, n, 2))
+    return train, maps("test")
+
+
 def grid(d: dict, variant: str) -> tuple[int, int]:
     """(h, w) of ``variant``'s part maps: the final map's, doubled on the stride-16 grid."""
     h, w = d["features"].shape[-2:]

@@ -56,8 +56,7 @@ from lmpcli.part_metrics import part_metric_rows
 from lmpcli.parts import VISIBLE_FRACTION, sample_maps
 
 from _markdown import emit_table
-from mid_level_parts import NATIVE, load_mid, variant_row
-from named_landmarks import load_split, take
+from mid_level_parts import NATIVE, native_protocol, variant_row
 from parts_head_study import PartHead, centroids, losses, random_thetas, warp
 
 
@@ -232,17 +231,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     model, _ = load_model(args.weights)
     s, cc = model.config.image_size, model.cell_centre()
-
-    def split(name: str) -> dict:
-        return load_split(args.cache, name, features=True) | load_mid(args.cache, name, "native")
-
-    train = split("train")
-    if args.limit:
-        train = take(train, torch.arange(min(args.limit, len(train["indices"]))))
-    if args.protocol == "halves":
-        fit_d, test_d = take(train, torch.arange(0, len(train["indices"]), 2)), take(train, torch.arange(1, len(train["indices"]), 2))
-    else:
-        fit_d, test_d = train, split("test")
+    fit_d, test_d = native_protocol(args.cache, args.protocol, args.limit)
     classes = sorted(set(fit_d["class_id"].tolist()))
     labels = torch.tensor([classes.index(c) for c in fit_d["class_id"].tolist()])
     key = "block10" + NATIVE

@@ -34,6 +34,9 @@ PART_METHODS = ("filters", "kmeans", "kmeans-centred", "nmf")
 PART_MAPS = ("final", "final+mid", "final+mid-fine")
 #: Part-model fitting methods that can read the mid-level map.
 MID_MAP_METHODS = ("kmeans-centred",)
+#: Where a part model places a visible part (lmpcli.parts.PartModel.location; first: a new
+#: kmeans-centred fit's default): the centroid of its segment, or of the 3 x 3 cells around its peak.
+PART_LOCATIONS = ("segment", "peak")
 #: Frames named landmarks are normalised by (:mod:`lmpcli.named_landmarks`; first: the default).
 NORMALISATIONS = ("image", "keypoints")
 #: Landmark models of ``lmp fit-landmarks`` (:mod:`lmpcli.named_landmarks`; first: the default).

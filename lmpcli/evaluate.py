@@ -121,7 +121,8 @@ def evaluate(
         ``NMI_map``, ``ARI_map`` (:data:`lmpcli.meters.MAP_COLUMNS`, with or without
         ``fit_images``): each visible landmark takes the part of the part-assignment map at its
         location (:meth:`lmpcli.parts.PartModel.assign`), PDiscoNet's protocol, and
-        ``config["part_models"]`` records each such row's part model (``k``, ``method``, ``maps``).
+        ``config["part_models"]`` records each such row's part model (``k``, ``method``, ``maps``,
+        ``location``).
 
     Raises:
         InputError: not a CUB folder, unknown split, no images.
@@ -216,7 +217,8 @@ def evaluate(
               "classes": classes, "feature_map": cfg.image_size // cfg.output_stride,
               "method_options": {n: o for n, o in extra.items() if n in names}, "variants": variants or {},
               "crop_to_box": crop_to_box, "fit_images": n_fit,
-              "part_models": {n: {"k": m.part_model.k, "method": m.part_model.method, "maps": m.part_model.maps}
+              "part_models": {n: {"k": m.part_model.k, "method": m.part_model.method, "maps": m.part_model.maps,
+                                  "location": m.part_model.location}
                               for n, m in part_maps.items()}}
     if entropy_meter is not None:
         config["entropy"] = entropy_meter.compute()

@@ -33,8 +33,12 @@ fine grid: 4 x :data:`FOREGROUND_CELLS` cells, the same share of the map). At K 
 mid-level map raised NMI / ARI on the part maps by 8.7 / 7.2 points on the cub50 test split
 (quality log section 38, item 5b) and the fine grid by 4.6 / 5.9 more (section 39).
 
-At test time part j sits at the 3 x 3 sub-cell centroid of its map's peak; it is visible when the
-peak reaches ``threshold[j]`` and reported absent (NaN) otherwise, never invented.
+At test time part j is visible when its map's peak reaches ``threshold[j]`` and reported absent
+(NaN) otherwise, never invented. A visible part sits at the response-weighted centroid of its
+segment, the cells where its map is the largest of the K and reaches its threshold
+(``PartModel.location = "segment"``, the default of a new ``kmeans-centred`` fit: Kp -1.8 against
+the peak on the cub50 train halves, quality log section 41), or at the 3 x 3 sub-cell centroid of
+its map's peak (``"peak"``: the other methods, and part models fitted before section 41).
 """
 
 from __future__ import annotations
@@ -46,7 +50,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .choices import MID_MAP_METHODS, PART_MAPS, PART_METHODS  # fitting methods and maps of fit_part_model
+from .choices import MID_MAP_METHODS, PART_LOCATIONS, PART_MAPS, PART_METHODS  # fitting methods, maps, locations
 from .layers.selection import _centroid3x3
 from .progress import NullProgress, Progress
 from .settings import TRAIN_DEFAULTS
@@ -86,6 +90,9 @@ class PartModel:
             on its :attr:`grid` (:func:`stack_maps`).
         grid: :data:`PART_GRIDS`: ``"final"``, the maps lie on the final-conv map's grid;
             ``"mid"``, on the mid-level map's (``maps="final+mid-fine"``).
+        location: :data:`PART_LOCATIONS`: where :meth:`locate` puts a visible part, ``"segment"``
+            (:func:`segment_centroids`) or ``"peak"`` (the 3 x 3 centroid around its peak; part
+            models stored without this field, written before it existed, read as ``"peak"``).
     """
 
     method: str
@@ -96,6 +103,7 @@ class PartModel:
     meta: dict | None = None
     mid_channels: int = 0
     grid: str = "final"
+    location: str = "peak"
 
     @property
     def maps(self) -> str:
@@ -118,7 +126,7 @@ class PartModel:
         return {"method": self.method, "projection": self.projection.float().contiguous(),
                 "threshold": self.threshold.float(), "scale": self.scale.float(),
                 "iterations": int(self.iterations), "meta": dict(self.meta or {}), "mid_channels": int(self.mid_channels),
-                "grid": str(self.grid)}
+                "grid": str(self.grid), "location": str(self.location)}
 
     @classmethod
     def from_dict(cls, d: dict) -> PartModel:
@@ -130,7 +138,7 @@ class PartModel:
         try:
             model = cls(str(d["method"]), d["projection"].float(), d["threshold"].float(), d["scale"].float(),
                         int(d.get("iterations", 0)), dict(d.get("meta") or {}), int(d.get("mid_channels", 0)),
-                        str(d.get("grid", "final")))
+                        str(d.get("grid", "final")), str(d.get("location", "peak")))
         except (KeyError, AttributeError, TypeError) as e:
             raise PartModelError(f"not a part model: {e}") from e
         if model.projection.ndim != 2 or model.threshold.shape != (model.k,) or model.scale.shape != (model.k,):
@@ -142,6 +150,8 @@ class PartModel:
         if model.grid not in PART_GRIDS or (model.grid == "mid" and not model.mid_channels):
             raise PartModelError(f"part model grid {model.grid!r}: one of {', '.join(PART_GRIDS)}, "
                                  "and 'mid' only with a mid-level map")
+        if model.location not in PART_LOCATIONS:
+            raise PartModelError(f"part model location {model.location!r}: one of {', '.join(PART_LOCATIONS)}")
         return model
 
     def responses(self, features: Tensor) -> Tensor:
@@ -178,12 +188,13 @@ class PartModel:
 
         Args:
             features: (B, C, h, w) final-conv maps.
-            radius: the centroid window is (2 radius + 1) cells square around the peak.
+            radius: the peak's centroid window is (2 radius + 1) cells square.
 
         Returns:
-            (xy (B, K, 2) float32 cells (x, y), sub-cell centroid of the peak's 3 x 3 window,
-            NaN where absent; score (B, K) in [0, 1], 0 where absent; visible (B, K) bool;
-            peak (B, K) raw peak response).
+            (xy (B, K, 2) float32 cells (x, y): by :attr:`location`, the centroid of the part's
+            segment (:func:`segment_centroids`) or the sub-cell centroid of the peak's 3 x 3
+            window; NaN where absent; score (B, K) in [0, 1], 0 where absent; visible (B, K)
+            bool, the peak reaching :attr:`threshold`; peak (B, K) raw peak response).
         """
         r = self.responses(features)
         w = r.shape[-1]
@@ -191,6 +202,8 @@ class PartModel:
         xy = torch.stack([idx % w, torch.div(idx, w, rounding_mode="floor")], -1).float()
         parts = torch.arange(r.shape[1], device=r.device).expand(r.shape[0], -1)  # (B, K)
         xy = _centroid3x3(r, parts, xy, radius)
+        if self.location == "segment":
+            xy = segment_centroids(r, self.threshold, xy)
         visible = peak >= self.threshold.to(peak.device)
         score = (peak / self.scale.to(peak.device)).clamp(0, 1)
         xy = torch.where(visible[..., None], xy, float("nan"))
@@ -227,6 +240,36 @@ class PartModel:
         present = (sampled >= self.threshold.to(r.device)[None, :, None]).any(1)
         part = torch.where(present, part, self.k)
         return torch.where(known, part, -1)
+
+
+def segment_centroids(maps: Tensor, threshold: Tensor, fallback: Tensor) -> Tensor:
+    """Each part's place as the response-weighted centroid of its segment.
+
+    A part's segment is the cells where its map is the largest of the K (ties to the lower id) and
+    reaches its ``threshold``; the centroid weighs each of those cells by the part's response
+    there. This is where PDiscoNet puts a part (the centroid of an attention map that a softmax
+    across the parts has already cut to the part's segment); on k-means part maps it lowers Kp by
+    1.8 against the peak's 3 x 3 centroid (quality log section 41, item 3).
+
+    Args:
+        maps: (B, K, h, w) non-negative part maps.
+        threshold: (K,) response a cell must reach to join its part's segment.
+        fallback: (B, K, 2) float32 cells (x, y), used where a segment is empty (the part's
+            peak cell is won by another part).
+
+    Returns:
+        (B, K, 2) float32 cells (x, y), cell ``i``'s centre at ``i`` (the units of
+        :meth:`PartModel.locate`).
+    """
+    b, k, h, w = maps.shape
+    flat = maps.float().flatten(2)  # (B, K, hw)
+    wins = flat.argmax(1, keepdim=True) == torch.arange(k, device=flat.device)[None, :, None]
+    mass = flat * (wins & (flat >= threshold.to(flat.device)[None, :, None]))
+    ys, xs = torch.meshgrid(torch.arange(h, device=flat.device, dtype=torch.float32),
+                            torch.arange(w, device=flat.device, dtype=torch.float32), indexing="ij")
+    total = mass.sum(-1)  # (B, K)
+    centre = torch.stack([mass @ xs.flatten(), mass @ ys.flatten()], -1) / total.clamp_min(1e-12)[..., None]
+    return torch.where(total[..., None] > 0, centre, fallback)
 
 
 def sample_maps(maps: Tensor, points: Tensor, cell_centre: float = 0.5) -> Tensor:
@@ -520,7 +563,7 @@ def _fit_nmf(features: Tensor, k: int, seed: int) -> Tensor:
 
 
 def fit_part_model(features: Tensor | StackedMaps, k: int = 8, method: str = "nmf", seed: int = 0,
-                   mid_channels: int = 0, grid: str = "final") -> PartModel:
+                   mid_channels: int = 0, grid: str = "final", location: str | None = None) -> PartModel:
     """Fit K parts to the main network's maps of training images (no keypoint labels).
 
     Args:
@@ -533,15 +576,18 @@ def fit_part_model(features: Tensor | StackedMaps, k: int = 8, method: str = "nm
         mid_channels: the last ``mid_channels`` of ``features`` are the mid-level map
             (``kmeans-centred`` only; module docstring); 0: the final map only.
         grid: :data:`PART_GRIDS`, the grid ``features`` lie on (``"mid"`` needs ``mid_channels``).
+        location: :data:`PART_LOCATIONS` (:attr:`PartModel.location`); None:
+            :func:`resolve_part_location`.
 
     Returns:
         :class:`PartModel` whose thresholds come from these images: visible at
         :data:`VISIBLE_FRACTION` of the median peak, score 1 at the 95th percentile.
 
     Raises:
-        PartModelError: unknown method, K < 1, fewer than 2 images, too few active filters,
-            ``mid_channels`` with another method than ``kmeans-centred``, or a bad ``grid``.
+        PartModelError: unknown method or location, K < 1, fewer than 2 images, too few active
+            filters, ``mid_channels`` with another method than ``kmeans-centred``, or a bad ``grid``.
     """
+    location = resolve_part_location(method, location)
     if method not in PART_METHODS:
         raise PartModelError(f"unknown part method {method!r}; choose one of {', '.join(PART_METHODS)}")
     if mid_channels and method not in MID_MAP_METHODS:
@@ -559,7 +605,7 @@ def fit_part_model(features: Tensor | StackedMaps, k: int = 8, method: str = "nm
            "nmf": _fit_nmf}[method]
     proj = fit(features, k, seed)
     model = PartModel(method, proj, torch.zeros(k), torch.ones(k), NMF_ITERATIONS if method == "nmf" else 0,
-                      mid_channels=int(mid_channels), grid=grid)
+                      mid_channels=int(mid_channels), grid=grid, location=location)
     calibrate(model, features)
     model.meta = {"images": len(features), "seed": int(seed)}
     return model
@@ -594,6 +640,25 @@ def part_model_from_checkpoint(ckpt: dict) -> PartModel | None:
 #: (docs/quality-log.md sections 30 and 38, item 6).
 DEFAULT_PARTS = TRAIN_DEFAULTS["parts"]
 DEFAULT_PART_METHOD = "kmeans-centred"
+#: Where a new fit of :data:`DEFAULT_PART_METHOD` places a visible part (quality log section 41,
+#: item 3); the other methods, whose maps keep responses off their part, place it at the peak.
+DEFAULT_PART_LOCATION = PART_LOCATIONS[0]
+
+
+def resolve_part_location(method: str | None, location: str | None) -> str:
+    """``location``, or by default (None) :data:`DEFAULT_PART_LOCATION` for ``kmeans-centred`` (the
+    method it was measured on, quality log section 41) and ``"peak"`` for the others. ``method``
+    None: :data:`DEFAULT_PART_METHOD`.
+
+    Raises:
+        PartModelError: not one of :data:`PART_LOCATIONS`.
+    """
+    method = DEFAULT_PART_METHOD if method is None else method
+    if location is None:
+        location = DEFAULT_PART_LOCATION if method == "kmeans-centred" else "peak"
+    if location not in PART_LOCATIONS:
+        raise PartModelError(f"unknown part location {location!r}; choose one of {', '.join(PART_LOCATIONS)}")
+    return str(location)
 
 
 def resolve_part_maps(method: str | None, maps: str | None) -> str:
@@ -617,8 +682,8 @@ def resolve_part_maps(method: str | None, maps: str | None) -> str:
 
 
 def fit_parts_from_loader(model, loader, total: int, *, k: int = DEFAULT_PARTS, method: str = DEFAULT_PART_METHOD,
-                          seed: int = 0, maps: str | None = None, progress: Progress | None = None,
-                          on_error=None) -> PartModel:
+                          seed: int = 0, maps: str | None = None, location: str | None = None,
+                          progress: Progress | None = None, on_error=None) -> PartModel:
     """Extract the main network's maps of the images of ``loader`` (no labels) and fit a :class:`PartModel`.
 
     Args:
@@ -626,7 +691,7 @@ def fit_parts_from_loader(model, loader, total: int, *, k: int = DEFAULT_PARTS, 
         loader: batches of (B, 3, S, S) normalised images: dicts with ``image`` (and ``errors``,
             (path, reason) pairs reported to ``on_error``) or ``(images, labels)`` tuples.
         total: images in ``loader``, for the progress bar.
-        k, method, seed: see :func:`fit_part_model`.
+        k, method, seed, location: see :func:`fit_part_model`.
         maps: :data:`PART_MAPS`: ``"final"`` (the final-conv map), ``"final+mid"`` (also the
             mid-level map, on the final grid) or ``"final+mid-fine"`` (both on the mid-level grid);
             the last two ``kmeans-centred`` only; None: :func:`resolve_part_maps`. On the fine
@@ -665,14 +730,14 @@ def fit_parts_from_loader(model, loader, total: int, *, k: int = DEFAULT_PARTS, 
     features = StackedMaps(torch.cat(chunks), torch.cat(mids), grid) if grid == "mid" else torch.cat(chunks)
     chunks.clear()  # the batches now live in ``features`` only
     mids.clear()
-    part_model = fit_part_model(features, k, method, seed, mid_channels, grid)
+    part_model = fit_part_model(features, k, method, seed, mid_channels, grid, location)
     part_model.meta.update({"extract_seconds": round(extract_s, 1),
                             "fit_seconds": round(time.perf_counter() - start - extract_s, 1)})
     return part_model
 
 
 def fit_parts(weights, data, out, *, k: int | None = None, method: str | None = None,
-              maps: str | None = None, split: str = "train", limit: int | None = None, seed: int = 0, batch_size: int = 8,
+              maps: str | None = None, location: str | None = None, split: str = "train", limit: int | None = None, seed: int = 0, batch_size: int = 8,
               workers: int = 2, device: str = "auto", overwrite: bool = False,
               progress: Progress | None = None, on_error=None) -> dict:
     """Fit a part model for an existing checkpoint and write a new checkpoint holding it (``lmp fit-parts``).
@@ -685,15 +750,15 @@ def fit_parts(weights, data, out, *, k: int | None = None, method: str | None = 
         weights: input checkpoint (None: the shipped weights).
         data: a CUB-200-2011-layout folder (its ``split`` is used) or image files / folders / globs.
         out: the new checkpoint. Never the input itself, even with ``overwrite``.
-        k, method, seed: see :func:`fit_part_model`; None: :data:`DEFAULT_PARTS`,
-            :data:`DEFAULT_PART_METHOD`.
+        k, method, seed, location: see :func:`fit_part_model`; None: :data:`DEFAULT_PARTS`,
+            :data:`DEFAULT_PART_METHOD`, :func:`resolve_part_location`.
         maps: :data:`PART_MAPS` (see :func:`fit_parts_from_loader`); None:
             :func:`resolve_part_maps`.
         limit: use N images spread evenly over the list (every class of a CUB split).
         overwrite: replace an existing ``out`` (never the input).
 
     Returns:
-        ``{"out", "images", "k", "method", "maps", "extract_seconds", "fit_seconds", "seconds"}``.
+        ``{"out", "images", "k", "method", "maps", "location", "extract_seconds", "fit_seconds", "seconds"}``.
 
     Raises:
         OutputError: ``out`` is the input checkpoint, or exists without ``overwrite``.
@@ -719,6 +784,7 @@ def fit_parts(weights, data, out, *, k: int | None = None, method: str | None = 
     if method not in PART_METHODS:
         raise PartModelError(f"unknown part method {method!r}; choose one of {', '.join(PART_METHODS)}")
     maps = resolve_part_maps(method, maps)
+    location = resolve_part_location(method, location)
     obj = read_checkpoint(source)
     dev = resolve_device(device)
     model, _ = load_model(source, dev)
@@ -727,10 +793,11 @@ def fit_parts(weights, data, out, *, k: int | None = None, method: str | None = 
     loader = make_loader(ImagePathDataset(paths, eval_transform(cfg.image_size, cfg.mean, cfg.std)),
                          batch_size, workers, collate_skip_errors, dev)
     part_model = fit_parts_from_loader(model, loader, len(paths), k=k, method=method, seed=seed, maps=maps,
-                                       progress=progress, on_error=on_error)
+                                       location=location, progress=progress, on_error=on_error)
     part_model.meta.update({"data": str(data), "split": split})
     write_part_checkpoint(obj, part_model, out)
     return {"out": str(out), "images": part_model.meta["images"], "k": k, "method": method, "maps": maps,
+            "location": location,
             "extract_seconds": part_model.meta["extract_seconds"], "fit_seconds": part_model.meta["fit_seconds"],
             "seconds": time.perf_counter() - start}
 

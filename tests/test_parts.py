@@ -162,6 +162,7 @@ def test_shipped_weights_carry_sixteen_parts_and_name_them_on_real_birds():
 
     model, _ = load_model(None)
     assert model.part_model.k == 16 and model.part_model.maps == "final+mid-fine"  # quality log 38 item 6, 39
+    assert model.part_model.location == "segment"  # quality log 41
     images = sorted(str(p) for p in EXAMPLES.glob("*.jpg"))[:3]
     items = list(predict_images(images, method="parts", workers=0, device="cpu"))
     assert len(items) == 3 and all(it.xy.shape == (16, 2) for it in items)
@@ -441,7 +442,8 @@ def test_fit_parts_with_mid_level_maps_through_the_cli(tiny_checkpoint, tiny_cub
     assert len(df) == 6 and set(df["part"]) == {1, 2}
     rep = evaluate(tiny_cub, split="test", weights=out, methods=["parts"], settings=KeypointSettings(k=3), workers=0,
                    batch_size=4, device="cpu", fit_images=0, backend=backend)
-    assert rep["config"]["part_models"] == {"parts": {"k": 2, "method": "kmeans-centred", "maps": maps}}
+    assert rep["config"]["part_models"] == {"parts": {"k": 2, "method": "kmeans-centred", "maps": maps,
+                                                      "location": "segment"}}  # the default (quality log 41)
     t = rep["table"].set_index("method")
     assert t.loc["parts", ["NMI_map", "ARI_map"]].notna().all()
     r = runner.invoke(app, ["fit-parts", str(tiny_checkpoint), "--data", str(tiny_cub), "--maps", "final+mid",
@@ -488,3 +490,78 @@ def test_sample_maps_reads_the_upsampled_maps_at_pixel_centres():
     up = torch.nn.functional.interpolate(maps, size=size, mode="bilinear", align_corners=False)
     ref = torch.stack([up[b][:, px[b, :, 1], px[b, :, 0]] for b in range(2)])  # (B, K, L)
     torch.testing.assert_close(sample_maps(maps, points), ref)
+
+
+def _segment_reference(maps, threshold, fallback):
+    """segment_centroids from its definition, one part and one image at a time."""
+    b, k, h, w = maps.shape
+    out = fallback.clone()
+    for i in range(b):
+        for j in range(k):
+            sx = sy = tot = 0.0
+            for y in range(h):
+                for x in range(w):
+                    v = float(maps[i, j, y, x])
+                    if int(maps[i, :, y, x].argmax()) == j and v >= float(threshold[j]):
+                        sx, sy, tot = sx + v * x, sy + v * y, tot + v
+            if tot > 0:
+                out[i, j] = torch.tensor([sx / tot, sy / tot])
+    return out
+
+
+def test_segment_centroids_known_answer_and_reference():
+    """lmpcli.parts.segment_centroids: the response-weighted centroid of the cells a part wins."""
+    from lmpcli.parts import segment_centroids
+
+    r = torch.zeros(1, 3, 4, 4)
+    r[0, 0, 1, 1], r[0, 0, 1, 3] = 3.0, 1.0  # part 0 wins cells (x, y) = (1, 1) and (3, 1)
+    r[0, 0, 2, 2], r[0, 1, 2, 2] = 0.5, 2.0  # part 1 wins (2, 2), where part 0 responds less
+    r[0, 0, 3, 0] = 0.1  # part 0 wins (0, 3) but below its threshold: not in its segment
+    fallback = torch.full((1, 3, 2), -7.0)
+    got = segment_centroids(r, torch.tensor([0.2, 0.2, 0.2]), fallback)
+    # part 0: x = (3 * 1 + 1 * 3) / 4, y = 1; part 1 at (2, 2); part 2 wins nothing: its fallback
+    torch.testing.assert_close(got, torch.tensor([[[1.5, 1.0], [2.0, 2.0], [-7.0, -7.0]]]))
+    g = torch.Generator().manual_seed(4)
+    maps = torch.rand(2, 4, 5, 6, generator=g) ** 3
+    threshold = torch.tensor([0.1, 0.3, 0.5, 2.0])  # part 3 never reaches its threshold
+    fallback = torch.rand(2, 4, 2, generator=g)
+    got = segment_centroids(maps, threshold, fallback)
+    torch.testing.assert_close(got, _segment_reference(maps, threshold, fallback))
+    assert torch.equal(got[:, 3], fallback[:, 3])
+
+
+def test_part_location_defaults_round_trip_and_errors():
+    """kmeans-centred fits place parts by segment, the other methods by peak; older files read as peak."""
+    from lmpcli.parts import segment_centroids
+
+    f, _ = planted(n=40)
+    pm = fit_part_model(f, 3, "kmeans-centred")
+    assert pm.location == "segment" and fit_part_model(f, 3, "filters").location == "peak"
+    assert fit_part_model(f, 3, "kmeans-centred", location="peak").location == "peak"
+    with pytest.raises(PartModelError, match="location"):
+        fit_part_model(f, 3, "kmeans-centred", location="middle")
+    # locate: the segment centroid of the same maps whose peak gives visibility
+    xy, _, visible, _ = pm.locate(f)
+    peak_model = PartModel.from_dict({**pm.to_dict(), "location": "peak"})
+    xy_peak, _, visible_peak, _ = peak_model.locate(f)
+    assert torch.equal(visible, visible_peak)
+    want = segment_centroids(pm.responses(f), pm.threshold, xy_peak.nan_to_num())
+    torch.testing.assert_close(xy[visible], want[visible])
+    assert not torch.allclose(xy[visible], xy_peak[visible])
+    d = pm.to_dict()
+    assert PartModel.from_dict(d).location == "segment"
+    del d["location"]  # a part model written before section 41
+    assert PartModel.from_dict(d).location == "peak"
+    with pytest.raises(PartModelError, match="location"):
+        PartModel.from_dict({**pm.to_dict(), "location": "middle"})
+
+
+def test_fit_parts_cli_location_option(tiny_checkpoint, tiny_cub, tmp_path):
+    out = tmp_path / "peak.pt"
+    r = runner.invoke(app, ["fit-parts", str(tiny_checkpoint), "--data", str(tiny_cub), "--k", "2",
+                            "--location", "peak", "--out", str(out), "--workers", "0"])
+    assert r.exit_code == 0, r.output
+    assert "peak location" in r.output and read_checkpoint(out)["parts"]["location"] == "peak"
+    r = runner.invoke(app, ["fit-parts", str(tiny_checkpoint), "--data", str(tiny_cub), "--location", "middle",
+                            "--out", str(tmp_path / "bad.pt")])
+    assert r.exit_code == 2 and "Traceback" not in r.output and not (tmp_path / "bad.pt").exists()

@@ -7,7 +7,7 @@ import typer
 
 from ._console import report_skipped, say
 from ._progress import RichProgress
-from .options import IO, PART_MODEL, BatchSize, Device, PartMaps, PartMethod, Quiet, SplitOpt, Workers, command
+from .options import IO, PART_MODEL, BatchSize, Device, PartLocation, PartMaps, PartMethod, Quiet, SplitOpt, Workers, command
 
 EPILOG = """Examples:
 
@@ -46,6 +46,10 @@ def fit_parts(
              "stride-16 map, pooled onto the final grid) or final+mid-fine (both on the stride-16 grid: "
              "28x28 part maps at 448 px); the mid-level ones kmeans-centred only (default: the library's; "
              "docs/parts.md).")] = None,
+    location: Annotated[Optional[PartLocation], typer.Option(
+        rich_help_panel=PART_MODEL, show_default=False,
+        help="Where a visible part is placed: segment (the centroid of the cells its map wins) or peak (the "
+             "centroid of the 3x3 cells around its map's peak) (default: the library's; docs/parts.md).")] = None,
     seed: Annotated[int, typer.Option(rich_help_panel=PART_MODEL, help="Random state of the clustering.")] = 0,
     batch_size: BatchSize = 8,
     device: Device = "auto",
@@ -59,9 +63,11 @@ def fit_parts(
                          maps=maps)
     from ..parts import fit_parts as run_fit_parts
 
-    summary = run_fit_parts(weights, data[0] if len(data) == 1 else data, out, k=k, method=method, maps=maps, split=split,
+    summary = run_fit_parts(weights, data[0] if len(data) == 1 else data, out, k=k, method=method, maps=maps,
+                            location=location, split=split,
                             limit=limit, seed=seed, batch_size=batch_size, workers=workers, device=device,
                             overwrite=overwrite, progress=RichProgress(not quiet), on_error=report_skipped)
     if not quiet:
-        say(f"{summary['images']} images, K = {summary['k']} ({summary['method']}, {summary['maps']} maps), features "
+        say(f"{summary['images']} images, K = {summary['k']} ({summary['method']}, {summary['maps']} maps, "
+            f"{summary['location']} location), features "
             f"{summary['extract_seconds']:.0f} s, fit {summary['fit_seconds']:.0f} s -> {out}")
