@@ -24,6 +24,9 @@ k-means. Visibility, score scale, the 3 x 3 peak centroid and the map assignment
 ``--locate`` (section 41, item 3) places the parts by :attr:`lmpcli.parts.PartModel.location`:
 ``peak``, the 3 x 3 centroid around the map's peak (the library's until then), or ``segment``,
 the response-weighted centroid of the cells the part wins (:func:`lmpcli.parts.segment_centroids`).
+Study variants (items 6-7): ``component``, the same on the 8-connected piece of the segment that
+holds the peak; ``segment-all``, every cell the part wins with a positive response;
+``segment-flat``, the shipped segment's cells weighted equally.
 
     python benchmarks/pose_parts_study.py --cache runs/nl-cm --alphas 0,0.25,0.5,1 --cells 64,128 --out table.md
 
@@ -142,6 +145,54 @@ def facing_agreement(d: dict, tau: float) -> float:
     return 100 * (facing[clear] == torch.sign(hx - ax)[clear]).float().mean().item()
 
 
+def component_centroids(maps: torch.Tensor, threshold: torch.Tensor, fallback: torch.Tensor) -> torch.Tensor:
+    """As :func:`lmpcli.parts.segment_centroids`, on the 8-connected piece of each part's segment that
+    holds its peak (section 41, item 6): (B, K, h, w), (K,), (B, K, 2) -> (B, K, 2) cells (x, y)."""
+    b, k, h, w = maps.shape
+    flat = maps.float().flatten(2)
+    wins = flat.argmax(1, keepdim=True) == torch.arange(k)[None, :, None]
+    segment = (wins & (flat >= threshold[None, :, None])).reshape(b, k, h, w).float()
+    piece = torch.zeros_like(flat)
+    piece.scatter_(2, flat.argmax(2, keepdim=True), 1.0)
+    piece = piece.reshape(b, k, h, w) * segment
+    while True:
+        grown = F.max_pool2d(piece, 3, 1, 1) * segment
+        if torch.equal(grown, piece):
+            break
+        piece = grown
+    mass = flat * piece.flatten(2)
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")
+    total = mass.sum(-1)
+    centre = torch.stack([mass @ xs.flatten(), mass @ ys.flatten()], -1) / total.clamp_min(1e-12)[..., None]
+    return torch.where(total[..., None] > 0, centre, fallback)
+
+
+#: Study-only ways to place a part (section 41, items 6-7): the segment's piece holding the peak; every
+#: cell the part wins with a positive response; the shipped segment's cells weighted equally.
+VARIANTS = ("component", "segment-all", "segment-flat")
+
+
+def variant_xy(pm: PartModel, r: torch.Tensor, d: dict, image_size: int, cell_centre: float, variant: str):
+    """``scored`` with each visible part placed by one of :data:`VARIANTS` (original pixels)."""
+    from lmpcli.head import cells_to_pixels
+    from lmpcli.parts import segment_centroids
+
+    pm.location = "peak"
+    xy_peak, ids = scored(pm, r, d, image_size, cell_centre)
+    peak_cells, _, visible, _ = pm.locate(None)
+    fallback = peak_cells.nan_to_num()
+    if variant == "component":
+        cells = component_centroids(r, pm.threshold, fallback)
+    elif variant == "segment-all":
+        cells = segment_centroids(r, torch.full_like(pm.threshold, 1e-12), fallback)
+    else:  # segment-flat: the shipped segment's cells, each weighted 1
+        wins = r.argmax(1, keepdim=True) == torch.arange(r.shape[1])[None, :, None, None]
+        cells = segment_centroids((wins & (r >= pm.threshold[None, :, None, None])).float(), torch.full_like(pm.threshold, 0.5),
+                                  fallback)
+    xy = cells_to_pixels(cells, r.shape[-2:], (image_size, image_size), cell_centre) * (d["size"].float() / image_size)[:, None]
+    return torch.where(visible[..., None], xy, xy_peak), ids
+
+
 def rows(fit_d: dict, test_d: dict, k: int, seed: int, alpha: float, tau: float, cells: int,
          image_size: int, cell_centre: float, locates: list[str]) -> list[list[str]]:
     """One table row per way of locating the parts, from one fit."""
@@ -154,9 +205,13 @@ def rows(fit_d: dict, test_d: dict, k: int, seed: int, alpha: float, tau: float,
     lm = torch.arange(vis.shape[1]).expand_as(vis)
     out = []
     for locate in locates:
-        pm.location = locate  # PartModel.locate: the library's segment centroid or the peak's 3 x 3 centroid
-        xy_fit, _ = scored(pm, r_fit, fit_d, image_size, cell_centre)
-        xy_test, ids = scored(pm, r_test, test_d, image_size, cell_centre)
+        if locate in VARIANTS:
+            xy_fit, _ = variant_xy(pm, r_fit, fit_d, image_size, cell_centre, locate)
+            xy_test, ids = variant_xy(pm, r_test, test_d, image_size, cell_centre, locate)
+        else:
+            pm.location = locate  # PartModel.locate: the library's segment centroid or the peak's 3 x 3 centroid
+            xy_fit, _ = scored(pm, r_fit, fit_d, image_size, cell_centre)
+            xy_test, ids = scored(pm, r_test, test_d, image_size, cell_centre)
         r = part_metric_rows(dict(fit_d, xy={"p": xy_fit}), dict(test_d, xy={"p": xy_test}), ["p"])["p"]
         nmi_map, ari_map = assignment_scores(lm[vis].numpy(), ids[vis].numpy())
         used = len(set(ids[vis].tolist()) - {pm.k})
@@ -176,7 +231,8 @@ def main() -> None:
     ap.add_argument("--cells", default="64", help="foreground cells per fit image to try (the library's: 64)")
     ap.add_argument("--seeds", default="0", help="k-means seeds")
     ap.add_argument("--tau", type=float, default=0.2, help="foreground at this fraction of the maximum energy")
-    ap.add_argument("--locate", default="peak", help="PartModel.location: peak, segment, or both: peak,segment")
+    ap.add_argument("--locate", default="peak", help="PartModel.location (peak, segment) or a study variant "
+                    "(component, segment-all, segment-flat), comma-separated")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default=None, help="also write the markdown table here")
     args = ap.parse_args()
