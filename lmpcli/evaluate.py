@@ -58,6 +58,7 @@ def evaluate(
     classes: list[int] | None = None,
     limit: int | None = None,
     fit_images: int | None = DEFAULT_FIT_IMAGES,
+    fit_classes: list[int] | None = None,
     crop_to_box: bool = False,
     batch_size: int = 8,
     device: str = "auto",
@@ -103,6 +104,9 @@ def evaluate(
             also runs on to fit the Kp regressors (:mod:`lmpcli.part_metrics`); 0 = no Kp, NMI,
             ARI columns and no mean-landmark row. On ``split="train"`` or ``"all"`` the fit images
             are among the scored ones (an in-sample Kp).
+        fit_classes: CUB class ids of the train images the Kp regressors are fit on; None: the
+            same as ``classes``. The class-held-out check fits them on the seen classes and scores
+            the unseen ones (``classes=41-50, fit_classes=1-40``; docs/part-metrics.md).
         crop_to_box: evaluate (and fit) on images cropped to their ground-truth box: keypoints
             in pixels of the crop, PCK radius ``alpha`` times the crop's shorter side.
 
@@ -200,7 +204,8 @@ def evaluate(
         close_distributed(ctx)
     part_rows, n_fit = {}, 0
     if fit_images != 0 and not ctx.distributed:  # Kp / NMI / ARI need every rank's keypoints: not under torchrun
-        fit_data = fit_subset(CUBDataset(root, "train", transform, classes=classes, crop_to_box=crop_to_box), fit_images)
+        fit_data = fit_subset(CUBDataset(root, "train", transform, classes=classes if fit_classes is None else fit_classes,
+                                         crop_to_box=crop_to_box), fit_images)
         if len(fit_data) == 0:
             raise InputError(f"no train-split images in {data} to fit the Kp regressors; pass --fit-images 0")
         fit = collect_predictions(fit_data, kp_methods, dev, batch_size=batch_size, workers=workers, progress=progress)
@@ -217,6 +222,7 @@ def evaluate(
               "classes": classes, "feature_map": cfg.image_size // cfg.output_stride,
               "method_options": {n: o for n, o in extra.items() if n in names}, "variants": variants or {},
               "crop_to_box": crop_to_box, "fit_images": n_fit,
+              "fit_classes": classes if fit_classes is None else fit_classes,
               "part_models": {n: {"k": m.part_model.k, "method": m.part_model.method, "maps": m.part_model.maps,
                                   "location": m.part_model.location}
                               for n, m in part_maps.items()}}

@@ -75,3 +75,20 @@ def test_cli_fit_images_default_is_the_library_default():
 
     option = inspect.signature(evaluate_command).parameters["fit_images"].default
     assert option == DEFAULT_FIT_IMAGES == inspect.signature(evaluate).parameters["fit_images"].default
+
+
+def test_fit_classes_choose_the_regressors_train_images(tiny_cub, tiny_checkpoint):
+    """The class-held-out protocol: regressors fit on the seen classes' train images, the unseen scored."""
+    same = evaluate(tiny_cub, split="test", weights=tiny_checkpoint, **KW)["config"]
+    assert same["fit_images"] == 3 and same["fit_classes"] is None  # every train image: 2 of class 3, 1 of class 7
+    rep = evaluate(tiny_cub, split="test", weights=tiny_checkpoint, classes=[7], fit_classes=[3], **KW)
+    cfg = rep["config"]
+    assert cfg["images"] == 2 and cfg["classes"] == [7]  # the test images of class 7 only
+    assert cfg["fit_images"] == 2 and cfg["fit_classes"] == [3]  # the train images of class 3 only
+    assert rep["table"].set_index("method").loc["lmpnet", "Kp"] >= 0
+    r = CliRunner().invoke(app, ["evaluate", "--data", str(tiny_cub), "--weights", str(tiny_checkpoint), "--k", "3",
+                                 "--classes", "7", "--fit-classes", "3", "--workers", "0", "--no-baselines"])
+    assert r.exit_code == 0, r.output
+    assert "regressors fit on 2 train images of classes 3" in " ".join(r.output.split())
+    r = CliRunner().invoke(app, ["evaluate", "--data", str(tiny_cub), "--fit-classes", "three"])
+    assert r.exit_code == 2 and "Traceback" not in r.output

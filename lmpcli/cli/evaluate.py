@@ -13,13 +13,15 @@ from ..settings import KeypointSettings
 from ._console import say
 from ._progress import RichProgress
 from .options import (IO, KEYPOINT_SETTINGS, METHOD, METHOD_OPTIONS, PERFORMANCE_OPTIONS, SCORING, SELECTION, Limit,
-                      Overwrite, Quiet, WeightsList, command, method_keywords)
+                      Overwrite, Quiet, WeightsList, command, method_keywords, parse_ids)
 
 EPILOG = """Examples:
 
   lmp evaluate --data ../CUB_200_2011 --split test --k 5 --thr 3 --out results.csv
 
   lmp evaluate --data ../CUB_200_2011 --method lmpnet,parts --fit-images 1500 --out report.json
+
+  lmp evaluate --data ../CUB_200_2011 --method parts --classes 41-50 --fit-classes 1-40 --weights runs/seen/model.pt
 
   lmp evaluate --data ../CUB_200_2011 --limit 400 --weights runs/seed0/model.pt --weights runs/seed1/model.pt
 """
@@ -45,6 +47,10 @@ def evaluate(
         min=0, metavar="N", rich_help_panel=SCORING, show_default=False,
         help="Train-split images (spread over every class) the methods also run on to fit the Kp regressors; "
              "0 = no Kp / NMI / ARI; unset: all of them.")] = None,
+    fit_classes: Annotated[Optional[str], typer.Option(
+        metavar="IDS", callback=parse_ids, rich_help_panel=SCORING, show_default=False,
+        help="CUB class ids of the train images the Kp regressors are fit on, e.g. 1-40 (unset: those of "
+             "--classes).")] = None,
     crop_to_box: Annotated[bool, typer.Option(
         rich_help_panel=SCORING,
         help="Evaluate on images cropped to their ground-truth box (PCK radius from the crop's shorter side).")] = False,
@@ -72,7 +78,7 @@ def evaluate(
     report = run_evaluate(
         data, weights=weights or None, methods=methods, baselines=baselines, entropy=entropy, alpha=alpha,
         method_options=method_keywords(methods, per_method), limit=limit, fit_images=fit_images,
-        crop_to_box=crop_to_box, progress=RichProgress(not quiet), settings=keypoint, **selection, **performance,
+        fit_classes=fit_classes, crop_to_box=crop_to_box, progress=RichProgress(not quiet), settings=keypoint, **selection, **performance,
     )
     if os.environ.get("RANK", "0") != "0":  # under torchrun rank 0 prints and writes
         return
@@ -145,7 +151,8 @@ def part_discovery_table(report: dict):
     df, cfg = report["table"], report["config"]
     columns = [c for c in (*PART_COLUMNS, *MAP_COLUMNS) if c in df.columns]
     title = ("part discovery (%): "
-             + (f"Kp (Huang & Li, lower is better; regressors fit on {cfg['fit_images']} train images), "
+             + (f"Kp (Huang & Li, lower is better; regressors fit on {cfg['fit_images']} train images"
+                + (f" of classes {_ids(cfg['fit_classes'])}" if cfg.get("fit_classes") != cfg.get("classes") else "") + "), "
                 "NMI / ARI of the nearest keypoint's id" if "Kp" in columns else "")
              + ("; " if "Kp" in columns and "NMI_map" in columns else "")
              + ("NMI_map / ARI_map of the part maps (PDiscoNet's protocol)" if "NMI_map" in columns else ""))
@@ -167,3 +174,15 @@ def landing_table(report: dict, methods: list[str], alpha: float):
     for _, row in df[df["method"].isin(methods)].iterrows():
         table.add_row(row["method"], f"KP{row['rank']}", *[f"{row[c]:.1f}" for c in groups])
     return table
+
+
+def _ids(ids: list[int]) -> str:
+    """[1, 2, 3, 7] -> "1-3,7" (class ids as --classes takes them)."""
+    runs, start = [], None
+    for i, c in enumerate(ids):
+        if start is None:
+            start = c
+        if i + 1 == len(ids) or ids[i + 1] != c + 1:
+            runs.append(f"{start}" if start == c else f"{start}-{c}")
+            start = None
+    return ",".join(runs)
