@@ -51,7 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from lmpcli.checkpoint import load_model
 from lmpcli.landmarks import assignment_scores
 from lmpcli.part_metrics import part_metric_rows
-from lmpcli.parts import VISIBLE_FRACTION, PartModel
+from lmpcli.parts import VISIBLE_FRACTION, PartModel, segment_centroids, segment_masks
 
 from _markdown import emit_table
 from mid_level_parts import NATIVE, descriptors, grid, native_protocol, scored
@@ -89,7 +89,7 @@ def object_frame(energy: torch.Tensor, hw: tuple[int, int], tau: float, top: int
     return torch.stack([facing * (xs - cx) / sx, (ys - cy) / sy], -1), facing[:, 0]
 
 
-def joint(d: dict, rows: slice, alpha: float, tau: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def joint(d: dict, rows: slice, tau: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(desc (n, hw, D) unit, pos (n, hw, 2), energy (n, hw)) of the images ``rows``."""
     desc, energy = descriptors(d, VARIANT, rows)
     pos, _ = object_frame(energy, grid(d, VARIANT), tau)
@@ -101,7 +101,7 @@ def responses(d: dict, centres: torch.Tensor, places: torch.Tensor, alpha: float
     n, (h, w) = len(d["features"]), grid(d, VARIANT)
     out = []
     for i in range(0, n, CHUNK):
-        desc, pos, energy = joint(d, slice(i, i + CHUNK), alpha, tau)
+        desc, pos, energy = joint(d, slice(i, i + CHUNK), tau)
         r = desc @ centres.T - 0.5 * alpha ** 2 * torch.cdist(pos, places[None].expand(len(pos), -1, -1)) ** 2
         r = r.clamp_min(0) * (energy / energy.amax(-1, keepdim=True).clamp_min(1e-12))[..., None]
         out.append(r.transpose(1, 2).reshape(len(desc), -1, h, w))
@@ -114,7 +114,7 @@ def fit(d: dict, k: int, seed: int, alpha: float, tau: float, cells: int) -> tup
 
     x = []
     for i in range(0, len(d["features"]), CHUNK):
-        desc, pos, energy = joint(d, slice(i, i + CHUNK), alpha, tau)
+        desc, pos, energy = joint(d, slice(i, i + CHUNK), tau)
         top = energy.topk(cells, -1).indices[..., None]
         x.append(torch.cat([desc.gather(1, top.expand(-1, -1, desc.shape[-1])),
                             alpha * pos.gather(1, top.expand(-1, -1, 2))], -1).reshape(-1, desc.shape[-1] + 2))
@@ -145,26 +145,18 @@ def facing_agreement(d: dict, tau: float) -> float:
     return 100 * (facing[clear] == torch.sign(hx - ax)[clear]).float().mean().item()
 
 
-def component_centroids(maps: torch.Tensor, threshold: torch.Tensor, fallback: torch.Tensor) -> torch.Tensor:
-    """As :func:`lmpcli.parts.segment_centroids`, on the 8-connected piece of each part's segment that
-    holds its peak (section 41, item 6): (B, K, h, w), (K,), (B, K, 2) -> (B, K, 2) cells (x, y)."""
-    b, k, h, w = maps.shape
-    flat = maps.float().flatten(2)
-    wins = flat.argmax(1, keepdim=True) == torch.arange(k)[None, :, None]
-    segment = (wins & (flat >= threshold[None, :, None])).reshape(b, k, h, w).float()
-    piece = torch.zeros_like(flat)
-    piece.scatter_(2, flat.argmax(2, keepdim=True), 1.0)
-    piece = piece.reshape(b, k, h, w) * segment
+def component_masks(maps: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
+    """The 8-connected piece of each part's segment (:func:`lmpcli.parts.segment_masks`) that holds
+    its peak (section 41, item 6), grown from the peak cell by 3 x 3 max-pool steps until nothing
+    changes: (B, K, h, w), (K,) -> (B, K, h, w) float 0 / 1."""
+    segment = segment_masks(maps, threshold).float()
+    flat = maps.flatten(2)
+    piece = torch.zeros_like(flat).scatter_(2, flat.argmax(2, keepdim=True), 1.0).view_as(maps) * segment
     while True:
         grown = F.max_pool2d(piece, 3, 1, 1) * segment
         if torch.equal(grown, piece):
-            break
+            return piece
         piece = grown
-    mass = flat * piece.flatten(2)
-    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")
-    total = mass.sum(-1)
-    centre = torch.stack([mass @ xs.flatten(), mass @ ys.flatten()], -1) / total.clamp_min(1e-12)[..., None]
-    return torch.where(total[..., None] > 0, centre, fallback)
 
 
 #: Study-only ways to place a part (section 41, items 6-7): the segment's piece holding the peak; every
@@ -175,20 +167,17 @@ VARIANTS = ("component", "segment-all", "segment-flat")
 def variant_xy(pm: PartModel, r: torch.Tensor, d: dict, image_size: int, cell_centre: float, variant: str):
     """``scored`` with each visible part placed by one of :data:`VARIANTS` (original pixels)."""
     from lmpcli.head import cells_to_pixels
-    from lmpcli.parts import segment_centroids
 
     pm.location = "peak"
     xy_peak, ids = scored(pm, r, d, image_size, cell_centre)
     peak_cells, _, visible, _ = pm.locate(None)
     fallback = peak_cells.nan_to_num()
-    if variant == "component":
-        cells = component_centroids(r, pm.threshold, fallback)
+    if variant == "component":  # a part's maps outside its piece zeroed: its segment is then the piece
+        cells = segment_centroids(r * component_masks(r, pm.threshold), pm.threshold, fallback)
     elif variant == "segment-all":
         cells = segment_centroids(r, torch.full_like(pm.threshold, 1e-12), fallback)
     else:  # segment-flat: the shipped segment's cells, each weighted 1
-        wins = r.argmax(1, keepdim=True) == torch.arange(r.shape[1])[None, :, None, None]
-        cells = segment_centroids((wins & (r >= pm.threshold[None, :, None, None])).float(), torch.full_like(pm.threshold, 0.5),
-                                  fallback)
+        cells = segment_centroids(segment_masks(r, pm.threshold).float(), torch.full_like(pm.threshold, 0.5), fallback)
     xy = cells_to_pixels(cells, r.shape[-2:], (image_size, image_size), cell_centre) * (d["size"].float() / image_size)[:, None]
     return torch.where(visible[..., None], xy, xy_peak), ids
 

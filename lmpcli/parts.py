@@ -242,10 +242,25 @@ class PartModel:
         return torch.where(known, part, -1)
 
 
+def segment_masks(maps: Tensor, threshold: Tensor) -> Tensor:
+    """Each part's segment: the cells where its map is the largest of the K (ties to the lower id)
+    and reaches its ``threshold``.
+
+    Args:
+        maps: (B, K, h, w) part maps. threshold: (K,).
+
+    Returns:
+        (B, K, h, w) bool; the K masks of an image are disjoint.
+    """
+    k = maps.shape[1]
+    wins = maps.argmax(1, keepdim=True) == torch.arange(k, device=maps.device)[None, :, None, None]
+    return wins & (maps >= threshold.to(maps.device, maps.dtype)[None, :, None, None])
+
+
 def segment_centroids(maps: Tensor, threshold: Tensor, fallback: Tensor) -> Tensor:
     """Each part's place as the response-weighted centroid of its segment.
 
-    A part's segment is the cells where its map is the largest of the K (ties to the lower id) and
+    A part's segment (:func:`segment_masks`) is the cells where its map is the largest of the K and
     reaches its ``threshold``; the centroid weighs each of those cells by the part's response
     there. This is where PDiscoNet puts a part (the centroid of an attention map that a softmax
     across the parts has already cut to the part's segment); on k-means part maps it lowers Kp by
@@ -263,8 +278,7 @@ def segment_centroids(maps: Tensor, threshold: Tensor, fallback: Tensor) -> Tens
     """
     b, k, h, w = maps.shape
     flat = maps.float().flatten(2)  # (B, K, hw)
-    wins = flat.argmax(1, keepdim=True) == torch.arange(k, device=flat.device)[None, :, None]
-    mass = flat * (wins & (flat >= threshold.to(flat.device)[None, :, None]))
+    mass = flat * segment_masks(maps, threshold).flatten(2)
     ys, xs = torch.meshgrid(torch.arange(h, device=flat.device, dtype=torch.float32),
                             torch.arange(w, device=flat.device, dtype=torch.float32), indexing="ij")
     total = mass.sum(-1)  # (B, K)

@@ -65,10 +65,10 @@ def test_component_centroid_keeps_the_piece_of_the_segment_that_holds_the_peak()
     r[0, 0, 3, 5] = 3.0  # ... and a second piece, apart from the first
     r[0, 1, 4, 0] = 1.0  # part 1: one cell
     threshold, fallback = torch.tensor([0.5, 0.5]), torch.full((1, 2, 2), -1.0)
-    got = bench.component_centroids(r, threshold, fallback)
-    # part 0: (4 * (1, 1) + 2 * (2, 2)) / 6; the segment's centroid would also weigh (5, 3)
-    torch.testing.assert_close(got, torch.tensor([[[8 / 6, 8 / 6], [0.0, 4.0]]]))
     from lmpcli.parts import segment_centroids
 
+    got = segment_centroids(r * bench.component_masks(r, threshold), threshold, fallback)
+    # part 0: (4 * (1, 1) + 2 * (2, 2)) / 6; the segment's centroid would also weigh (5, 3)
+    torch.testing.assert_close(got, torch.tensor([[[8 / 6, 8 / 6], [0.0, 4.0]]]))
     seg = segment_centroids(r, threshold, fallback)
     torch.testing.assert_close(seg[0, 0], torch.tensor([(4 + 4 + 15) / 9, (4 + 4 + 9) / 9]))
