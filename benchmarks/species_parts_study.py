@@ -1,0 +1,156 @@
+"""Species-invariant part descriptors: the class labels remove what varies between species within a
+part (quality log section 42).
+
+K-means on the shipped part model's descriptors (``kmeans-centred``, ``final+mid-fine``: the final
+map upsampled x 2 and block 10 at 28 x 28, each centred on the image's foreground and normalised)
+finds the directions of largest variance; within one part the largest is often the species'
+plumage. The one label the method has, the class, names that nuisance. Two-stage fit (a nuisance
+attribute projection, per part):
+
+1. k-means (K, 3 starts) on each fit image's 64 strongest cells, as the library does;
+2. for each part p and class c with at least ``--min-cells`` fit cells, the mean descriptor
+   mu_cp; the within-part between-class scatter S = sum_p sum_c n_cp (mu_cp - mu_p)(mu_cp - mu_p)^T;
+3. its top ``m`` eigenvectors U (D x m) are projected out of every fit descriptor (x - U U^T x,
+   renormalised) and k-means runs again (``--rounds`` times in all).
+
+The new centres lie in the complement of U, so the nearest centre of a descriptor and of its
+projection are the same: scoring uses the library's responses (cosine to the centres x the final
+map's energy ratio), calibration (0.3 x median peak) and segment centroids unchanged. ``m = 0`` is
+the shipped fit (section 41's segment rows).
+
+    python benchmarks/species_parts_study.py --cache runs/nl-cm --m 0,8,32,128 --seeds 0 --out table.md
+
+Protocol ``halves`` fits on the even train images and scores the odd ones; ``test`` fits on all
+train images and scores the test split. Columns as ``pose_parts_study.py``, plus ``removed (%)``:
+the share of the fit descriptors' squared norm the projection removes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from lmpcli.checkpoint import load_model
+from lmpcli.landmarks import assignment_scores
+from lmpcli.part_metrics import part_metric_rows
+from lmpcli.parts import VISIBLE_FRACTION, PartModel
+
+from _markdown import emit_table
+from mid_level_parts import NATIVE, descriptors, foreground_cells, native_protocol, responses, scored
+
+VARIANT = "final+block10" + NATIVE
+CHUNK = 64
+
+
+def fit_cells(d: dict, variant: str = VARIANT) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x (n * cells, D) float32 unit-norm descriptors of each image's strongest cells, class (n * cells,)
+    int64), the cells ``mid_level_parts.fit`` clusters."""
+    x, cls = [], []
+    cells = foreground_cells(variant)
+    for i in range(0, len(d["features"]), CHUNK):
+        desc, energy = descriptors(d, variant, slice(i, i + CHUNK))
+        top = energy.topk(cells, -1).indices
+        x.append(desc.gather(1, top[..., None].expand(-1, -1, desc.shape[-1])).reshape(-1, desc.shape[-1]))
+        cls.append(d["class_id"][i:i + CHUNK].repeat_interleave(cells))
+    return F.normalize(torch.cat(x), dim=1), torch.cat(cls).long()
+
+
+def nuisance_basis(x: torch.Tensor, part: torch.Tensor, cls: torch.Tensor, k: int, m: int, min_cells: int) -> torch.Tensor:
+    """(D, m) top eigenvectors of the within-part between-class scatter of ``x`` (n, D) under the
+    assignment ``part`` (n,) in 0..k-1 and classes ``cls`` (n,); only (part, class) pairs with at
+    least ``min_cells`` cells count."""
+    classes = int(cls.max()) + 1
+    key = part * classes + cls
+    n = torch.bincount(key, minlength=k * classes).float()  # (k * classes,)
+    sums = torch.zeros(k * classes, x.shape[1]).index_add_(0, key, x)
+    keep = n >= min_cells
+    mu = sums[keep] / n[keep, None]
+    p_of = (torch.arange(k * classes) // classes)[keep]
+    # mu_p over the kept pairs (weighted by cells), so the pairs' deviations are centred per part
+    n_p = torch.zeros(k).index_add_(0, p_of, n[keep])
+    mu_p = torch.zeros(k, x.shape[1]).index_add_(0, p_of, sums[keep]) / n_p.clamp_min(1)[:, None]
+    dev = (mu - mu_p[p_of]) * n[keep, None].sqrt()
+    scatter = (dev.T @ dev).double()
+    _, vecs = torch.linalg.eigh(scatter)  # ascending
+    return vecs[:, -m:].float().flip(-1)
+
+
+def fit(d: dict, k: int, seed: int, m: int, rounds: int, min_cells: int) -> tuple[PartModel, float]:
+    """The two-stage fit; returns the part model (location segment, calibrated as the library does)
+    and the share (%) of the fit descriptors' squared norm the last projection removed."""
+    from sklearn.cluster import KMeans
+
+    x, cls = fit_cells(d)
+    km = KMeans(k, n_init=3, random_state=seed).fit(x.numpy())
+    removed = 0.0
+    y = x
+    for _ in range(rounds if m else 0):
+        u = nuisance_basis(y, torch.as_tensor(km.labels_).long(), cls, k, m, min_cells)
+        z = x - (x @ u) @ u.T
+        removed = 100 * (1 - z.pow(2).sum().item() / x.pow(2).sum().item())
+        y = F.normalize(z, dim=1)
+        km = KMeans(k, n_init=3, random_state=seed).fit(y.numpy())
+    centroids = F.normalize(torch.as_tensor(km.cluster_centers_, dtype=torch.float32), dim=1)
+    peaks = responses(d, VARIANT, centroids).flatten(2).amax(-1)
+    pm = PartModel("kmeans-centred", centroids, VISIBLE_FRACTION * peaks.median(0).values,
+                   torch.quantile(peaks, 0.95, dim=0).clamp_min(1e-6), location="segment")
+    return pm, removed
+
+
+def row(fit_d: dict, test_d: dict, k: int, seed: int, m: int, rounds: int, min_cells: int,
+        image_size: int, cell_centre: float) -> list[str]:
+    t0 = time.perf_counter()
+    pm, removed = fit(fit_d, k, seed, m, rounds, min_cells)
+    fit_s = time.perf_counter() - t0
+    xy_fit, _ = scored(pm, responses(fit_d, VARIANT, pm.projection), fit_d, image_size, cell_centre)
+    xy_test, ids = scored(pm, responses(test_d, VARIANT, pm.projection), test_d, image_size, cell_centre)
+    r = part_metric_rows(dict(fit_d, xy={"p": xy_fit}), dict(test_d, xy={"p": xy_test}), ["p"])["p"]
+    vis = test_d["visible"].bool()
+    lm = torch.arange(vis.shape[1]).expand_as(vis)
+    nmi_map, ari_map = assignment_scores(lm[vis].numpy(), ids[vis].numpy())
+    share = torch.stack([torch.bincount(ids[vis][lm[vis] == l], minlength=k + 1) for l in range(vis.shape[1])]).float()
+    share = share / share.sum(1, keepdim=True)
+    used = int((share[:, :k] >= 0.05).any(0).sum())  # parts that take >= 5 % of some landmark
+    return [f"{m}", f"{rounds if m else 0}", f"{seed}", *(f"{r[c]:.2f}" for c in ("Kp", "NMI", "ARI")),
+            f"{nmi_map:.2f}", f"{ari_map:.2f}", f"{100 * (ids[vis] == k).float().mean().item():.1f}", f"{used}",
+            f"{removed:.1f}", f"{fit_s:.0f}"]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--cache", default="runs/nl-cm")
+    ap.add_argument("--weights", default="weights/lmpnet-lite0-cub50.pt")
+    ap.add_argument("--protocol", choices=["halves", "test"], default="halves")
+    ap.add_argument("--k", type=int, default=16)
+    ap.add_argument("--m", default="0,8,32,128", help="nuisance directions to project out (0: the shipped fit)")
+    ap.add_argument("--rounds", type=int, default=1, help="projection rounds (each re-fits k-means)")
+    ap.add_argument("--min-cells", type=int, default=20, help="fit cells a (part, class) pair needs to count")
+    ap.add_argument("--seeds", default="0", help="k-means seeds")
+    ap.add_argument("--limit", type=int, default=0, help="only the first N train images (smoke tests)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", default=None, help="also write the markdown table here")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    model, _ = load_model(args.weights)
+    s, cc = model.config.image_size, model.cell_centre()
+    fit_d, test_d = native_protocol(args.cache, args.protocol, args.limit)
+    cells = []
+    for m in (int(v) for v in args.m.split(",")):
+        for seed in (int(v) for v in args.seeds.split(",")):
+            cells.append(row(fit_d, test_d, args.k, seed, m, args.rounds, args.min_cells, s, cc))
+            print(cells[-1], flush=True)
+    emit_table(f"species-invariant parts, K = {args.k}, protocol {args.protocol}: fit on {len(fit_d['indices'])} "
+               f"images, scored on {len(test_d['indices'])}; location segment",
+               ["m", "rounds", "seed", "Kp", "NMI", "ARI", "NMI_map", "ARI_map", "background (%)",
+                "parts at landmarks (>= 5 %)", "removed (%)", "fit (s)"], cells, args.out)
+
+
+if __name__ == "__main__":
+    main()
