@@ -172,12 +172,12 @@ def responses(d: dict, variant: str, centroids: torch.Tensor, chunk: int = 64) -
     return torch.cat(out)
 
 
-def fit(d: dict, variant: str, k: int, seed: int, n_init: int = 3, pca: int = 0) -> PartModel:
+def fit(d: dict, variant: str, k: int, seed: int, n_init: int = 3, pca: int = 0, location: str = "peak") -> PartModel:
     """k-means on the centred descriptors of each image's FOREGROUND_CELLS strongest cells, calibrated
     as lmpcli.parts.calibrate does (threshold 0.3 x median peak, scale the 95th percentile). With
     ``pca`` the k-means runs on the descriptors' first ``pca`` principal components and its
     centres are mapped back (quality log section 39, item 4); ``n_init`` k-means starts, the one
-    of least inertia kept."""
+    of least inertia kept; ``location``: :attr:`lmpcli.parts.PartModel.location`."""
     from sklearn.cluster import KMeans
     from sklearn.decomposition import PCA
 
@@ -195,7 +195,7 @@ def fit(d: dict, variant: str, k: int, seed: int, n_init: int = 3, pca: int = 0)
     centroids = F.normalize(torch.as_tensor(centres, dtype=torch.float32), dim=1)
     peaks = responses(d, variant, centroids).flatten(2).amax(-1)
     return PartModel("kmeans-centred", centroids, VISIBLE_FRACTION * peaks.median(0).values,
-                     torch.quantile(peaks, 0.95, dim=0).clamp_min(1e-6))
+                     torch.quantile(peaks, 0.95, dim=0).clamp_min(1e-6), location=location)
 
 
 def scored(pm: PartModel, r: torch.Tensor, d: dict, image_size: int, cell_centre: float,
@@ -210,11 +210,11 @@ def scored(pm: PartModel, r: torch.Tensor, d: dict, image_size: int, cell_centre
 
 
 def variant_row(fit_d: dict, test_d: dict, variant: str, k: int, seed: int, image_size: int, cell_centre: float,
-                n_init: int = 3, pca: int = 0, radius: int = 1) -> list[str]:
+                n_init: int = 3, pca: int = 0, radius: int = 1, location: str = "peak") -> list[str]:
     """One table row of ``variant``: fit on ``fit_d``, score on ``test_d``: variant, Kp, NMI, ARI,
     NMI_map, ARI_map, absent (%), background (%: visible landmarks no part claims), fit seconds."""
     t0 = time.perf_counter()
-    pm = fit(fit_d, variant, k, seed, n_init, pca)
+    pm = fit(fit_d, variant, k, seed, n_init, pca, location)
     fit_s = time.perf_counter() - t0
     xy_fit, _ = scored(pm, responses(fit_d, variant, pm.projection), fit_d, image_size, cell_centre, radius)
     xy_test, ids = scored(pm, responses(test_d, variant, pm.projection), test_d, image_size, cell_centre, radius)
