@@ -63,3 +63,30 @@ def test_species_direction_is_found_and_part_direction_kept():
     part2, cls2 = torch.cat([part, torch.zeros(3, dtype=torch.long)]), torch.cat([cls, torch.full((3,), 4)])
     assert abs(float(bench.nuisance_basis(x2, part2, cls2, 2, 1, min_cells=3)[2, 0])) > 0.99
     assert abs(float(bench.nuisance_basis(x2, part2, cls2, 2, 1, min_cells=5)[1, 0])) > 0.99
+
+
+def _maps(n: int = 4, seed: int = 0) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    return {"features": torch.rand(n, 1280, 4, 4, generator=g).half(),
+            "block10@28": torch.rand(n, 112, 8, 8, generator=g).half(),
+            "class_id": torch.tensor([1, 1, 2, 2])[:n]}
+
+
+def test_m_zero_is_the_shipped_fit_and_the_projection_keeps_centres_off_the_basis():
+    import mid_level_parts
+
+    d = _maps()
+    ours, removed = bench.fit(d, k=3, seed=0, m=0, rounds=1, min_cells=1)
+    ref = mid_level_parts.fit(d, bench.VARIANT, 3, 0, location="segment")
+    assert removed == 0.0 and ours.location == ref.location == "segment"
+    torch.testing.assert_close(ours.projection, ref.projection)
+    torch.testing.assert_close(ours.threshold, ref.threshold)
+    # m = 2: the centres lie in the complement of the basis computed from the first k-means
+    from sklearn.cluster import KMeans
+
+    x, cls = bench.fit_cells(d)
+    first = torch.as_tensor(KMeans(3, n_init=3, random_state=0).fit(x.numpy()).labels_).long()
+    u = bench.nuisance_basis(x, first, cls, 3, 2, min_cells=1)
+    projected, removed = bench.fit(d, k=3, seed=0, m=2, rounds=1, min_cells=1)
+    assert 0.0 < removed < 100.0
+    assert (projected.projection @ u).abs().max() < 1e-4
