@@ -131,6 +131,27 @@ def native_protocol(cache_dir: str, protocol: str, limit: int = 0) -> tuple[dict
     return train, maps("test")
 
 
+def add_native_study_args(ap) -> None:
+    """The options every study on :func:`native_protocol` shares (sections 40-42): the cache, the
+    checkpoint it was made with, the protocol, K, threads and the markdown output."""
+    ap.add_argument("--cache", default="runs/nl-cm")
+    ap.add_argument("--weights", default="weights/lmpnet-lite0-cub50.pt",
+                    help="the checkpoint the cache was made with (image size, cell centre)")
+    ap.add_argument("--protocol", choices=["halves", "test"], default="halves")
+    ap.add_argument("--k", type=int, default=16)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", default=None, help="also write the markdown table here")
+
+
+def native_study_setup(args, limit: int = 0) -> tuple[int, float, dict, dict]:
+    """(image size, cell centre, fit dict, scored dict) for a study parsed with
+    :func:`add_native_study_args`; sets torch's threads."""
+    torch.set_num_threads(args.threads)
+    model, _ = load_model(args.weights)
+    fit_d, test_d = native_protocol(args.cache, args.protocol, limit)
+    return model.config.image_size, model.cell_centre(), fit_d, test_d
+
+
 def grid(d: dict, variant: str) -> tuple[int, int]:
     """(h, w) of ``variant``'s part maps: the final map's, doubled on the stride-16 grid."""
     h, w = d["features"].shape[-2:]

@@ -48,7 +48,6 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from lmpcli.backbones import EfficientNetLiteFeatures
-from lmpcli.checkpoint import load_model
 from lmpcli.head import cells_to_pixels
 from lmpcli.landmarks import assignment_scores
 from lmpcli.layers.selection import _centroid3x3
@@ -56,7 +55,7 @@ from lmpcli.part_metrics import part_metric_rows
 from lmpcli.parts import VISIBLE_FRACTION, sample_maps
 
 from _markdown import emit_table
-from mid_level_parts import NATIVE, native_protocol, variant_row
+from mid_level_parts import NATIVE, add_native_study_args, native_study_setup, variant_row
 from parts_head_study import PartHead, centroids, losses, random_thetas, warp
 
 
@@ -210,17 +209,13 @@ def head_rows(head: PartHead, fit_d: dict, test_d: dict, image_size: int, cell_c
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--cache", default="runs/nl-cm")
-    ap.add_argument("--weights", default=None, help="the checkpoint the cache was made with (image size, cell centre)")
-    ap.add_argument("--protocol", choices=["halves", "test"], default="halves")
-    ap.add_argument("--k", type=int, default=16)
+    add_native_study_args(ap)
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--kmeans-seed", type=int, default=None, help="the k-means seed of rows C and E (default: --seed)")
     ap.add_argument("--objective", choices=["pdisconet", "class"], default="pdisconet",
                     help="class: section 40 item 2's control (the class loss alone, rows C and E)")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--limit", type=int, default=None, help="only the first N train images (smoke tests)")
+    ap.add_argument("--limit", type=int, default=0, help="only the first N train images (smoke tests)")
     ap.add_argument("--visible", choices=["0.5", "calibrated"], default="0.5",
                     help="the head's visibility: maximum attention above 0.5 (PDiscoNet) or section 40's change")
     ap.add_argument("--save", default=None, help="save the trained branch and head here")
@@ -228,12 +223,8 @@ def main() -> None:
     ap.add_argument("--rows", default="A,B,C,E", help="which rows to print")
     ap.add_argument("--locate", choices=["peak", "segment"], default="peak",
                     help="rows C and E: PartModel.location (section 42 item 4: segment)")
-    ap.add_argument("--out", default=None, help="also write the markdown table here")
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    model, _ = load_model(args.weights)
-    s, cc = model.config.image_size, model.cell_centre()
-    fit_d, test_d = native_protocol(args.cache, args.protocol, args.limit)
+    s, cc, fit_d, test_d = native_study_setup(args, args.limit)
     classes = sorted(set(fit_d["class_id"].tolist()))
     labels = torch.tensor([classes.index(c) for c in fit_d["class_id"].tolist()])
     key = "block10" + NATIVE

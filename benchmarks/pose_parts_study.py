@@ -48,13 +48,12 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lmpcli.checkpoint import load_model
 from lmpcli.landmarks import assignment_scores
 from lmpcli.part_metrics import part_metric_rows
 from lmpcli.parts import VISIBLE_FRACTION, PartModel, segment_centroids, segment_masks
 
 from _markdown import emit_table
-from mid_level_parts import NATIVE, descriptors, grid, native_protocol, scored
+from mid_level_parts import NATIVE, add_native_study_args, descriptors, grid, native_study_setup, scored
 
 VARIANT = "final+block10" + NATIVE
 #: CUB landmarks on the head (beak, crown, forehead, left eye, nape, right eye, throat), 0-based.
@@ -212,23 +211,15 @@ def rows(fit_d: dict, test_d: dict, k: int, seed: int, alpha: float, tau: float,
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--cache", default="runs/nl-cm")
-    ap.add_argument("--weights", default="weights/lmpnet-lite0-cub50.pt")
-    ap.add_argument("--protocol", choices=["halves", "test"], default="halves")
-    ap.add_argument("--k", type=int, default=16)
+    add_native_study_args(ap)
     ap.add_argument("--alphas", default="0,0.25,0.5,1", help="position weights to try")
     ap.add_argument("--cells", default="64", help="foreground cells per fit image to try (the library's: 64)")
     ap.add_argument("--seeds", default="0", help="k-means seeds")
     ap.add_argument("--tau", type=float, default=0.2, help="foreground at this fraction of the maximum energy")
     ap.add_argument("--locate", default="peak", help="PartModel.location (peak, segment) or a study variant "
                     "(component, segment-all, segment-flat), comma-separated")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--out", default=None, help="also write the markdown table here")
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    model, _ = load_model(args.weights)
-    s, cc = model.config.image_size, model.cell_centre()
-    fit_d, test_d = native_protocol(args.cache, args.protocol)
+    s, cc, fit_d, test_d = native_study_setup(args)
     print(f"facing agrees with the landmarks on {facing_agreement(test_d, args.tau):.1f} % of the scored images", flush=True)
     cells = []
     for c in (int(v) for v in args.cells.split(",")):

@@ -37,13 +37,13 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lmpcli.checkpoint import load_model
 from lmpcli.landmarks import assignment_scores
 from lmpcli.part_metrics import part_metric_rows
 from lmpcli.parts import VISIBLE_FRACTION, PartModel
 
 from _markdown import emit_table
-from mid_level_parts import NATIVE, descriptors, foreground_cells, native_protocol, responses, scored
+from mid_level_parts import (NATIVE, add_native_study_args, descriptors, foreground_cells, native_study_setup,
+                             responses, scored)
 
 VARIANT = "final+block10" + NATIVE
 CHUNK = 64
@@ -115,7 +115,7 @@ def row(fit_d: dict, test_d: dict, k: int, seed: int, m: int, rounds: int, min_c
     vis = test_d["visible"].bool()
     lm = torch.arange(vis.shape[1]).expand_as(vis)
     nmi_map, ari_map = assignment_scores(lm[vis].numpy(), ids[vis].numpy())
-    share = torch.stack([torch.bincount(ids[vis][lm[vis] == l], minlength=k + 1) for l in range(vis.shape[1])]).float()
+    share = torch.stack([torch.bincount(ids[vis][lm[vis] == j], minlength=k + 1) for j in range(vis.shape[1])]).float()
     share = share / share.sum(1, keepdim=True)
     used = int((share[:, :k] >= 0.05).any(0).sum())  # parts that take >= 5 % of some landmark
     return [f"{m}", f"{rounds if m else 0}", f"{seed}", *(f"{r[c]:.2f}" for c in ("Kp", "NMI", "ARI")),
@@ -125,22 +125,14 @@ def row(fit_d: dict, test_d: dict, k: int, seed: int, m: int, rounds: int, min_c
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--cache", default="runs/nl-cm")
-    ap.add_argument("--weights", default="weights/lmpnet-lite0-cub50.pt")
-    ap.add_argument("--protocol", choices=["halves", "test"], default="halves")
-    ap.add_argument("--k", type=int, default=16)
+    add_native_study_args(ap)
     ap.add_argument("--m", default="0,8,32,128", help="nuisance directions to project out (0: the shipped fit)")
     ap.add_argument("--rounds", type=int, default=1, help="projection rounds (each re-fits k-means)")
     ap.add_argument("--min-cells", type=int, default=20, help="fit cells a (part, class) pair needs to count")
     ap.add_argument("--seeds", default="0", help="k-means seeds")
     ap.add_argument("--limit", type=int, default=0, help="only the first N train images (smoke tests)")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--out", default=None, help="also write the markdown table here")
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    model, _ = load_model(args.weights)
-    s, cc = model.config.image_size, model.cell_centre()
-    fit_d, test_d = native_protocol(args.cache, args.protocol, args.limit)
+    s, cc, fit_d, test_d = native_study_setup(args, args.limit)
     cells = []
     for m in (int(v) for v in args.m.split(",")):
         for seed in (int(v) for v in args.seeds.split(",")):
