@@ -19,6 +19,7 @@ map's energy ratio), calibration (0.3 x median peak) and segment centroids uncha
 the shipped fit (section 41's segment rows).
 
     python benchmarks/species_parts_study.py --cache runs/nl-cm --m 0,8,32,128 --seeds 0 --out table.md
+    python benchmarks/species_parts_study.py --protocol test --objective A.pt,B.pt   # item 7
 
 Protocol ``halves`` fits on the even train images and scores the odd ones; ``test`` fits on all
 train images and scores the test split. Columns as ``pose_parts_study.py``, plus ``removed (%)``:
@@ -37,6 +38,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from lmpcli.checkpoint import load_model
 from lmpcli.landmarks import assignment_scores
 from lmpcli.part_metrics import part_metric_rows
 from lmpcli.parts import VISIBLE_FRACTION, PartModel
@@ -123,6 +125,18 @@ def row(fit_d: dict, test_d: dict, k: int, seed: int, m: int, rounds: int, min_c
             f"{removed:.1f}", f"{fit_s:.0f}"]
 
 
+def objective(fit_d: dict, checkpoints: list[str]) -> list[list[str]]:
+    """Section 42 item 7: the spherical k-means objective (mean of 1 - the largest cosine to a part's
+    centre over the fit cells) of each checkpoint's stored part model."""
+    x, _ = fit_cells(fit_d)
+    rows = []
+    for path in checkpoints:
+        pm = load_model(path)[0].part_model
+        cos = (x @ F.normalize(pm.projection, dim=1).T).amax(1)
+        rows.append([path, str(pm.meta.get("seed", "")), f"{(1 - cos).mean().item():.5f}"])
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_native_study_args(ap)
@@ -131,8 +145,14 @@ def main() -> None:
     ap.add_argument("--min-cells", type=int, default=20, help="fit cells a (part, class) pair needs to count")
     ap.add_argument("--seeds", default="0", help="k-means seeds")
     ap.add_argument("--limit", type=int, default=0, help="only the first N train images (smoke tests)")
+    ap.add_argument("--objective", default=None, metavar="CKPT[,CKPT...]",
+                    help="instead: the k-means objective of these checkpoints' part models on the fit cells (item 7)")
     args = ap.parse_args()
     s, cc, fit_d, test_d = native_study_setup(args, args.limit)
+    if args.objective:
+        emit_table(f"k-means objective of stored part models on the fit cells of {len(fit_d['indices'])} images",
+                   ["checkpoint", "seed", "mean 1 - max cos"], objective(fit_d, args.objective.split(",")), args.out)
+        return
     cells = []
     for m in (int(v) for v in args.m.split(",")):
         for seed in (int(v) for v in args.seeds.split(",")):
