@@ -193,30 +193,45 @@ def responses(d: dict, variant: str, centroids: torch.Tensor, chunk: int = 64) -
     return torch.cat(out)
 
 
+def fit_cells(d: dict, variant: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(x (n * cells, D) float32 unit-norm descriptors of each image's FOREGROUND_CELLS strongest
+    cells, the cells k-means clusters; their images' classes (n * cells,) int64, None where ``d``
+    holds no ``class_id``)."""
+    x, cls = [], []
+    cells = foreground_cells(variant)
+    for i in range(0, len(d["features"]), 64):
+        desc, energy = descriptors(d, variant, slice(i, i + 64))
+        top = energy.topk(cells, -1).indices
+        x.append(desc.gather(1, top[..., None].expand(-1, -1, desc.shape[-1])).reshape(-1, desc.shape[-1]))
+        if "class_id" in d:
+            cls.append(d["class_id"][i:i + 64].repeat_interleave(cells))
+    return F.normalize(torch.cat(x), dim=1), torch.cat(cls).long() if cls else None
+
+
+def calibrated(d: dict, variant: str, centroids: torch.Tensor, location: str = "peak") -> PartModel:
+    """A ``kmeans-centred`` part model of ``centroids`` (K, D) calibrated on ``d`` as
+    lmpcli.parts.calibrate does (threshold 0.3 x median peak, scale the 95th percentile)."""
+    peaks = responses(d, variant, centroids).flatten(2).amax(-1)
+    return PartModel("kmeans-centred", centroids, VISIBLE_FRACTION * peaks.median(0).values,
+                     torch.quantile(peaks, 0.95, dim=0).clamp_min(1e-6), location=location)
+
+
 def fit(d: dict, variant: str, k: int, seed: int, n_init: int = 3, pca: int = 0, location: str = "peak") -> PartModel:
-    """k-means on the centred descriptors of each image's FOREGROUND_CELLS strongest cells, calibrated
-    as lmpcli.parts.calibrate does (threshold 0.3 x median peak, scale the 95th percentile). With
-    ``pca`` the k-means runs on the descriptors' first ``pca`` principal components and its
-    centres are mapped back (quality log section 39, item 4); ``n_init`` k-means starts, the one
-    of least inertia kept; ``location``: :attr:`lmpcli.parts.PartModel.location`."""
+    """k-means on the centred descriptors of each image's FOREGROUND_CELLS strongest cells
+    (:func:`fit_cells`), :func:`calibrated`. With ``pca`` the k-means runs on the descriptors'
+    first ``pca`` principal components and its centres are mapped back (quality log section 39,
+    item 4); ``n_init`` k-means starts, the one of least inertia kept; ``location``:
+    :attr:`lmpcli.parts.PartModel.location`."""
     from sklearn.cluster import KMeans
     from sklearn.decomposition import PCA
 
-    x = []
-    for i in range(0, len(d["features"]), 64):
-        desc, energy = descriptors(d, variant, slice(i, i + 64))
-        top = energy.topk(foreground_cells(variant), -1).indices
-        x.append(desc.gather(1, top[..., None].expand(-1, -1, desc.shape[-1])).reshape(-1, desc.shape[-1]))
-    x = F.normalize(torch.cat(x), dim=1).numpy()
+    x = fit_cells(d, variant)[0].numpy()
     if pca:
         reduce = PCA(pca, random_state=seed).fit(x)
         centres = reduce.inverse_transform(KMeans(k, n_init=n_init, random_state=seed).fit(reduce.transform(x)).cluster_centers_)
     else:
         centres = KMeans(k, n_init=n_init, random_state=seed).fit(x).cluster_centers_
-    centroids = F.normalize(torch.as_tensor(centres, dtype=torch.float32), dim=1)
-    peaks = responses(d, variant, centroids).flatten(2).amax(-1)
-    return PartModel("kmeans-centred", centroids, VISIBLE_FRACTION * peaks.median(0).values,
-                     torch.quantile(peaks, 0.95, dim=0).clamp_min(1e-6), location=location)
+    return calibrated(d, variant, F.normalize(torch.as_tensor(centres, dtype=torch.float32), dim=1), location)
 
 
 def scored(pm: PartModel, r: torch.Tensor, d: dict, image_size: int, cell_centre: float,
@@ -230,6 +245,21 @@ def scored(pm: PartModel, r: torch.Tensor, d: dict, image_size: int, cell_centre
     return xy, ids
 
 
+def scores(pm: PartModel, fit_d: dict, test_d: dict, variant: str, image_size: int, cell_centre: float,
+           radius: int = 1) -> dict:
+    """Kp / NMI / ARI (regressors fit on ``fit_d``), NMI_map / ARI_map, absent and background (%) of
+    ``pm`` on ``test_d``, and the map part ``ids`` (N, L) of each test landmark."""
+    xy_fit, _ = scored(pm, responses(fit_d, variant, pm.projection), fit_d, image_size, cell_centre, radius)
+    xy_test, ids = scored(pm, responses(test_d, variant, pm.projection), test_d, image_size, cell_centre, radius)
+    r = part_metric_rows(dict(fit_d, xy={"p": xy_fit}), dict(test_d, xy={"p": xy_test}), ["p"])["p"]
+    vis = test_d["visible"].bool()
+    lm = torch.arange(vis.shape[1]).expand_as(vis)
+    nmi_map, ari_map = assignment_scores(lm[vis].numpy(), ids[vis].numpy())
+    return {"Kp": r["Kp"], "NMI": r["NMI"], "ARI": r["ARI"], "NMI_map": nmi_map, "ARI_map": ari_map,
+            "absent": 100 * xy_test[..., 0].isnan().float().mean().item(),
+            "background": 100 * (ids[vis] == pm.k).float().mean().item(), "ids": ids}
+
+
 def variant_row(fit_d: dict, test_d: dict, variant: str, k: int, seed: int, image_size: int, cell_centre: float,
                 n_init: int = 3, pca: int = 0, radius: int = 1, location: str = "peak") -> list[str]:
     """One table row of ``variant``: fit on ``fit_d``, score on ``test_d``: variant, Kp, NMI, ARI,
@@ -237,16 +267,9 @@ def variant_row(fit_d: dict, test_d: dict, variant: str, k: int, seed: int, imag
     t0 = time.perf_counter()
     pm = fit(fit_d, variant, k, seed, n_init, pca, location)
     fit_s = time.perf_counter() - t0
-    xy_fit, _ = scored(pm, responses(fit_d, variant, pm.projection), fit_d, image_size, cell_centre, radius)
-    xy_test, ids = scored(pm, responses(test_d, variant, pm.projection), test_d, image_size, cell_centre, radius)
-    r = part_metric_rows(dict(fit_d, xy={"p": xy_fit}), dict(test_d, xy={"p": xy_test}), ["p"])
-    vis = test_d["visible"].bool()
-    lm = torch.arange(vis.shape[1]).expand_as(vis)
-    nmi_map, ari_map = assignment_scores(lm[vis].numpy(), ids[vis].numpy())
-    absent = 100 * xy_test[..., 0].isnan().float().mean().item()
-    background = 100 * (ids[vis] == pm.k).float().mean().item()
-    return [variant, *(f"{r['p'][c]:.2f}" for c in ("Kp", "NMI", "ARI")), f"{nmi_map:.2f}", f"{ari_map:.2f}",
-            f"{absent:.1f}", f"{background:.1f}", f"{fit_s:.0f}"]
+    r = scores(pm, fit_d, test_d, variant, image_size, cell_centre, radius)
+    return [variant, *(f"{r[c]:.2f}" for c in ("Kp", "NMI", "ARI", "NMI_map", "ARI_map")),
+            f"{r['absent']:.1f}", f"{r['background']:.1f}", f"{fit_s:.0f}"]
 
 
 def study(args) -> None:

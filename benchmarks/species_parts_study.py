@@ -39,29 +39,13 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from lmpcli.checkpoint import load_model
-from lmpcli.landmarks import assignment_scores
-from lmpcli.part_metrics import part_metric_rows
-from lmpcli.parts import VISIBLE_FRACTION, PartModel
+from lmpcli.parts import PartModel
 
 from _markdown import emit_table
-from mid_level_parts import (NATIVE, add_native_study_args, descriptors, foreground_cells, native_study_setup,
-                             responses, scored)
+from mid_level_parts import NATIVE, add_native_study_args, calibrated, fit_cells, native_study_setup, scores
 
 VARIANT = "final+block10" + NATIVE
 CHUNK = 64
-
-
-def fit_cells(d: dict, variant: str = VARIANT) -> tuple[torch.Tensor, torch.Tensor]:
-    """(x (n * cells, D) float32 unit-norm descriptors of each image's strongest cells, class (n * cells,)
-    int64), the cells ``mid_level_parts.fit`` clusters."""
-    x, cls = [], []
-    cells = foreground_cells(variant)
-    for i in range(0, len(d["features"]), CHUNK):
-        desc, energy = descriptors(d, variant, slice(i, i + CHUNK))
-        top = energy.topk(cells, -1).indices
-        x.append(desc.gather(1, top[..., None].expand(-1, -1, desc.shape[-1])).reshape(-1, desc.shape[-1]))
-        cls.append(d["class_id"][i:i + CHUNK].repeat_interleave(cells))
-    return F.normalize(torch.cat(x), dim=1), torch.cat(cls).long()
 
 
 def nuisance_basis(x: torch.Tensor, part: torch.Tensor, cls: torch.Tensor, k: int, m: int, min_cells: int) -> torch.Tensor:
@@ -89,7 +73,7 @@ def fit(d: dict, k: int, seed: int, m: int, rounds: int, min_cells: int) -> tupl
     and the share (%) of the fit descriptors' squared norm the last projection removed."""
     from sklearn.cluster import KMeans
 
-    x, cls = fit_cells(d)
+    x, cls = fit_cells(d, VARIANT)
     km = KMeans(k, n_init=3, random_state=seed).fit(x.numpy())
     removed = 0.0
     y = x
@@ -99,10 +83,7 @@ def fit(d: dict, k: int, seed: int, m: int, rounds: int, min_cells: int) -> tupl
         removed = 100 * (1 - z.pow(2).sum().item() / x.pow(2).sum().item())
         y = F.normalize(z, dim=1)
         km = KMeans(k, n_init=3, random_state=seed).fit(y.numpy())
-    centroids = F.normalize(torch.as_tensor(km.cluster_centers_, dtype=torch.float32), dim=1)
-    peaks = responses(d, VARIANT, centroids).flatten(2).amax(-1)
-    pm = PartModel("kmeans-centred", centroids, VISIBLE_FRACTION * peaks.median(0).values,
-                   torch.quantile(peaks, 0.95, dim=0).clamp_min(1e-6), location="segment")
+    pm = calibrated(d, VARIANT, F.normalize(torch.as_tensor(km.cluster_centers_, dtype=torch.float32), dim=1), "segment")
     return pm, removed
 
 
@@ -111,24 +92,21 @@ def row(fit_d: dict, test_d: dict, k: int, seed: int, m: int, rounds: int, min_c
     t0 = time.perf_counter()
     pm, removed = fit(fit_d, k, seed, m, rounds, min_cells)
     fit_s = time.perf_counter() - t0
-    xy_fit, _ = scored(pm, responses(fit_d, VARIANT, pm.projection), fit_d, image_size, cell_centre)
-    xy_test, ids = scored(pm, responses(test_d, VARIANT, pm.projection), test_d, image_size, cell_centre)
-    r = part_metric_rows(dict(fit_d, xy={"p": xy_fit}), dict(test_d, xy={"p": xy_test}), ["p"])["p"]
-    vis = test_d["visible"].bool()
+    r = scores(pm, fit_d, test_d, VARIANT, image_size, cell_centre)
+    ids, vis = r["ids"], test_d["visible"].bool()
     lm = torch.arange(vis.shape[1]).expand_as(vis)
-    nmi_map, ari_map = assignment_scores(lm[vis].numpy(), ids[vis].numpy())
-    share = torch.stack([torch.bincount(ids[vis][lm[vis] == j], minlength=k + 1) for j in range(vis.shape[1])]).float()
-    share = share / share.sum(1, keepdim=True)
+    share = torch.bincount(lm[vis] * (k + 1) + ids[vis], minlength=vis.shape[1] * (k + 1)).reshape(vis.shape[1], k + 1).float()
+    share = share / share.sum(1, keepdim=True).clamp_min(1)
     used = int((share[:, :k] >= 0.05).any(0).sum())  # parts that take >= 5 % of some landmark
-    return [f"{m}", f"{rounds if m else 0}", f"{seed}", *(f"{r[c]:.2f}" for c in ("Kp", "NMI", "ARI")),
-            f"{nmi_map:.2f}", f"{ari_map:.2f}", f"{100 * (ids[vis] == k).float().mean().item():.1f}", f"{used}",
+    return [f"{m}", f"{rounds if m else 0}", f"{seed}", *(f"{r[c]:.2f}" for c in ("Kp", "NMI", "ARI", "NMI_map", "ARI_map")),
+            f"{r['background']:.1f}", f"{used}",
             f"{removed:.1f}", f"{fit_s:.0f}"]
 
 
 def objective(fit_d: dict, checkpoints: list[str]) -> list[list[str]]:
     """Section 42 item 7: the spherical k-means objective (mean of 1 - the largest cosine to a part's
     centre over the fit cells) of each checkpoint's stored part model."""
-    x, _ = fit_cells(fit_d)
+    x, _ = fit_cells(fit_d, VARIANT)
     rows = []
     for path in checkpoints:
         pm = load_model(path)[0].part_model

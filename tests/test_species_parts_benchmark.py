@@ -84,7 +84,7 @@ def test_m_zero_is_the_shipped_fit_and_the_projection_keeps_centres_off_the_basi
     # m = 2: the centres lie in the complement of the basis computed from the first k-means
     from sklearn.cluster import KMeans
 
-    x, cls = bench.fit_cells(d)
+    x, cls = bench.fit_cells(d, bench.VARIANT)
     first = torch.as_tensor(KMeans(3, n_init=3, random_state=0).fit(x.numpy()).labels_).long()
     u = bench.nuisance_basis(x, first, cls, 3, 2, min_cells=1)
     projected, removed = bench.fit(d, k=3, seed=0, m=2, rounds=1, min_cells=1)
