@@ -20,6 +20,14 @@ the shipped fit (section 41's segment rows).
 
     python benchmarks/species_parts_study.py --cache runs/nl-cm --m 0,8,32,128 --seeds 0 --out table.md
     python benchmarks/species_parts_study.py --protocol test --objective A.pt,B.pt   # item 7
+    python benchmarks/species_parts_study.py --consensus --seeds 0,1,2,3,4,5,6,7    # section 43
+
+``--consensus`` (quality log section 43, item 2) is a label-free choice among k-means optima: each
+seed's k-means labels a fixed random sample of the fit cells, each seed is scored by its mean
+pairwise ARI against the other seeds, and the one the others agree with most (the medoid
+partition) is chosen; the consensus fit matches every seed's centres to the medoid's (Hungarian on
+the cosine), averages them and refines once with k-means from there. Item 3's column: the entropy
+of each seed's part sizes on the fit cells, and a row for the most balanced seed.
 
 Protocol ``halves`` fits on the even train images and scores the odd ones; ``test`` fits on all
 train images and scores the test split. Columns as ``pose_parts_study.py``, plus ``removed (%)``:
@@ -115,6 +123,86 @@ def objective(fit_d: dict, checkpoints: list[str]) -> list[list[str]]:
     return rows
 
 
+def agreement(labels: torch.Tensor) -> torch.Tensor:
+    """(S,) mean adjusted Rand index of each of S labellings ``labels`` (S, n) of the same cells
+    against the other S - 1 (sklearn's ``adjusted_rand_score``); S >= 2."""
+    from sklearn.metrics import adjusted_rand_score
+
+    s = len(labels)
+    a = torch.eye(s, dtype=torch.float64)
+    for i in range(s):
+        for j in range(i + 1, s):
+            a[i, j] = a[j, i] = adjusted_rand_score(labels[i].numpy(), labels[j].numpy())
+    return (a.sum(1) - 1) / (s - 1)
+
+
+def matched_mean(centres: list[torch.Tensor], ref: int) -> torch.Tensor:
+    """(K, D) unit-norm mean of the S centre sets ``centres`` (each (K, D), unit rows) after each is
+    matched to set ``ref`` by the assignment of greatest total cosine (Hungarian)."""
+    from scipy.optimize import linear_sum_assignment
+
+    aligned = []
+    for c in centres:
+        rows, cols = linear_sum_assignment(-(centres[ref] @ c.T).numpy())
+        aligned.append(c[torch.as_tensor(cols)[torch.as_tensor(rows).argsort()]])
+    return F.normalize(torch.stack(aligned).mean(0), dim=1)
+
+
+def consensus(fit_d: dict, test_d: dict, k: int, seeds: list[int], sample: int, image_size: int,
+              cell_centre: float) -> list[list[str]]:
+    """Section 43 item 2: one row per k-means seed (its agreement, objective and scores), their mean,
+    the medoid seed's row again and the consensus fit's row."""
+    from scipy.stats import spearmanr
+    from sklearn.cluster import KMeans
+
+    x, _ = fit_cells(fit_d, VARIANT)
+    pick = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))[:sample]
+    centres, labels, balance = [], [], []
+    for seed in seeds:
+        km = KMeans(k, n_init=3, random_state=seed).fit(x.numpy())
+        centres.append(F.normalize(torch.as_tensor(km.cluster_centers_, dtype=torch.float32), dim=1))
+        labels.append(torch.as_tensor(km.labels_)[pick])
+        balance.append(size_entropy(torch.as_tensor(km.labels_).long(), k))
+    agree = agreement(torch.stack(labels))
+    medoid = int(agree.argmax())
+    balanced = max(range(len(seeds)), key=lambda i: balance[i])
+
+    def cells(c: torch.Tensor) -> list[float]:
+        r = scores(calibrated(fit_d, VARIANT, c, "segment"), fit_d, test_d, VARIANT, image_size, cell_centre)
+        objective = (1 - (x @ c.T).amax(1)).mean().item()
+        return [objective, *(r[m] for m in ("Kp", "NMI", "ARI", "NMI_map", "ARI_map"))]
+
+    per_seed = []
+    for seed, c, a, b in zip(seeds, centres, agree.tolist(), balance):
+        per_seed.append([a, b, *cells(c)])
+        print(seed, per_seed[-1], flush=True)
+    km = KMeans(k, init=matched_mean(centres, medoid).numpy(), n_init=1).fit(x.numpy())
+    fused = cells(F.normalize(torch.as_tensor(km.cluster_centers_, dtype=torch.float32), dim=1))
+    quality = [r[6] + r[7] for r in per_seed]  # NMI_map + ARI_map
+    rho = {name: spearmanr([sign * r[i] for r in per_seed], quality).statistic
+           for name, i, sign in (("agreement", 0, 1), ("size entropy", 1, 1), ("-objective", 2, -1))}
+
+    def fmt(label: str, v: list[float]) -> list[str]:
+        return [label, f"{v[0]:.4f}" if v[0] == v[0] else "", f"{v[1]:.4f}" if v[1] == v[1] else "",
+                f"{v[2]:.5f}", *(f"{u:.2f}" for u in v[3:])]
+
+    mean = torch.tensor(per_seed).mean(0).tolist()
+    return ([fmt(f"seed {s}", v) for s, v in zip(seeds, per_seed)]
+            + [fmt(f"mean of {len(seeds)} seeds", mean), fmt(f"medoid (seed {seeds[medoid]})", per_seed[medoid]),
+               fmt("consensus fit", [float("nan"), float("nan"), *fused]),
+               fmt(f"most balanced (seed {seeds[balanced]})", per_seed[balanced]),
+               ["Spearman with NMI_map + ARI_map: " + ", ".join(f"{n} {v:.2f}" for n, v in rho.items()),
+                *[""] * 8]])
+
+
+def size_entropy(labels: torch.Tensor, k: int) -> float:
+    """Entropy (nats) of the part sizes of ``labels`` (n,) int64 in 0..k-1: the share of the cells in
+    each part; log k when all parts are equal, 0 when one part takes every cell."""
+    share = torch.bincount(labels, minlength=k).double() / len(labels)
+    share = share[share > 0]
+    return float(-(share * share.log()).sum())
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_native_study_args(ap)
@@ -125,8 +213,19 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=0, help="only the first N train images (smoke tests)")
     ap.add_argument("--objective", default=None, metavar="CKPT[,CKPT...]",
                     help="instead: the k-means objective of these checkpoints' part models on the fit cells (item 7)")
+    ap.add_argument("--consensus", action="store_true",
+                    help="instead: the medoid and consensus choice among the --seeds' k-means optima (section 43)")
+    ap.add_argument("--sample", type=int, default=20000, help="fit cells the seeds' agreement is measured on")
     args = ap.parse_args()
     s, cc, fit_d, test_d = native_study_setup(args, args.limit)
+    if args.consensus:
+        seeds = [int(v) for v in args.seeds.split(",")]
+        emit_table(f"label-free choice among {len(seeds)} k-means optima, K = {args.k}, protocol {args.protocol}: fit on "
+                   f"{len(fit_d['indices'])} images, scored on {len(test_d['indices'])}; agreement: mean ARI against the "
+                   f"other seeds on {args.sample} fit cells; location segment",
+                   ["fit", "agreement", "size entropy", "objective", "Kp", "NMI", "ARI", "NMI_map", "ARI_map"],
+                   consensus(fit_d, test_d, args.k, seeds, args.sample, s, cc), args.out)
+        return
     if args.objective:
         emit_table(f"k-means objective of stored part models on the fit cells of {len(fit_d['indices'])} images",
                    ["checkpoint", "seed", "mean 1 - max cos"], objective(fit_d, args.objective.split(",")), args.out)

@@ -90,3 +90,35 @@ def test_m_zero_is_the_shipped_fit_and_the_projection_keeps_centres_off_the_basi
     projected, removed = bench.fit(d, k=3, seed=0, m=2, rounds=1, min_cells=1)
     assert 0.0 < removed < 100.0
     assert (projected.projection @ u).abs().max() < 1e-4
+
+
+def test_agreement_is_one_for_relabelled_copies_and_lower_for_a_different_partition():
+    a = torch.tensor([0, 0, 1, 1, 2, 2, 0, 1, 2, 2])
+    relabelled = torch.tensor([2, 1, 0])[a]  # the same partition under other part ids
+    other = torch.tensor([0, 1, 0, 1, 0, 1, 0, 1, 0, 1])
+    agree = bench.agreement(torch.stack([a, relabelled, other]))
+    # a and its relabelling agree fully with each other, the third with neither
+    from sklearn.metrics import adjusted_rand_score
+
+    cross = adjusted_rand_score(a.numpy(), other.numpy())
+    torch.testing.assert_close(agree, torch.tensor([(1 + cross) / 2, (1 + cross) / 2, cross], dtype=torch.float64))
+    assert int(agree.argmax()) in (0, 1)
+
+
+def test_matched_mean_undoes_a_permutation_of_the_centres():
+    import torch.nn.functional as F
+
+    g = torch.Generator().manual_seed(3)
+    ref = F.normalize(torch.randn(5, 8, generator=g), dim=1)
+    noisy = F.normalize(ref + 0.05 * torch.randn(5, 8, generator=g), dim=1)
+    perm = torch.tensor([3, 0, 4, 1, 2])
+    out = bench.matched_mean([ref, noisy[perm]], ref=0)
+    torch.testing.assert_close(out, F.normalize(ref + noisy, dim=1))
+
+
+def test_size_entropy_known_answers():
+    import math
+
+    assert bench.size_entropy(torch.tensor([0, 1, 2, 3]), 4) == math.log(4)
+    assert bench.size_entropy(torch.tensor([2, 2, 2]), 4) == 0.0
+    torch.testing.assert_close(bench.size_entropy(torch.tensor([0, 0, 0, 1]), 2), -(0.75 * math.log(0.75) + 0.25 * math.log(0.25)))
