@@ -1,0 +1,59 @@
+"""Training seeds x recipes for the parts (quality log section 43, item 1): one row per network from
+``lmp evaluate --method lmpnet,parts`` reports, and each recipe's mean and spread.
+
+    python benchmarks/recipe_seeds_table.py                 # section 43's six networks
+    python benchmarks/recipe_seeds_table.py --out table.md
+
+Each network's parts are the part model ``lmp train`` fitted (k-means seed = training seed; the
+shipped file's is k-means seed 0). Columns: the ranked keypoints' (``lmpnet``) greedy PCK and part
+recall, accuracy, and the parts' Kp, NMI_map, ARI_map, greedy PCK and part recall.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+
+from _markdown import emit_table
+
+S41, S42, S43 = ("docs/experiments/s41-pose-parts", "docs/experiments/s42-species-parts",
+                 "docs/experiments/s43-recipe-seeds")
+NETWORKS = [  # (recipe, training seed, report)
+    ("crop scale 0.6 (shipped)", 0, f"{S41}/eval-test-shipped.json"),
+    ("crop scale 0.6 (shipped)", 1, f"{S43}/eval-test-wd1-seed1.json"),
+    ("crop scale 0.6 (shipped)", 2, f"{S43}/eval-test-wd1-seed2.json"),
+    ("crop scale 0.25", 0, f"{S42}/eval-test-crop025.json"),
+    ("crop scale 0.25", 1, f"{S42}/eval-test-crop025-seed1.json"),
+    ("crop scale 0.25", 2, f"{S43}/eval-test-crop025-seed2.json"),
+]
+COLUMNS = [("lmpnet", "avg"), ("lmpnet", "recall"), ("lmpnet", "acc"), ("parts", "Kp"), ("parts", "NMI_map"),
+           ("parts", "ARI_map"), ("parts", "avg"), ("parts", "recall")]
+
+
+def values(report: str) -> list[float]:
+    """The COLUMNS of one ``lmp evaluate`` JSON report."""
+    rows = {r["method"]: r for r in json.load(open(report))["results"]}
+    return [float(rows[m][c]) for m, c in COLUMNS]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default=None, help="also write the markdown table here")
+    args = ap.parse_args()
+    rows, by_recipe = [], {}
+    for recipe, seed, report in NETWORKS:
+        v = values(report)
+        by_recipe.setdefault(recipe, []).append(v)
+        rows.append([recipe, str(seed), *(f"{x:.2f}" for x in v)])
+    for recipe, vs in by_recipe.items():
+        cols = list(zip(*vs))
+        rows.append([f"**{recipe}, mean +- sd**", f"{len(vs)} seeds",
+                     *(f"{statistics.mean(c):.2f} +- {statistics.stdev(c):.2f}" for c in cols)])
+    emit_table("training seeds x recipes, all 1,389 cub50 test images (lmp evaluate --method lmpnet,parts)",
+               ["recipe", "seed", "ranked greedy PCK", "ranked part recall", "accuracy", "parts Kp", "NMI_map",
+                "ARI_map", "parts greedy PCK", "parts part recall"], rows, args.out)
+
+
+if __name__ == "__main__":
+    main()
