@@ -12,10 +12,10 @@ recall, accuracy, and the parts' Kp, NMI_map, ARI_map, greedy PCK and part recal
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 
 from _markdown import emit_table
+from compare_reports import load_rows
 
 S41, S42, S43 = ("docs/experiments/s41-pose-parts", "docs/experiments/s42-species-parts",
                  "docs/experiments/s43-recipe-seeds")
@@ -32,8 +32,8 @@ COLUMNS = [("lmpnet", "avg"), ("lmpnet", "recall"), ("lmpnet", "acc"), ("parts",
 
 
 def values(report: str) -> list[float]:
-    """The COLUMNS of one ``lmp evaluate`` JSON report."""
-    rows = {r["method"]: r for r in json.load(open(report))["results"]}
+    """The COLUMNS of one ``lmp evaluate`` JSON report (rows read by ``compare_reports.load_rows``)."""
+    rows = {m: load_rows(report, m)[0] for m in {m for m, _ in COLUMNS}}
     return [float(rows[m][c]) for m, c in COLUMNS]
 
 

@@ -118,9 +118,13 @@ def objective(fit_d: dict, checkpoints: list[str]) -> list[list[str]]:
     rows = []
     for path in checkpoints:
         pm = load_model(path)[0].part_model
-        cos = (x @ F.normalize(pm.projection, dim=1).T).amax(1)
-        rows.append([path, str(pm.meta.get("seed", "")), f"{(1 - cos).mean().item():.5f}"])
+        rows.append([path, str(pm.meta.get("seed", "")), f"{spherical_objective(x, pm.projection):.5f}"])
     return rows
+
+
+def spherical_objective(x: torch.Tensor, centres: torch.Tensor) -> float:
+    """Mean of 1 - the largest cosine of each unit row of ``x`` (n, D) to the ``centres`` (K, D)."""
+    return (1 - (x @ F.normalize(centres, dim=1).T).amax(1)).mean().item()
 
 
 def agreement(labels: torch.Tensor) -> torch.Tensor:
@@ -150,8 +154,9 @@ def matched_mean(centres: list[torch.Tensor], ref: int) -> torch.Tensor:
 
 def consensus(fit_d: dict, test_d: dict, k: int, seeds: list[int], sample: int, image_size: int,
               cell_centre: float) -> list[list[str]]:
-    """Section 43 item 2: one row per k-means seed (its agreement, objective and scores), their mean,
-    the medoid seed's row again and the consensus fit's row."""
+    """Section 43 items 2-3: one row per k-means seed (its agreement, part-size entropy, objective and
+    scores), their mean, the medoid seed's row again, the consensus fit's row, the most balanced
+    seed's row again, and each criterion's Spearman correlation with NMI_map + ARI_map."""
     from scipy.stats import spearmanr
     from sklearn.cluster import KMeans
 
@@ -169,8 +174,7 @@ def consensus(fit_d: dict, test_d: dict, k: int, seeds: list[int], sample: int, 
 
     def cells(c: torch.Tensor) -> list[float]:
         r = scores(calibrated(fit_d, VARIANT, c, "segment"), fit_d, test_d, VARIANT, image_size, cell_centre)
-        objective = (1 - (x @ c.T).amax(1)).mean().item()
-        return [objective, *(r[m] for m in ("Kp", "NMI", "ARI", "NMI_map", "ARI_map"))]
+        return [spherical_objective(x, c), *(r[m] for m in ("Kp", "NMI", "ARI", "NMI_map", "ARI_map"))]
 
     per_seed = []
     for seed, c, a, b in zip(seeds, centres, agree.tolist(), balance):
