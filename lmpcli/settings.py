@@ -44,7 +44,8 @@ class KeypointSettings:
             map is below this fraction (in [0, 1]) of its peak; 0 = off, as in the paper.
         replica: fuse the replica network's proposals (Sec. 3.3) when the checkpoint has one.
         flip: test-time flip, an extension: also fuse the proposals of the mirrored image (twice
-            the forward passes; docs/quality-log.md).
+            the forward passes; docs/quality-log.md section 19); the ``parts`` method averages the
+            maps its part model reads over the image and its mirror (section 44 item 2).
         output_stride: 32 (as trained: 448 px -> 14x14 maps) or 16 (twice as fine maps from the
             same weights; EfficientNet-Lite only; quality log section 15).
         image_size: square network input side, pixels, a positive multiple of 32 (quality log
@@ -105,7 +106,7 @@ TRAIN_DEFAULTS = MappingProxyType({
     "weight_decay": 1.0,
     "label_smoothing": 0.1,
     "seed": 0,
-    "crop_scale": 0.6,
+    "crop_scale": 0.25,
     "jitter": 0.2,
     "cutmix": 0.0,
     "workers": 2,

@@ -565,3 +565,46 @@ def test_fit_parts_cli_location_option(tiny_checkpoint, tiny_cub, tmp_path):
     r = runner.invoke(app, ["fit-parts", str(tiny_checkpoint), "--data", str(tiny_cub), "--location", "middle",
                             "--out", str(tmp_path / "bad.pt")])
     assert r.exit_code == 2 and "Traceback" not in r.output and not (tmp_path / "bad.pt").exists()
+
+
+def test_parts_flip_averages_the_mirrored_maps_and_is_mirror_equivariant(tiny_checkpoint, tmp_path):
+    """``--flip`` for the parts (quality log section 44 item 2): the maps the part model reads are
+    the mean of the image's and the mirror's maps flipped back, computed here from the networks
+    by hand; the result is exactly mirror-equivariant; it costs one more main forward per batch;
+    ``create_method`` takes the flag from the settings."""
+    from lmpcli.checkpoint import atomic_torch_save
+    from lmpcli.methods.parts import PartsMethod
+    from lmpcli.parts import stack_maps
+    from lmpcli.settings import KeypointSettings
+
+    model, _ = load_model(tiny_checkpoint)
+    c, m = model.main.backbone.out_channels, model.main.backbone.mid_channels
+    obj = read_checkpoint(tiny_checkpoint)
+    obj["parts"] = PartModel("kmeans-centred", torch.rand(3, c + m, generator=torch.Generator().manual_seed(0)),
+                             torch.zeros(3), torch.ones(3), mid_channels=m, grid="mid").to_dict()
+    path = tmp_path / "mid.pt"
+    atomic_torch_save(obj, path)
+    pair, _ = load_model(path)
+    pair.eval()
+    images = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    plain, flip = create_method("parts", pair), create_method("parts", pair, KeypointSettings(flip=True))
+    assert isinstance(flip, PartsMethod) and flip.flip and not plain.flip
+    calls = []
+    hook = pair.main.register_forward_hook(lambda mod, args, out: calls.append(1))
+    try:
+        with torch.inference_mode():
+            logits, maps = flip.part_features(images, {})
+            n_forwards = len(calls)
+            f, mid = pair.main(images, with_mid=True)[1:]
+            ff, fmid = pair.main(images.flip(-1), with_mid=True)[1:]
+            _, mirrored = flip.part_features(images.flip(-1), {})
+            out_plain, out_flip = plain(images), flip(images)
+    finally:
+        hook.remove()
+    assert n_forwards == 2
+    reference = (stack_maps(f, mid, "mid") + stack_maps(ff.flip(-1), fmid.flip(-1), "mid")) / 2
+    torch.testing.assert_close(maps, reference)
+    torch.testing.assert_close(mirrored, maps.flip(-1))
+    torch.testing.assert_close(logits, pair.main(images)[0])
+    assert out_flip.xy.shape == out_plain.xy.shape == (2, 3, 2)
+    assert not torch.equal(torch.nan_to_num(out_flip.xy), torch.nan_to_num(out_plain.xy))

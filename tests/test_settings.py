@@ -9,7 +9,7 @@ from lmpcli.head import KeypointHead
 from lmpcli.layers import concat_proposals, gate_proposals, learnable_clustering, select_filters
 from lmpcli.methods import LMPNetMethod
 from lmpcli.model import LMPNetConfig, LMPNetPair
-from lmpcli.settings import DEFAULTS, KeypointSettings, resolve_settings, stored_settings
+from lmpcli.settings import DEFAULTS, LEGACY_CONFIG_KEYS, KeypointSettings, resolve_settings, stored_settings
 
 from .conftest import needs_weights
 
@@ -66,12 +66,14 @@ def test_checkpoints_store_the_record_and_old_ones_load_their_flat_config(tmp_pa
 
 @needs_weights
 def test_the_shipped_weights_load_the_settings_their_config_holds():
+    """The shipped file (since quality log section 44) stores the keypoint record; the load returns
+    exactly it, with the defaults the tool documents (thr 1.2 cells, sub-cell peaks, k 5)."""
     model, ckpt = load_model()
-    flat = ckpt["config"]
-    assert "keypoints" not in flat  # written before the record existed
+    record = ckpt["config"]["keypoints"]
+    assert not set(LEGACY_CONFIG_KEYS) & set(ckpt["config"])  # no flat copy beside the record
     s = model.config.keypoints
-    assert (s.k, s.thr, s.num_filters, s.iterations, s.subcell, s.refine, s.gate) == tuple(
-        flat[key] for key in ("k", "thr", "num_filters", "iterations", "subcell", "refine", "gate"))
+    assert {key: getattr(s, key) for key in record} == record
+    assert (s.k, s.thr, s.num_filters, s.subcell, s.flip) == (5, 1.2, 128, True, False)
 
 
 def _reference_keypoints(maps, settings, image_size, centre):

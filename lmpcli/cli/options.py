@@ -141,8 +141,8 @@ Gate = Annotated[Optional[float], typer.Option(
          "0 = off; default: the checkpoint's).")]
 Flip = Annotated[Optional[bool], typer.Option(
     "--flip/--no-flip", show_default=False, rich_help_panel=KEYPOINTS,
-    help="LMPNet: also fuse the proposals of the mirrored image (twice the forward passes; default: the "
-         "checkpoint's, off).")]
+    help="Test-time flip: LMPNet fuses the proposals of the mirrored image; parts average their maps over the "
+         "image and its mirror (twice the forward passes; default: the checkpoint's, off).")]
 OutputStride = Annotated[Optional[int], typer.Option(
     metavar="16|32", rich_help_panel=KEYPOINTS,
     help="16: feature maps twice as fine from the same weights (EfficientNet-Lite; the checkpoint's --thr is "

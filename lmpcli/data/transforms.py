@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from torchvision.transforms import v2
 
+from ..settings import TRAIN_DEFAULTS
+
 
 def eval_transform(image_size: int, mean, std) -> v2.Transform:
     """PIL image (+ KeyPoints) -> (3, S, S) float32 normalised tensor; a plain square resize."""
@@ -20,7 +22,8 @@ def eval_transform(image_size: int, mean, std) -> v2.Transform:
     ])
 
 
-def train_transform(image_size: int, mean, std, crop_scale: float = 0.6, jitter: float = 0.2) -> v2.Transform:
+def train_transform(image_size: int, mean, std, crop_scale: float = TRAIN_DEFAULTS["crop_scale"],
+                    jitter: float = TRAIN_DEFAULTS["jitter"]) -> v2.Transform:
     """Training augmentation: random resized crop, horizontal flip, colour jitter, resize to S x S.
 
     Args:

@@ -23,7 +23,7 @@ def create_method(name: str, model: LMPNetPair, settings: KeypointSettings | Non
     model's K). ``options`` are passed to the method's constructor (``lmpnet``: ``name``,
     ``ensemble``; ``occlusion-gbp``: see :class:`OcclusionGBPMethod`, e.g. ``occluder_size``,
     ``chunk_size``, ``input_size``, ``nms_radius``; ``cam``: ``nms_radius`` in cells; ``parts``:
-    ``part_model``, default the checkpoint's).
+    ``part_model``, default the checkpoint's; ``parts`` also reads ``settings.flip``).
 
     Raises:
         ValueError: unknown method name or invalid option values.
@@ -32,7 +32,7 @@ def create_method(name: str, model: LMPNetPair, settings: KeypointSettings | Non
     if name == "lmpnet":
         return LMPNetMethod(model, settings, **options)
     if name == "parts":
-        return PartsMethod(model, **options)
+        return PartsMethod(model, flip=bool(model.resolve(settings).flip), **options)
     if name not in METHODS:
         raise ValueError(f"unknown method {name!r}; choose one of {', '.join(METHODS)}")
     k = settings.k if settings is not None and settings.k is not None else model.resolve(settings).k
