@@ -1,6 +1,6 @@
 """Speed of ``lmp predict --method parts`` against the ranked output (``lmpnet``), issue 25.
 
-    python benchmarks/parts_speed.py --images examples/ --repeats 5
+    python benchmarks/parts_speed.py --images examples/ --repeats 5 [--flip]
 
 Both methods run on the same decoded batches, alternately (ranked, parts, ranked, ...), each
 with its own forward passes (nothing shared), so load on a shared machine hits both alike.
@@ -30,6 +30,7 @@ def main() -> None:
     ap.add_argument("--weights", default=None)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--flip", action="store_true", help="also time `--method parts --flip` (quality log section 44)")
     args = ap.parse_args()
     model, _ = load_model(args.weights)
     cfg = model.config
@@ -37,6 +38,8 @@ def main() -> None:
     batches = [collate_skip_errors([ds[i] for i in range(s, min(s + args.batch_size, len(ds)))])["image"]
                for s in range(0, len(ds), args.batch_size)]
     methods = {"lmpnet (ranked)": create_method("lmpnet", model, KeypointSettings(k=5)), "parts": create_method("parts", model)}
+    if args.flip:
+        methods["parts --flip"] = create_method("parts", model, KeypointSettings(flip=True))
     seconds = dict.fromkeys(methods, 0.0)
     n = sum(len(b) for b in batches)
     with torch.inference_mode():
