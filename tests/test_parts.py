@@ -608,3 +608,11 @@ def test_parts_flip_averages_the_mirrored_maps_and_is_mirror_equivariant(tiny_ch
     torch.testing.assert_close(logits, pair.main(images)[0])
     assert out_flip.xy.shape == out_plain.xy.shape == (2, 3, 2)
     assert not torch.equal(torch.nan_to_num(out_flip.xy), torch.nan_to_num(out_plain.xy))
+    # two part models reading different maps on one batch's shared cache each get their own mirror
+    final_only = PartsMethod(pair, PartModel("kmeans-centred", torch.rand(3, c), torch.zeros(3), torch.ones(3)), flip=True)
+    shared: dict = {}
+    with torch.inference_mode():
+        mixed = [flip.part_features(images, shared)[1], final_only.part_features(images, shared)[1]]
+        alone = [flip.part_features(images, {})[1], final_only.part_features(images, {})[1]]
+    for a, b in zip(mixed, alone):
+        torch.testing.assert_close(a, b)

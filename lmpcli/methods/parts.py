@@ -46,21 +46,23 @@ class PartsMethod:
         """(logits (B, classes), the maps the part model reads: (B, C, h, w) final-conv maps, or
         with a mid-level part model the final and mid-level maps stacked on its grid, (B, C + C', H, W):
         :func:`lmpcli.parts.stack_maps`). With ``flip``, the mean of those maps and the mirrored
-        images' maps flipped back along the width (cached under ``"parts-flip"``)."""
+        images' maps flipped back along the width (cached per grid and map kind, so part models that
+        read different maps on one batch never share it)."""
         cache = {} if cache is None else cache
         mid = mid_forward(self.model, images, cache) if self.part_model.mid_channels else None
         logits, features = main_forward(self.model, images, cache)
         maps = stack_maps(features, mid, self.part_model.grid)
         if not self.flip:
             return logits, maps
-        if "parts-flip" not in cache:
+        key = f"parts-flip-{self.part_model.grid}-{self.part_model.mid_channels}"  # per kind of map
+        if key not in cache:
             out = _forward(self.model, images.flip(-1), None, bool(self.part_model.mid_channels))
             # the final map's mirrored cell m sits one cell over at output stride 16
             # (LMPNetPair.flipped_features); the stride-16 block's cells mirror onto themselves
             dx = int(round(1 - 2 * self.model.cell_centre()))
             mid_back = out[2].flip(-1) if self.part_model.mid_channels else None
-            cache["parts-flip"] = stack_maps(shift_cells(out[1].flip(-1), dx), mid_back, self.part_model.grid)
-        return logits, (maps + cache["parts-flip"].to(maps.dtype)) / 2
+            cache[key] = stack_maps(shift_cells(out[1].flip(-1), dx), mid_back, self.part_model.grid)
+        return logits, (maps + cache[key].to(maps.dtype)) / 2
 
     def __call__(self, images: Tensor, cache: dict | None = None) -> KeypointOutput:
         logits, features = self.part_features(images, cache)
