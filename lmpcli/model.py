@@ -281,5 +281,10 @@ class LMPNetPair(nn.Module):
             [main (B, C, h, w)] or [main, replica], aligned with :meth:`features`' maps.
         """
         _, features, rep = self.features(images.flip(-1), use_replica)
-        dx = int(round(1 - 2 * self.cell_centre()))  # mirrored cell m sits at (m + 1 - centre) * stride
-        return [shift_cells(f.flip(-1), dx) for f in (features, rep) if f is not None]
+        return [self.mirror_back(f) for f in (features, rep) if f is not None]
+
+    def mirror_back(self, maps: Tensor) -> Tensor:
+        """(B, C, h, w) final-conv maps of mirrored images, flipped back along the width and aligned
+        with the unmirrored images' cells: a mirrored cell ``m`` sits at ``(m + 1 - centre) *
+        stride`` px, so at output stride 16 (cell centre 0) the map also moves one cell right."""
+        return shift_cells(maps.flip(-1), int(round(1 - 2 * self.cell_centre())))

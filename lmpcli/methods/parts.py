@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from .base import KeypointOutput, _forward, main_forward, mid_forward
-from ..model import shift_cells
+from .base import KeypointOutput, main_forward, mid_forward
 from ..parts import PartModel, part_keypoints, stack_maps
 
 
@@ -49,20 +48,23 @@ class PartsMethod:
         images' maps flipped back along the width (cached per grid and map kind, so part models that
         read different maps on one batch never share it)."""
         cache = {} if cache is None else cache
-        mid = mid_forward(self.model, images, cache) if self.part_model.mid_channels else None
-        logits, features = main_forward(self.model, images, cache)
-        maps = stack_maps(features, mid, self.part_model.grid)
+        logits, maps = self._stacked_maps(images, cache)
         if not self.flip:
             return logits, maps
         key = f"parts-flip-{self.part_model.grid}-{self.part_model.mid_channels}"  # per kind of map
         if key not in cache:
-            out = _forward(self.model, images.flip(-1), None, bool(self.part_model.mid_channels))
-            # the final map's mirrored cell m sits one cell over at output stride 16
-            # (LMPNetPair.flipped_features); the stride-16 block's cells mirror onto themselves
-            dx = int(round(1 - 2 * self.model.cell_centre()))
-            mid_back = out[2].flip(-1) if self.part_model.mid_channels else None
-            cache[key] = stack_maps(shift_cells(out[1].flip(-1), dx), mid_back, self.part_model.grid)
+            cache[key] = self._stacked_maps(images.flip(-1), {}, mirrored=True)[1]
         return logits, (maps + cache[key].to(maps.dtype)) / 2
+
+    def _stacked_maps(self, images: Tensor, cache: dict, mirrored: bool = False) -> tuple[Tensor, Tensor]:
+        """One main forward: (logits, the stacked maps); ``mirrored``: ``images`` are mirrored and the
+        maps are flipped back (:meth:`lmpcli.model.LMPNetPair.mirror_back` for the final map; the
+        stride-16 block's cells mirror onto themselves)."""
+        mid = mid_forward(self.model, images, cache) if self.part_model.mid_channels else None
+        logits, features = main_forward(self.model, images, cache)
+        if mirrored:
+            features, mid = self.model.mirror_back(features), (mid.flip(-1) if mid is not None else None)
+        return logits, stack_maps(features, mid, self.part_model.grid)
 
     def __call__(self, images: Tensor, cache: dict | None = None) -> KeypointOutput:
         logits, features = self.part_features(images, cache)
