@@ -1,12 +1,13 @@
 """Training seeds x recipes for the parts (quality log section 43, item 1): one row per network from
 ``lmp evaluate --method lmpnet,parts`` reports, and each recipe's mean and spread.
 
-    python benchmarks/recipe_seeds_table.py                 # section 43's six networks
+    python benchmarks/recipe_seeds_table.py                 # sections 43 and 45: nine networks
     python benchmarks/recipe_seeds_table.py --out table.md
 
 Each network's parts are the part model ``lmp train`` fitted (k-means seed = training seed; the
 file shipped until section 44 has k-means seed 0). Since section 44 crop scale 0.25 is the default
-and its seed-0 network the shipped file. Columns: the ranked keypoints' (``lmpnet``) greedy PCK and part
+and its seed-0 network the shipped file. Section 45 adds crop scale 0.08 (torchvision's
+default), three training seeds. Columns: the ranked keypoints' (``lmpnet``) greedy PCK and part
 recall, accuracy, and the parts' Kp, NMI_map, ARI_map, greedy PCK and part recall.
 """
 
@@ -18,8 +19,8 @@ import statistics
 from _markdown import emit_table
 from compare_reports import load_rows
 
-S41, S42, S43 = ("docs/experiments/s41-pose-parts", "docs/experiments/s42-species-parts",
-                 "docs/experiments/s43-recipe-seeds")
+S41, S42, S43, S45 = ("docs/experiments/s41-pose-parts", "docs/experiments/s42-species-parts",
+                      "docs/experiments/s43-recipe-seeds", "docs/experiments/s45-crop008")
 NETWORKS = [  # (recipe, training seed, report)
     ("crop scale 0.6 (default until §44)", 0, f"{S41}/eval-test-shipped.json"),
     ("crop scale 0.6 (default until §44)", 1, f"{S43}/eval-test-wd1-seed1.json"),
@@ -27,6 +28,9 @@ NETWORKS = [  # (recipe, training seed, report)
     ("crop scale 0.25 (default since §44)", 0, f"{S42}/eval-test-crop025.json"),
     ("crop scale 0.25 (default since §44)", 1, f"{S42}/eval-test-crop025-seed1.json"),
     ("crop scale 0.25 (default since §44)", 2, f"{S43}/eval-test-crop025-seed2.json"),
+    ("crop scale 0.08 (§45)", 0, f"{S45}/eval-test-crop008.json"),
+    ("crop scale 0.08 (§45)", 1, f"{S45}/eval-test-crop008-seed1.json"),
+    ("crop scale 0.08 (§45)", 2, f"{S45}/eval-test-crop008-seed2.json"),
 ]
 COLUMNS = [("lmpnet", "avg"), ("lmpnet", "recall"), ("lmpnet", "acc"), ("parts", "Kp"), ("parts", "NMI_map"),
            ("parts", "ARI_map"), ("parts", "avg"), ("parts", "recall")]
